@@ -1,0 +1,52 @@
+// The CPU kernel table: one instance per instruction set, chosen once by CPUID (or LLAMA_LOCAL_ISA).
+//
+// Every kernel takes raw pointers and sizes and works on a slice the caller hands it; threading,
+// shape checks and dtype dispatch live above (model/ and bindings.cpp), so kernels stay branch-free.
+#pragma once
+#include <cstdint>
+
+#include "../core/dtype.h"
+
+namespace ll::cpu {
+
+enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+constexpr int kNumIsas = 3;
+
+// Y[m, n] = sum_k X[m, k] * W[n, k]   (or += when accumulate), m in [0, M), n in [n0, n1).
+// X: fp32 rows of stride ldx; W: N dense rows of K elements in the table's dtype; Y: fp32, stride ldy.
+using MatmulFn = void (*)(const float* X, int64_t ldx, const void* W, int64_t K, float* Y,
+                          int64_t ldy, int64_t M, int64_t n0, int64_t n1, bool accumulate);
+
+struct Kernels {
+    Isa isa;
+    const char* name;
+    MatmulFn matmul[kNumDTypes];  // indexed by DType
+    // y = x / sqrt(mean(x^2) + eps) * w
+    void (*rmsnorm)(const float* x, const float* w, float* y, int64_t n, float eps);
+    // Rotate-half RoPE in place on one head: (x[i], x[i + half]) rotated by (cos[i], sin[i]).
+    void (*rope)(float* x, const float* cos, const float* sin, int64_t half);
+    // out = silu(gate) * up
+    void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);
+    // Causal attention of g query heads that share one KV head, for one query position.
+    // Q, O: [g, hd]; K, V: n_kv rows of hd floats with row stride kv_stride; S: scratch [g, n_kv].
+    void (*attention)(const float* Q, int64_t g, const float* K, const float* V, int64_t kv_stride,
+                      int64_t n_kv, int64_t hd, float scale, float* S, float* O);
+    // dst[i] = float(src[i]) for a row of weights (embedding lookup)
+    void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
+};
+
+bool isa_supported(Isa isa);   // CPU and OS support it, and this build compiled it
+Isa best_isa();
+const char* isa_name(Isa isa);
+Isa parse_isa(const char* name);   // throws std::invalid_argument on an unknown name
+const Kernels& kernels_for(Isa isa);  // throws std::invalid_argument when not supported
+
+// The ISA chosen at load: LLAMA_LOCAL_ISA when set (must be supported), else best_isa().
+Isa default_isa();
+
+// Defined in each ISA's own translation unit.
+const Kernels& kernels_scalar();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+
+}  // namespace ll::cpu

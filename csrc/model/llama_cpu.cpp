@@ -1,0 +1,247 @@
+#include "llama_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <sstream>
+
+#include "../core/errors.h"
+
+namespace ll {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+    std::ostringstream o;
+    o << "[";
+    for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+    o << "]";
+    return o.str();
+}
+
+TensorView get_checked(const TensorSource& src, const std::string& name,
+                       const std::vector<int64_t>& shape) {
+    TensorView t = src(name);
+    if (t.shape != shape)
+        throw FormatError("tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                          shape_str(shape));
+    return t;
+}
+
+Linear linear(const TensorSource& src, const std::string& name, int64_t out, int64_t in) {
+    TensorView t = get_checked(src, name, {out, in});
+    return Linear{t.data, t.dtype, out, in};
+}
+
+std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src,
+                               const std::string& name, int64_t n) {
+    TensorView t = get_checked(src, name, {n});
+    std::vector<float> w(n);
+    k.to_f32[int(t.dtype)](t.data, w.data(), n);
+    return w;
+}
+
+}  // namespace
+
+LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int n_threads,
+                   cpu::Isa isa, int64_t n_batch)
+    : cfg_(cfg),
+      k_(cpu::kernels_for(isa)),
+      pool_(n_threads),
+      n_batch_(n_batch),
+      cache_(cfg.n_layers, n_ctx, cfg.n_kv_heads * cfg.head_dim) {
+    const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim;
+    const int64_t qdim = cfg.n_heads * hd, kvdim = cfg.n_kv_heads * hd;
+    if (D <= 0 || F <= 0 || cfg.n_layers <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 ||
+        hd <= 0 || cfg.vocab_size <= 0)
+        throw FormatError("model config has a non-positive size");
+    if (cfg.n_heads % cfg.n_kv_heads != 0)
+        throw FormatError("num_attention_heads (" + std::to_string(cfg.n_heads) +
+                          ") is not a multiple of num_key_value_heads (" +
+                          std::to_string(cfg.n_kv_heads) + ")");
+    if (hd % 2 != 0 || int64_t(cfg.inv_freq.size()) != hd / 2)
+        throw FormatError("RoPE needs head_dim / 2 frequencies and an even head_dim");
+    if (n_ctx <= 0 || n_batch <= 0) throw std::invalid_argument("n_ctx and n_batch must be positive");
+
+    embed_ = get_checked(src, "model.embed_tokens.weight", {cfg.vocab_size, D});
+    weight_bytes_ += size_t(cfg.vocab_size) * D * dtype_size(embed_.dtype);
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        Layer L;
+        L.attn_norm = norm_weight(k_, src, p + "input_layernorm.weight", D);
+        L.ffn_norm = norm_weight(k_, src, p + "post_attention_layernorm.weight", D);
+        L.q = linear(src, p + "self_attn.q_proj.weight", qdim, D);
+        L.k = linear(src, p + "self_attn.k_proj.weight", kvdim, D);
+        L.v = linear(src, p + "self_attn.v_proj.weight", kvdim, D);
+        L.o = linear(src, p + "self_attn.o_proj.weight", D, qdim);
+        L.gate = linear(src, p + "mlp.gate_proj.weight", F, D);
+        L.up = linear(src, p + "mlp.up_proj.weight", F, D);
+        L.down = linear(src, p + "mlp.down_proj.weight", D, F);
+        for (const Linear* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+            weight_bytes_ += w->bytes();
+        weight_bytes_ += 2 * D * sizeof(float);
+        layers_.push_back(std::move(L));
+    }
+    final_norm_ = norm_weight(k_, src, "model.norm.weight", D);
+    if (cfg.tie_word_embeddings) {
+        lm_head_ = Linear{embed_.data, embed_.dtype, cfg.vocab_size, D};
+    } else {
+        lm_head_ = linear(src, "lm_head.weight", cfg.vocab_size, D);
+        weight_bytes_ += lm_head_.bytes();
+    }
+
+    // RoPE table. The angle is formed in fp32 exactly as transformers does (inv_freq * pos),
+    // and its cosine and sine taken in double so the table adds no error of its own.
+    const int64_t half = hd / 2;
+    rope_cos_.resize(size_t(n_ctx) * half);
+    rope_sin_.resize(size_t(n_ctx) * half);
+    for (int64_t pos = 0; pos < n_ctx; ++pos)
+        for (int64_t i = 0; i < half; ++i) {
+            const float angle = float(pos) * cfg.inv_freq[i];
+            rope_cos_[pos * half + i] = float(std::cos(double(angle)));
+            rope_sin_[pos * half + i] = float(std::sin(double(angle)));
+        }
+
+    const size_t B = size_t(n_batch_);
+    x_.resize(B * D);
+    h_.resize(B * D);
+    q_.resize(B * qdim);
+    attn_.resize(B * qdim);
+    gate_.resize(B * F);
+    up_.resize(B * F);
+    scores_.resize(size_t(pool_.size()) * (cfg.n_heads / cfg.n_kv_heads) * n_ctx);
+}
+
+size_t LlamaCpu::scratch_bytes() const {
+    return sizeof(float) * (x_.size() + h_.size() + q_.size() + attn_.size() + gate_.size() +
+                            up_.size() + scores_.size() + rope_cos_.size() + rope_sin_.size());
+}
+
+void LlamaCpu::truncate(int64_t n) {
+    if (n < 0) throw std::invalid_argument("truncate: negative length");
+    n_past_ = std::min(n_past_, n);
+}
+
+void LlamaCpu::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+    if (T <= 0) throw std::invalid_argument("forward: no tokens to evaluate");
+    if (n_past_ + T > cache_.n_ctx())
+        throw ContextOverflow(std::to_string(n_past_) + " cached + " + std::to_string(T) +
+                              " new tokens exceed the context size n_ctx=" +
+                              std::to_string(cache_.n_ctx()));
+    for (int64_t t = 0; t < T; ++t)
+        if (tokens[t] < 0 || tokens[t] >= cfg_.vocab_size)
+            throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " at position " +
+                                        std::to_string(t) + " is outside the vocabulary [0, " +
+                                        std::to_string(cfg_.vocab_size) + ")");
+    for (int64_t done = 0; done < T; done += n_batch_) {
+        const int64_t n = std::min(n_batch_, T - done);
+        const bool last = done + n == T;
+        float* out = all_logits ? logits + done * cfg_.vocab_size : (last ? logits : nullptr);
+        forward_chunk(tokens + done, n, out, all_logits);
+    }
+}
+
+void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+    const int64_t D = cfg_.hidden_size, F = cfg_.intermediate_size, hd = cfg_.head_dim;
+    const int64_t qdim = cfg_.n_heads * hd, kvdim = cfg_.n_kv_heads * hd, half = hd / 2;
+    const int64_t p0 = n_past_;
+    const cpu::Kernels& k = k_;
+    const float eps = cfg_.rms_norm_eps;
+    float* x = x_.data();
+    float* h = h_.data();
+
+    const size_t erow = size_t(D) * dtype_size(embed_.dtype);
+    for (int64_t t = 0; t < T; ++t)
+        k.to_f32[int(embed_.dtype)](static_cast<const uint8_t*>(embed_.data) + tokens[t] * erow,
+                                    x + t * D, D);
+
+    // Row-wise work (norms, RoPE) is split over tokens; a single token stays on this thread
+    // because a dispatch would cost more than the work.
+    auto rows = [&](int64_t n, const std::function<void(int64_t, int64_t)>& body) {
+        if (n == 1) return body(0, 1);
+        pool_.run([&](int tid, int nth) {
+            int64_t b, e;
+            cpu::ThreadPool::split(n, tid, nth, 1, b, e);
+            body(b, e);
+        });
+    };
+
+    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+        Layer& L = layers_[l];
+        float* kc = cache_.k(l, p0);
+        float* vc = cache_.v(l, p0);
+        rows(T, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.attn_norm.data(), h + t * D, D, eps);
+        });
+        // K and V rows go straight into the cache at their positions.
+        pool_.run([&](int tid, int nth) {
+            linear_slice(k, L.q, h, D, q_.data(), qdim, T, false, tid, nth);
+            linear_slice(k, L.k, h, D, kc, kvdim, T, false, tid, nth);
+            linear_slice(k, L.v, h, D, vc, kvdim, T, false, tid, nth);
+        });
+        rows(T, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) {
+                const float* c = rope_cos_.data() + (p0 + t) * half;
+                const float* s = rope_sin_.data() + (p0 + t) * half;
+                for (int64_t hh = 0; hh < cfg_.n_heads; ++hh) k.rope(q_.data() + t * qdim + hh * hd, c, s, half);
+                for (int64_t hh = 0; hh < cfg_.n_kv_heads; ++hh) k.rope(kc + t * kvdim + hh * hd, c, s, half);
+            }
+        });
+        attention(l, T, p0);
+        // The output projection adds into the residual stream directly.
+        pool_.run([&](int tid, int nth) {
+            linear_slice(k, L.o, attn_.data(), qdim, x, D, T, true, tid, nth);
+        });
+        rows(T, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.ffn_norm.data(), h + t * D, D, eps);
+        });
+        // Each thread applies SwiGLU to the gate/up columns it just computed: no extra dispatch.
+        pool_.run([&](int tid, int nth) {
+            linear_slice(k, L.gate, h, D, gate_.data(), F, T, false, tid, nth);
+            linear_slice(k, L.up, h, D, up_.data(), F, T, false, tid, nth);
+            int64_t n0, n1;
+            cpu::ThreadPool::split(F, tid, nth, 48, n0, n1);
+            for (int64_t t = 0; t < T && n0 < n1; ++t)
+                k.swiglu(gate_.data() + t * F + n0, up_.data() + t * F + n0, gate_.data() + t * F + n0,
+                         n1 - n0);
+        });
+        pool_.run([&](int tid, int nth) {
+            linear_slice(k, L.down, gate_.data(), F, x, D, T, true, tid, nth);
+        });
+    }
+    n_past_ = p0 + T;
+
+    if (!logits) return;
+    const int64_t first = all_logits ? 0 : T - 1;
+    const int64_t n_out = T - first;
+    rows(n_out, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t)
+            k.rmsnorm(x + (first + t) * D, final_norm_.data(), h + t * D, D, eps);
+    });
+    pool_.run([&](int tid, int nth) {
+        linear_slice(k, lm_head_, h, D, logits, cfg_.vocab_size, n_out, false, tid, nth);
+    });
+}
+
+void LlamaCpu::attention(int64_t l, int64_t T, int64_t p0) {
+    const int64_t hd = cfg_.head_dim, g = cfg_.n_heads / cfg_.n_kv_heads;
+    const int64_t qdim = cfg_.n_heads * hd, stride = cache_.row_stride();
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const int64_t items = T * cfg_.n_kv_heads;
+    const int64_t n_ctx = cache_.n_ctx();
+    // Work items (token, KV head) are claimed from a shared counter: causal rows differ in
+    // length, so static ranges would leave one thread with most of the work.
+    std::atomic<int64_t> next{0};
+    pool_.run([&](int tid, int) {
+        float* S = scores_.data() + size_t(tid) * g * n_ctx;
+        for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) {
+            const int64_t t = it / cfg_.n_kv_heads, kvh = it % cfg_.n_kv_heads;
+            const float* Q = q_.data() + t * qdim + kvh * g * hd;
+            float* O = attn_.data() + t * qdim + kvh * g * hd;
+            k_.attention(Q, g, cache_.k(l, 0) + kvh * hd, cache_.v(l, 0) + kvh * hd, stride,
+                         p0 + t + 1, hd, scale, S, O);
+        }
+    });
+}
+
+}  // namespace ll

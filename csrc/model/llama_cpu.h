@@ -1,0 +1,87 @@
+// The Llama forward pass on the CPU: one call runs every layer for a batch of new tokens,
+// appends their keys and values to the KV cache and writes the logits.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/dtype.h"
+#include "../cpu/kernels.h"
+#include "../cpu/thread_pool.h"
+#include "kv_cache.h"
+#include "linear.h"
+
+namespace ll {
+
+struct LlamaConfig {
+    int64_t vocab_size = 0;
+    int64_t hidden_size = 0;
+    int64_t intermediate_size = 0;
+    int64_t n_layers = 0;
+    int64_t n_heads = 0;
+    int64_t n_kv_heads = 0;
+    int64_t head_dim = 0;
+    float rms_norm_eps = 1e-5f;
+    bool tie_word_embeddings = false;
+    // head_dim / 2 RoPE frequencies with the model's scaling (Llama 3.1 etc.) already applied:
+    // the Python config layer owns the scaling rules, the core only rotates.
+    std::vector<float> inv_freq;
+};
+
+// A tensor as the checkpoint stores it: a view the caller keeps alive for the model's lifetime.
+struct TensorView {
+    const void* data = nullptr;
+    DType dtype = DType::F32;
+    std::vector<int64_t> shape;
+};
+using TensorSource = std::function<TensorView(const std::string& name)>;
+
+class LlamaCpu {
+public:
+    // n_batch: the most tokens one internal step evaluates (bounds the scratch memory).
+    LlamaCpu(const LlamaConfig& cfg, const TensorSource& tensors, int64_t n_ctx, int n_threads,
+             cpu::Isa isa, int64_t n_batch = 512);
+
+    // Evaluate tokens[0:T] at positions [n_past, n_past + T). Writes logits for every position
+    // ([T, vocab]) when all_logits, else for the last one only ([vocab]).
+    void forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+
+    int64_t n_past() const { return n_past_; }
+    int64_t n_ctx() const { return cache_.n_ctx(); }
+    // Forget everything after the first n cached positions (prefix reuse keeps the rest).
+    void truncate(int64_t n);
+    const LlamaConfig& config() const { return cfg_; }
+    const cpu::Kernels& kernels() const { return k_; }
+    int n_threads() const { return pool_.size(); }
+    size_t weight_bytes() const { return weight_bytes_; }
+    size_t kv_bytes() const { return cache_.bytes(); }
+    size_t scratch_bytes() const;
+
+private:
+    struct Layer {
+        std::vector<float> attn_norm, ffn_norm;
+        Linear q, k, v, o, gate, up, down;
+    };
+
+    void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
+    void attention(int64_t layer, int64_t T, int64_t p0);
+
+    LlamaConfig cfg_;
+    const cpu::Kernels& k_;
+    cpu::ThreadPool pool_;
+    int64_t n_batch_;
+    TensorView embed_;
+    std::vector<Layer> layers_;
+    std::vector<float> final_norm_;
+    Linear lm_head_;
+    KVCache cache_;
+    std::vector<float> rope_cos_, rope_sin_;  // [n_ctx, head_dim / 2]
+    int64_t n_past_ = 0;
+    size_t weight_bytes_ = 0;
+    // scratch, [n_batch, ...]
+    std::vector<float> x_, h_, q_, attn_, gate_, up_, scores_;
+};
+
+}  // namespace ll

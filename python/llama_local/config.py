@@ -1,0 +1,179 @@
+"""The model description: a Hugging Face config.json (transformers 4.x or 5.x) for a Llama model,
+and the RoPE frequencies it implies (plain, linear, or Llama 3.1 scaled)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFormatError
+
+SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM"}
+SUPPORTED_MODEL_TYPES = {"llama"}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    bos_token_id: int | None = None
+    eos_token_ids: list[int] = field(default_factory=list)
+    quantization_config: dict[str, Any] | None = None
+    source: str = "config.json"
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "ModelConfig":
+        path = Path(model_dir) / "config.json"
+        if not path.is_file():
+            raise ModelFormatError(f"{model_dir}: no config.json (expected a Hugging Face model directory)")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{source}: expected a JSON object")
+        arch = d.get("architectures") or []
+        model_type = d.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES and not SUPPORTED_ARCHITECTURES.intersection(arch):
+            raise ModelFormatError(
+                f"{source}: model_type {model_type!r} / architectures {arch!r} is not a Llama model "
+                f"(supported: {sorted(SUPPORTED_ARCHITECTURES)})")
+
+        def need(key: str) -> Any:
+            if key not in d:
+                raise ModelFormatError(f"{source}: missing required field {key!r}")
+            return d[key]
+
+        def positive_int(key: str, value: Any) -> int:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ModelFormatError(f"{source}: {key} must be a positive integer, got {value!r}")
+            return value
+
+        hidden = positive_int("hidden_size", need("hidden_size"))
+        heads = positive_int("num_attention_heads", need("num_attention_heads"))
+        kv_heads = positive_int("num_key_value_heads", d.get("num_key_value_heads") or heads)
+        head_dim = positive_int("head_dim", d.get("head_dim") or hidden // heads)
+        if heads % kv_heads:
+            raise ModelFormatError(f"{source}: num_attention_heads {heads} is not a multiple of "
+                                   f"num_key_value_heads {kv_heads}")
+        if head_dim % 2:
+            raise ModelFormatError(f"{source}: head_dim {head_dim} must be even for RoPE")
+        if d.get("attention_bias") or d.get("mlp_bias"):
+            raise ModelFormatError(f"{source}: attention_bias / mlp_bias are not supported")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ModelFormatError(f"{source}: hidden_act {d['hidden_act']!r} is not supported (need silu)")
+
+        # transformers 5.x: rope_parameters holds rope_theta and the scaling; 4.x: top-level
+        # rope_theta plus an optional rope_scaling dict (with "type" in older files).
+        params = d.get("rope_parameters")
+        if isinstance(params, dict):
+            theta = params.get("rope_theta", d.get("rope_theta", 10000.0))
+            scaling = dict(params)
+        else:
+            theta = d.get("rope_theta", 10000.0)
+            scaling = dict(d["rope_scaling"]) if isinstance(d.get("rope_scaling"), dict) else {}
+        scaling.pop("rope_theta", None)
+        rope_type = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
+        scaling.pop("type", None)
+        rope_scaling = None if rope_type == "default" else {"rope_type": rope_type, **scaling}
+
+        eos = d.get("eos_token_id")
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        cfg = cls(
+            vocab_size=positive_int("vocab_size", need("vocab_size")),
+            hidden_size=hidden,
+            intermediate_size=positive_int("intermediate_size", need("intermediate_size")),
+            num_hidden_layers=positive_int("num_hidden_layers", need("num_hidden_layers")),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
+            rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(theta),
+            rope_scaling=rope_scaling,
+            max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            bos_token_id=d.get("bos_token_id"),
+            eos_token_ids=eos_ids,
+            quantization_config=d.get("quantization_config"),
+            source=source,
+        )
+        cfg.inv_freq()  # refuse an unsupported RoPE type now, naming the file
+        return cfg
+
+    def inv_freq(self) -> np.ndarray:
+        """head_dim/2 RoPE frequencies, float32, computed as transformers computes them."""
+        dim = self.head_dim
+        inv = (1.0 / (np.float32(self.rope_theta) **
+                      (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim))))
+        inv = inv.astype(np.float32)
+        s = self.rope_scaling
+        if s is None:
+            return inv
+        kind = s["rope_type"]
+        try:
+            if kind == "linear":
+                return (inv / np.float32(s["factor"])).astype(np.float32)
+            if kind == "llama3":
+                return _llama3_scaled(inv, float(s["factor"]), float(s["low_freq_factor"]),
+                                      float(s["high_freq_factor"]), float(s["original_max_position_embeddings"]))
+        except KeyError as e:
+            raise ModelFormatError(f"{self.source}: rope scaling {kind!r} lacks field {e.args[0]!r}") from None
+        raise ModelFormatError(f"{self.source}: rope scaling type {kind!r} is not supported "
+                               "(supported: default, linear, llama3)")
+
+    def core_dict(self) -> dict[str, Any]:
+        """What the compiled core's Model takes."""
+        return {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "inv_freq": self.inv_freq().tolist(),
+        }
+
+    def n_params(self) -> int:
+        d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
+        attn = d * hd * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
+        per_layer = attn + 3 * d * f + 2 * d
+        head = 0 if self.tie_word_embeddings else self.vocab_size * d
+        return self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
+
+    def kv_cache_bytes(self, n_ctx: int) -> int:
+        return 2 * self.num_hidden_layers * n_ctx * self.num_key_value_heads * self.head_dim * 4
+
+
+def _llama3_scaled(inv: np.ndarray, factor: float, low: float, high: float, old_len: float) -> np.ndarray:
+    """Meta's apply_scaling for Llama 3.1: long wavelengths divided by `factor`, short ones kept,
+    the band between blended (transformers' _compute_llama3_parameters, in float32)."""
+    low_wavelen = old_len / low
+    high_wavelen = old_len / high
+    wavelen = (2 * math.pi / inv).astype(np.float32)
+    scaled = np.where(wavelen > low_wavelen, inv / np.float32(factor), inv).astype(np.float32)
+    smooth = ((old_len / wavelen - low) / (high - low)).astype(np.float32)
+    smoothed = ((1 - smooth) * scaled / np.float32(factor) + smooth * scaled).astype(np.float32)
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
