@@ -129,7 +129,7 @@ py::array_t<float> k_matmul(const FloatArray& x, const py::array& w, const std::
     const bool acc = bool(accumulate_into);
     py::gil_scoped_release release;
     cpu::ThreadPool pool(n_threads);
-    pool.run([&](int tid, int nth) { linear_slice(k, lin, xp, K, yp, N, M, acc, tid, nth); });
+    pool.run(4 * n_threads, [&](int c, int nc) { linear_slice(k, lin, xp, K, yp, N, M, acc, c, nc); });
     return y;
 }
 

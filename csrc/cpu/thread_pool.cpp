@@ -19,68 +19,104 @@
 namespace ll::cpu {
 
 namespace {
-constexpr int kSpinIterations = 200000;  // roughly 1-5 ms of spinning before a worker sleeps
+constexpr int kWorkerSpins = 20000;  // ~0.2-1 ms of polling before a worker sleeps
+constexpr int kWaitSpins = 2000;     // then the waiting caller yields its core between polls
+
+// Spin, then yield: a waiter on an oversubscribed machine must give the core back to the
+// thread it is waiting for.
+template <class Done>
+void wait_until(Done done) {
+    for (int i = 0; !done(); ++i) {
+        if (i < kWaitSpins)
+            LL_CPU_RELAX();
+        else
+            sched_yield();
+    }
 }
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-    for (int t = 1; t < n_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
+    for (int t = 1; t < n_threads_; ++t) threads_.emplace_back([this] { worker(); });
 }
 
 ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_.store(true);
-        generation_.fetch_add(1);
+        state_.fetch_add(1ull << 32);
     }
     wake_.notify_all();
     for (auto& th : threads_) th.join();
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
-    if (n_threads_ == 1) {
-        fn(0, 1);
+void ThreadPool::work_on_chunks() {
+    for (int c = next_chunk_.fetch_add(1, std::memory_order_relaxed); c < n_chunks_;
+         c = next_chunk_.fetch_add(1, std::memory_order_relaxed)) {
+        (*job_)(c, n_chunks_);
+        chunks_done_.fetch_add(1, std::memory_order_release);
+    }
+}
+
+void ThreadPool::run(int n_chunks, const Job& fn) {
+    if (n_chunks <= 0) return;
+    if (n_threads_ == 1 || n_chunks == 1) {
+        for (int c = 0; c < n_chunks; ++c) fn(c, n_chunks);
         return;
     }
     job_ = &fn;
-    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+    n_chunks_ = n_chunks;
+    next_chunk_.store(0, std::memory_order_relaxed);
+    chunks_done_.store(0, std::memory_order_relaxed);
     {
-        // The lock orders the publication against a worker that is about to sleep.
+        // The lock orders the new generation against a worker deciding to sleep.
         std::lock_guard<std::mutex> lock(mutex_);
-        generation_.fetch_add(1, std::memory_order_release);
+        const uint64_t gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+        state_.store(gen << 32, std::memory_order_release);
     }
     if (sleepers_.load(std::memory_order_acquire) > 0) wake_.notify_all();
-    fn(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) LL_CPU_RELAX();
+    work_on_chunks();
+    wait_until([&] { return chunks_done_.load(std::memory_order_acquire) == n_chunks; });
+    state_.fetch_or(kClosed, std::memory_order_acq_rel);
+    wait_until([&] { return (state_.load(std::memory_order_acquire) & kActiveMask) == 0; });
     job_ = nullptr;
 }
 
-void ThreadPool::worker(int tid) {
-    uint64_t seen = 0;
+void ThreadPool::worker() {
+    uint64_t seen_gen = 0;
     for (;;) {
-        uint64_t gen = generation_.load(std::memory_order_acquire);
-        for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
+        uint64_t s = state_.load(std::memory_order_acquire);
+        for (int spin = 0; (s >> 32) == seen_gen && spin < kWorkerSpins; ++spin) {
             LL_CPU_RELAX();
-            gen = generation_.load(std::memory_order_acquire);
+            s = state_.load(std::memory_order_acquire);
         }
-        if (gen == seen) {
+        if ((s >> 32) == seen_gen) {
             std::unique_lock<std::mutex> lock(mutex_);
             sleepers_.fetch_add(1);
-            wake_.wait(lock, [&] { return generation_.load() != seen; });
+            wake_.wait(lock, [&] { return (state_.load() >> 32) != seen_gen; });
             sleepers_.fetch_sub(1);
-            gen = generation_.load();
+            s = state_.load();
         }
-        seen = gen;
+        seen_gen = s >> 32;
         if (stop_.load()) return;
-        (*job_)(tid, n_threads_);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+        // Enter the job only while it is still open (the caller may have finished it alone).
+        bool entered = false;
+        while ((s >> 32) == seen_gen && !(s & kClosed)) {
+            if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
+                entered = true;
+                break;
+            }
+        }
+        if (!entered) continue;
+        work_on_chunks();
+        state_.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
 
-void ThreadPool::split(int64_t n, int tid, int nth, int64_t align, int64_t& begin, int64_t& end) {
+void ThreadPool::split(int64_t n, int part, int nparts, int64_t align, int64_t& begin, int64_t& end) {
     const int64_t units = (n + align - 1) / align;
-    const int64_t per = units / nth, extra = units % nth;
-    const int64_t ub = tid * per + (tid < extra ? tid : extra);
-    const int64_t ue = ub + per + (tid < extra ? 1 : 0);
+    const int64_t per = units / nparts, extra = units % nparts;
+    const int64_t ub = part * per + (part < extra ? part : extra);
+    const int64_t ue = ub + per + (part < extra ? 1 : 0);
     begin = ub * align < n ? ub * align : n;
     end = ue * align < n ? ue * align : n;
 }

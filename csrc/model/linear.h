@@ -20,9 +20,12 @@ struct Linear {
     size_t bytes() const { return size_t(out) * size_t(in) * size_t(dtype_size(dtype)); }
 };
 
-// Y[M, out] (+)= X[M, in] . W^T, with each thread computing its own slice of output columns.
-// Called from inside ThreadPool::run (tid, nth) so several products can share one dispatch.
+// The output columns [n0, n1) that chunk `chunk` of `n_chunks` computes.
+void linear_rows(const Linear& w, int chunk, int n_chunks, int64_t& n0, int64_t& n1);
+
+// Y[M, out] (+)= X[M, in] . W^T for one chunk's columns. Called from inside ThreadPool::run, so
+// several products (Q, K, V; gate, up) can share one dispatch.
 void linear_slice(const cpu::Kernels& k, const Linear& w, const float* X, int64_t ldx, float* Y,
-                  int64_t ldy, int64_t M, bool accumulate, int tid, int nth);
+                  int64_t ldy, int64_t M, bool accumulate, int chunk, int n_chunks);
 
 }  // namespace ll

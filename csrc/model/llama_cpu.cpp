@@ -159,12 +159,15 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
     // because a dispatch would cost more than the work.
     auto rows = [&](int64_t n, const std::function<void(int64_t, int64_t)>& body) {
         if (n == 1) return body(0, 1);
-        pool_.run([&](int tid, int nth) {
+        pool_.run(int(std::min<int64_t>(n, pool_.size())), [&](int c, int nc) {
             int64_t b, e;
-            cpu::ThreadPool::split(n, tid, nth, 1, b, e);
+            cpu::ThreadPool::split(n, c, nc, 1, b, e);
             body(b, e);
         });
     };
+    // Products are cut into more chunks than threads so that a thread the OS preempts on a
+    // busy machine holds up little: the others take its share.
+    const int mm_chunks = matmul_chunks();
 
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
         Layer& L = layers_[l];
@@ -174,10 +177,10 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
             for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.attn_norm.data(), h + t * D, D, eps);
         });
         // K and V rows go straight into the cache at their positions.
-        pool_.run([&](int tid, int nth) {
-            linear_slice(k, L.q, h, D, q_.data(), qdim, T, false, tid, nth);
-            linear_slice(k, L.k, h, D, kc, kvdim, T, false, tid, nth);
-            linear_slice(k, L.v, h, D, vc, kvdim, T, false, tid, nth);
+        pool_.run(mm_chunks, [&](int c, int nc) {
+            linear_slice(k, L.q, h, D, q_.data(), qdim, T, false, c, nc);
+            linear_slice(k, L.k, h, D, kc, kvdim, T, false, c, nc);
+            linear_slice(k, L.v, h, D, vc, kvdim, T, false, c, nc);
         });
         rows(T, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) {
@@ -189,24 +192,24 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
         });
         attention(l, T, p0);
         // The output projection adds into the residual stream directly.
-        pool_.run([&](int tid, int nth) {
-            linear_slice(k, L.o, attn_.data(), qdim, x, D, T, true, tid, nth);
+        pool_.run(mm_chunks, [&](int c, int nc) {
+            linear_slice(k, L.o, attn_.data(), qdim, x, D, T, true, c, nc);
         });
         rows(T, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.ffn_norm.data(), h + t * D, D, eps);
         });
         // Each thread applies SwiGLU to the gate/up columns it just computed: no extra dispatch.
-        pool_.run([&](int tid, int nth) {
-            linear_slice(k, L.gate, h, D, gate_.data(), F, T, false, tid, nth);
-            linear_slice(k, L.up, h, D, up_.data(), F, T, false, tid, nth);
+        pool_.run(mm_chunks, [&](int c, int nc) {
+            linear_slice(k, L.gate, h, D, gate_.data(), F, T, false, c, nc);
+            linear_slice(k, L.up, h, D, up_.data(), F, T, false, c, nc);
             int64_t n0, n1;
-            cpu::ThreadPool::split(F, tid, nth, 48, n0, n1);
+            linear_rows(L.gate, c, nc, n0, n1);
             for (int64_t t = 0; t < T && n0 < n1; ++t)
                 k.swiglu(gate_.data() + t * F + n0, up_.data() + t * F + n0, gate_.data() + t * F + n0,
                          n1 - n0);
         });
-        pool_.run([&](int tid, int nth) {
-            linear_slice(k, L.down, gate_.data(), F, x, D, T, true, tid, nth);
+        pool_.run(mm_chunks, [&](int c, int nc) {
+            linear_slice(k, L.down, gate_.data(), F, x, D, T, true, c, nc);
         });
     }
     n_past_ = p0 + T;
@@ -218,8 +221,8 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
         for (int64_t t = b; t < e; ++t)
             k.rmsnorm(x + (first + t) * D, final_norm_.data(), h + t * D, D, eps);
     });
-    pool_.run([&](int tid, int nth) {
-        linear_slice(k, lm_head_, h, D, logits, cfg_.vocab_size, n_out, false, tid, nth);
+    pool_.run(mm_chunks, [&](int c, int nc) {
+        linear_slice(k, lm_head_, h, D, logits, cfg_.vocab_size, n_out, false, c, nc);
     });
 }
 
@@ -230,10 +233,11 @@ void LlamaCpu::attention(int64_t l, int64_t T, int64_t p0) {
     const int64_t items = T * cfg_.n_kv_heads;
     const int64_t n_ctx = cache_.n_ctx();
     // Work items (token, KV head) are claimed from a shared counter: causal rows differ in
-    // length, so static ranges would leave one thread with most of the work.
+    // length, so static ranges would leave one thread with most of the work. One chunk per
+    // thread, each with its own scores scratch.
     std::atomic<int64_t> next{0};
-    pool_.run([&](int tid, int) {
-        float* S = scores_.data() + size_t(tid) * g * n_ctx;
+    pool_.run(pool_.size(), [&](int chunk, int) {
+        float* S = scores_.data() + size_t(chunk) * g * n_ctx;
         for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) {
             const int64_t t = it / cfg_.n_kv_heads, kvh = it % cfg_.n_kv_heads;
             const float* Q = q_.data() + t * qdim + kvh * g * hd;
