@@ -43,3 +43,17 @@ def smollm2_hf_model(smollm2_gguf: Path):
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32)
     return model.eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_conversion_cache(tmp_path_factory: pytest.TempPathFactory):
+    """GGUF conversions made by tests go to a temporary cache, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("LLAMA_LOCAL_CACHE")
+    os.environ["LLAMA_LOCAL_CACHE"] = str(tmp_path_factory.mktemp("llama_local_cache"))
+    yield
+    if old is None:
+        del os.environ["LLAMA_LOCAL_CACHE"]
+    else:
+        os.environ["LLAMA_LOCAL_CACHE"] = old

@@ -12,18 +12,17 @@ q_proj and k_proj for its RoPE layout; that is undone here. One tensor is held a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import ml_dtypes
 import numpy as np
 
+from . import conversion_cache
 from .errors import ModelFormatError
 from .fsutil import atomic_output_dir
 from .gguf_tokenizer import build_tokenizer
@@ -447,55 +446,12 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def gguf_cache_dir(gguf_path: str | os.PathLike) -> Path:
-    """Where `ensure_converted` keeps the converted copy of a GGUF file.
-
-    `$LLAMA_LOCAL_CACHE/gguf/<name>-<hash>` (default root ~/.cache/llama_local). The hash covers the
-    file's size, mtime and first and last MiB -- enough to notice a replaced file without reading
-    gigabytes -- and the converter version, so that a fixed converter does not reuse old output.
-    """
-    path = Path(gguf_path)
-    st = path.stat()
-    h = hashlib.sha256(f"v{CONVERTER_VERSION}:{st.st_size}:{st.st_mtime_ns}:".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 1 << 20:
-            f.seek(max(st.st_size - (1 << 20), 1 << 20))
-            h.update(f.read())
-    root = Path(os.environ.get("LLAMA_LOCAL_CACHE") or Path.home() / ".cache" / "llama_local")
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)
-    return root / "gguf" / f"{stem}-{h.hexdigest()[:16]}"
+    """Where `ensure_converted` keeps the converted copy of a GGUF file (see conversion_cache)."""
+    return conversion_cache.cache_dir("gguf", gguf_path, CONVERTER_VERSION)
 
 
 def ensure_converted(gguf_path: str | os.PathLike, progress: bool = True) -> Path:
-    """The converted directory of `gguf_path`, converting it on first use.
-
-    A lock file serializes concurrent processes (the second one waits, then finds the directory);
-    the directory itself is renamed into place only when complete, so a killed run leaves none.
-    """
-    dst = gguf_cache_dir(gguf_path)
-    if (dst / "config.json").is_file():
-        return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(dst.with_name(dst.name + ".lock")):
-        if (dst / "config.json").is_file():
-            return dst
-        # Under the lock, leftovers of this entry are from runs killed before they could clean up.
-        for stale in dst.parent.glob(f".{dst.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        convert_gguf(gguf_path, dst, force=dst.exists(), progress=progress)
-    return dst
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the atomic rename alone keeps the cache whole
-        yield
-        return
-    with open(lock_path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    """The converted directory of `gguf_path`, converting it on first use."""
+    return conversion_cache.ensure_converted(
+        "gguf", gguf_path, CONVERTER_VERSION,
+        lambda src, dst: convert_gguf(src, dst, progress=progress))
