@@ -5,11 +5,14 @@ import subprocess
 import sys
 
 SCRIPT = r"""
-import json, resource, sys
+import json, re, sys
 from llama_local import LLM
 llm = LLM(sys.argv[1], n_ctx=4096)
 text = "".join(c.text for c in llm.generate("Tell me about the sea.", max_tokens=24, temperature=0))
-print(json.dumps({"maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+# VmHWM: this process's own peak RSS. (ru_maxrss would include the parent's: Linux carries it
+# across fork and exec, and the parent is a pytest process holding torch.)
+hwm_kib = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1))
+print(json.dumps({"maxrss": hwm_kib * 1024,
                   "weights": llm.model.weight_bytes, "kv": llm.model.kv_bytes, "text": text}))
 """
 
