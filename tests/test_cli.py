@@ -75,3 +75,14 @@ def test_system_info_reports_cuda_build_state():
         assert info["cuda_compiled"], "nvcc is on PATH but the core was built without CUDA"
     if not info["cuda_available"]:
         assert info["cuda_unavailable_reason"]
+
+
+def test_chat_with_the_demo_model_answers_and_keeps_context(smollm2_gguf):
+    # No MODEL argument: the bundled SmolLM2; two turns typed on stdin, then end of input.
+    out = run("chat", "--temperature", "0", "--max-tokens", "40",
+              input="What is the capital of France?\nAnd what is the capital of Germany?\n")
+    assert out.returncode == 0, out.stderr
+    replies = [r for r in out.stdout.split(">>> ") if r.strip()]
+    assert len(replies) == 2
+    assert "Paris" in replies[0] and "Berlin" in replies[1]
+    assert "bundled demo model" in out.stderr
