@@ -112,10 +112,12 @@ private:
 
 py::array_t<float> k_matmul(const FloatArray& x, const py::array& w, const std::optional<std::string>& isa,
                             int n_threads, std::optional<FloatArray> accumulate_into) {
-    if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1))
-        throw std::invalid_argument("matmul: need x [M, K] and w [N, K]");
-    const TensorView wv = view_of(w, "w");
-    const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
+    // w may be a view with strided rows (ldw elements apart), as the KV cache is used.
+    if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1) || w.strides(1) != w.itemsize() ||
+        w.strides(0) % w.itemsize() || w.strides(0) < w.shape(1) * w.itemsize())
+        throw std::invalid_argument("matmul: need x [M, K] and w [N, K] with contiguous rows");
+    const DType wdt = array_dtype(w, "w");
+    const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0), ldw = w.strides(0) / w.itemsize();
     py::array_t<float> y({M, N});
     if (accumulate_into) {
         if (accumulate_into->ndim() != 2 || accumulate_into->shape(0) != M || accumulate_into->shape(1) != N)
@@ -123,13 +125,18 @@ py::array_t<float> k_matmul(const FloatArray& x, const py::array& w, const std::
         std::copy(accumulate_into->data(), accumulate_into->data() + M * N, y.mutable_data());
     }
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
-    const Linear lin{wv.data, wv.dtype, N, K};
+    const void* wp = w.data();
     const float* xp = x.data();
     float* yp = y.mutable_data();
     const bool acc = bool(accumulate_into);
     py::gil_scoped_release release;
     cpu::ThreadPool pool(n_threads);
-    pool.run(4 * n_threads, [&](int c, int nc) { linear_slice(k, lin, xp, K, yp, N, M, acc, c, nc); });
+    const Linear lin{wp, wdt, N, K};
+    pool.run(4 * n_threads, [&](int c, int nc) {
+        int64_t n0, n1;
+        linear_rows(lin, c, nc, n0, n1);  // the model's split, with the view's own row stride
+        if (n0 < n1) k.matmul[int(wdt)](xp, K, wp, ldw, K, yp, N, M, n0, n1, acc);
+    });
     return y;
 }
 
@@ -169,18 +176,25 @@ py::array_t<float> k_swiglu(const FloatArray& g, const FloatArray& u, const std:
     return y;
 }
 
-py::array_t<float> k_attention(const FloatArray& q, const FloatArray& kc, const FloatArray& vc, float scale,
-                               const std::optional<std::string>& isa) {
-    // q [g, hd]: heads sharing one KV head; k, v [n_kv, hd]
-    if (q.ndim() != 2 || kc.ndim() != 2 || vc.ndim() != 2 || kc.shape(1) != q.shape(1) ||
-        vc.shape(1) != q.shape(1) || vc.shape(0) != kc.shape(0) || kc.shape(0) < 1)
-        throw std::invalid_argument("attention: need q [g, hd], k and v [n_kv >= 1, hd]");
+py::array_t<float> k_gemm_nn(const FloatArray& a, const py::array_t<float>& b, const std::optional<std::string>& isa) {
+    // b may be a view with strided rows (as the V rows of the KV cache are).
+    if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0) || b.strides(1) != sizeof(float) ||
+        b.strides(0) % sizeof(float))
+        throw std::invalid_argument("gemm_nn: need a [M, K] and b [K, N] with contiguous rows");
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
-    const int64_t g = q.shape(0), hd = q.shape(1), n = kc.shape(0);
-    std::vector<float> S(size_t(g) * n);
-    py::array_t<float> o({g, hd});
-    k.attention(q.data(), g, kc.data(), vc.data(), hd, n, hd, scale, S.data(), o.mutable_data());
-    return o;
+    const int64_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
+    py::array_t<float> y({M, N});
+    k.gemm_nn(a.data(), K, b.data(), b.strides(0) / sizeof(float), K, y.mutable_data(), N, M, N, false);
+    return y;
+}
+
+py::array_t<float> k_softmax(const FloatArray& s, float scale, const std::optional<std::string>& isa) {
+    if (s.ndim() != 1 || s.shape(0) < 1) throw std::invalid_argument("softmax: need a non-empty 1-D array");
+    const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
+    py::array_t<float> y(s.shape(0));
+    std::copy(s.data(), s.data() + s.shape(0), y.mutable_data());
+    k.softmax(y.mutable_data(), s.shape(0), scale);
+    return y;
 }
 
 py::array_t<float> k_to_f32(const py::array& w, const std::optional<std::string>& isa) {
@@ -270,7 +284,8 @@ PYBIND11_MODULE(_core, m) {
     k.def("rmsnorm", &k_rmsnorm, py::arg("x"), py::arg("w"), py::arg("eps"), py::arg("isa") = py::none());
     k.def("rope", &k_rope, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("isa") = py::none());
     k.def("swiglu", &k_swiglu, py::arg("gate"), py::arg("up"), py::arg("isa") = py::none());
-    k.def("attention", &k_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
-          py::arg("isa") = py::none());
+    k.def("gemm_nn", &k_gemm_nn, py::arg("a"), py::arg("b"), py::arg("isa") = py::none(),
+          "a [M, K] . b [K, N], float32 (b's rows may be strided)");
+    k.def("softmax", &k_softmax, py::arg("s"), py::arg("scale") = 1.0f, py::arg("isa") = py::none());
     k.def("to_f32", &k_to_f32, py::arg("w"), py::arg("isa") = py::none());
 }

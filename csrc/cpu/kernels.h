@@ -12,9 +12,9 @@ namespace ll::cpu {
 enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };
 constexpr int kNumIsas = 3;
 
-// Y[m, n] = sum_k X[m, k] * W[n, k]   (or += when accumulate), m in [0, M), n in [n0, n1).
-// X: fp32 rows of stride ldx; W: N dense rows of K elements in the table's dtype; Y: fp32, stride ldy.
-using MatmulFn = void (*)(const float* X, int64_t ldx, const void* W, int64_t K, float* Y,
+// Y[m, n] = sum_k X[m, k] * W[n, k]   (or += when accumulate), m in [0, M), n in [n0, n1), k < K.
+// X: fp32 rows of stride ldx; W: rows of the table's dtype, ldw elements apart; Y: fp32, stride ldy.
+using MatmulFn = void (*)(const float* X, int64_t ldx, const void* W, int64_t ldw, int64_t K, float* Y,
                           int64_t ldy, int64_t M, int64_t n0, int64_t n1, bool accumulate);
 
 struct Kernels {
@@ -27,10 +27,11 @@ struct Kernels {
     void (*rope)(float* x, const float* cos, const float* sin, int64_t half);
     // out = silu(gate) * up
     void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);
-    // Causal attention of g query heads that share one KV head, for one query position.
-    // Q, O: [g, hd]; K, V: n_kv rows of hd floats with row stride kv_stride; S: scratch [g, n_kv].
-    void (*attention)(const float* Q, int64_t g, const float* K, const float* V, int64_t kv_stride,
-                      int64_t n_kv, int64_t hd, float scale, float* S, float* O);
+    // Y[M, N] (+)= A[M, K] . B[K, N], all fp32, B rows contiguous (attention's P . V).
+    void (*gemm_nn)(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* Y,
+                    int64_t ldy, int64_t M, int64_t N, bool accumulate);
+    // In place: s[0:n] = softmax(scale * s[0:n]), fp32.
+    void (*softmax)(float* s, int64_t n, float scale);
     // dst[i] = float(src[i]) for a row of weights (embedding lookup)
     void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
 };

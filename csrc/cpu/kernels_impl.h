@@ -43,15 +43,15 @@ template <class V> struct WeightLoad<V, DType::BF16> {
     }
 };
 
-// One register tile: Y[0:MR, 0:NR] (+)= X[0:MR, :] . W[0:NR, :]^T, as MR*NR vector dot products
-// accumulated over K and reduced once at the end. W rows are used in their stored layout
-// ([N, K], K contiguous), so fp32/fp16/bf16 checkpoints need no repacking.
+// One register tile: Y[0:MR, 0:NR] (+)= X[0:MR, 0:K] . W[0:NR, 0:K]^T, as MR*NR vector dot
+// products accumulated over K and reduced once at the end. W rows are used in their stored layout
+// (K contiguous, rows wstride bytes apart), so fp32/fp16/bf16 checkpoints need no repacking and
+// the KV cache serves as W for attention scores.
 template <class V, DType WT, int MR, int NR>
-void matmul_tile(const float* X, int64_t ldx, const uint8_t* W, int64_t K, float* Y, int64_t ldy,
-                 bool accumulate) {
+void matmul_tile(const float* X, int64_t ldx, const uint8_t* W, int64_t wstride, int64_t K, float* Y,
+                 int64_t ldy, bool accumulate) {
     using L = WeightLoad<V, WT>;
     using reg = typename V::reg;
-    const int64_t wstride = K * L::kSize;
     reg c[MR][NR];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
@@ -81,45 +81,126 @@ void matmul_tile(const float* X, int64_t ldx, const uint8_t* W, int64_t K, float
 
 // MR rows of X against weight rows [n0, n1): full NR tiles, then single rows.
 template <class V, DType WT, int MR>
-void matmul_panel(const float* X, int64_t ldx, const uint8_t* W, int64_t K, float* Y, int64_t ldy,
-                  int64_t n0, int64_t n1, bool accumulate) {
-    const int64_t wstride = K * WeightLoad<V, WT>::kSize;
+void matmul_panel(const float* X, int64_t ldx, const uint8_t* W, int64_t wstride, int64_t K, float* Y,
+                  int64_t ldy, int64_t n0, int64_t n1, bool accumulate) {
     int64_t n = n0;
     for (; n + V::NR <= n1; n += V::NR)
-        matmul_tile<V, WT, MR, V::NR>(X, ldx, W + n * wstride, K, Y + n, ldy, accumulate);
-    for (; n < n1; ++n) matmul_tile<V, WT, MR, 1>(X, ldx, W + n * wstride, K, Y + n, ldy, accumulate);
+        matmul_tile<V, WT, MR, V::NR>(X, ldx, W + n * wstride, wstride, K, Y + n, ldy, accumulate);
+    for (; n < n1; ++n)
+        matmul_tile<V, WT, MR, 1>(X, ldx, W + n * wstride, wstride, K, Y + n, ldy, accumulate);
 }
 
 template <class V, DType WT, int MR>
-void matmul_rows(int64_t mr, const float* X, int64_t ldx, const uint8_t* W, int64_t K, float* Y,
-                 int64_t ldy, int64_t n0, int64_t n1, bool accumulate) {
+void matmul_rows(int64_t mr, const float* X, int64_t ldx, const uint8_t* W, int64_t wstride, int64_t K,
+                 float* Y, int64_t ldy, int64_t n0, int64_t n1, bool accumulate) {
     if constexpr (MR > 1) {
-        if (mr < MR) return matmul_rows<V, WT, MR - 1>(mr, X, ldx, W, K, Y, ldy, n0, n1, accumulate);
+        if (mr < MR) return matmul_rows<V, WT, MR - 1>(mr, X, ldx, W, wstride, K, Y, ldy, n0, n1, accumulate);
     }
-    matmul_panel<V, WT, MR>(X, ldx, W, K, Y, ldy, n0, n1, accumulate);
+    matmul_panel<V, WT, MR>(X, ldx, W, wstride, K, Y, ldy, n0, n1, accumulate);
+}
+
+// Decode (M == 1): one weight row at a time with four accumulators, so the weights stream through
+// memory strictly in order -- the access pattern hardware prefetchers follow best -- while four
+// independent FMA chains hide the FMA latency.
+template <class V, DType WT>
+void matvec(const float* x, const uint8_t* W, int64_t wstride, int64_t K, float* y, int64_t n0, int64_t n1,
+            bool accumulate) {
+    using L = WeightLoad<V, WT>;
+    using reg = typename V::reg;
+    for (int64_t n = n0; n < n1; ++n) {
+        const uint8_t* row = W + n * wstride;
+        reg a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+        int64_t k = 0;
+        for (; k + 4 * V::W <= K; k += 4 * V::W) {
+            a0 = V::fma(V::load(x + k), L::vec(row, k), a0);
+            a1 = V::fma(V::load(x + k + V::W), L::vec(row, k + V::W), a1);
+            a2 = V::fma(V::load(x + k + 2 * V::W), L::vec(row, k + 2 * V::W), a2);
+            a3 = V::fma(V::load(x + k + 3 * V::W), L::vec(row, k + 3 * V::W), a3);
+        }
+        for (; k + V::W <= K; k += V::W) a0 = V::fma(V::load(x + k), L::vec(row, k), a0);
+        float s = V::reduce_add(V::add(V::add(a0, a1), V::add(a2, a3)));
+        for (; k < K; ++k) s += x[k] * L::one(row, k);
+        y[n] = accumulate ? y[n] + s : s;
+    }
 }
 
 template <class V, DType WT>
-void matmul(const float* X, int64_t ldx, const void* Wv, int64_t K, float* Y, int64_t ldy, int64_t M,
-            int64_t n0, int64_t n1, bool accumulate) {
+void matmul(const float* X, int64_t ldx, const void* Wv, int64_t ldw, int64_t K, float* Y, int64_t ldy,
+            int64_t M, int64_t n0, int64_t n1, bool accumulate) {
     const uint8_t* W = static_cast<const uint8_t*>(Wv);
-    const int64_t wstride = K * WeightLoad<V, WT>::kSize;
-    if (M == 1) {
-        // Decode: memory-bound; NR_DECODE weight rows streamed side by side keep loads in flight.
-        int64_t n = n0;
-        for (; n + V::NR_DECODE <= n1; n += V::NR_DECODE)
-            matmul_tile<V, WT, 1, V::NR_DECODE>(X, ldx, W + n * wstride, K, Y + n, ldy, accumulate);
-        for (; n < n1; ++n) matmul_tile<V, WT, 1, 1>(X, ldx, W + n * wstride, K, Y + n, ldy, accumulate);
-        return;
+    const int64_t wstride = ldw * WeightLoad<V, WT>::kSize;
+    if (M == 1) return matvec<V, WT>(X, W, wstride, K, Y, n0, n1, accumulate);
+    // Prefill, blocked for the caches: K in slices of KC, so MR rows of X (MR * KC * 4 bytes) stay
+    // in L1; and weight rows in blocks of about 256 KiB that stay in L2 while all of X passes by.
+    constexpr int64_t KC = 2048;
+    for (int64_t kb = 0; kb < K; kb += KC) {
+        const int64_t kc = imin(KC, K - kb);
+        const bool acc = accumulate || kb > 0;
+        const uint8_t* Wk = W + kb * WeightLoad<V, WT>::kSize;
+        const int64_t block = imax(V::NR, (256 * 1024 / (kc * WeightLoad<V, WT>::kSize)) / V::NR * V::NR);
+        for (int64_t nb = n0; nb < n1; nb += block) {
+            const int64_t ne = imin(nb + block, n1);
+            for (int64_t m = 0; m < M; m += V::MR)
+                matmul_rows<V, WT, V::MR>(imin(V::MR, M - m), X + m * ldx + kb, ldx, Wk, wstride, kc,
+                                          Y + m * ldy, ldy, nb, ne, acc);
+        }
     }
-    // Prefill: a block of weight rows (about 256 KiB) stays in L2 while every row of X passes it.
-    const int64_t block = imax(V::NR, (256 * 1024 / wstride) / V::NR * V::NR);
-    for (int64_t nb = n0; nb < n1; nb += block) {
-        const int64_t ne = imin(nb + block, n1);
-        for (int64_t m = 0; m < M; m += V::MR)
-            matmul_rows<V, WT, V::MR>(imin(V::MR, M - m), X + m * ldx, ldx, W, K, Y + m * ldy, ldy,
-                                      nb, ne, accumulate);
+}
+
+// Y[0:MR, 0:NV*W] (+)= A[0:MR, 0:K] . B[0:K, 0:NV*W]: outer products of broadcast A elements with
+// B rows. B rows are contiguous (the V rows of the KV cache), so nothing is transposed.
+template <class V, int MR, int NV>
+void gemm_nn_tile(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* Y,
+                  int64_t ldy, bool accumulate) {
+    using reg = typename V::reg;
+    reg c[MR][NV];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 32
+        for (int v = 0; v < NV; ++v) c[i][v] = V::zero();
+    for (int64_t k = 0; k < K; ++k) {
+        reg b[NV];
+#pragma GCC unroll 32
+        for (int v = 0; v < NV; ++v) b[v] = V::load(B + k * ldb + v * V::W);
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i) {
+            const reg a = V::set1(A[i * lda + k]);
+#pragma GCC unroll 32
+            for (int v = 0; v < NV; ++v) c[i][v] = V::fma(a, b[v], c[i][v]);
+        }
     }
+    for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) {
+            float* y = Y + i * ldy + v * V::W;
+            V::store(y, accumulate ? V::add(V::load(y), c[i][v]) : c[i][v]);
+        }
+}
+
+template <class V, int MR>
+void gemm_nn_rows(int64_t mr, const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K,
+                  float* Y, int64_t ldy, int64_t N, bool accumulate) {
+    if constexpr (MR > 1) {
+        if (mr < MR) return gemm_nn_rows<V, MR - 1>(mr, A, lda, B, ldb, K, Y, ldy, N, accumulate);
+    }
+    constexpr int NV = V::GEMM_NN_NV;
+    int64_t n = 0;
+    for (; n + NV * V::W <= N; n += NV * V::W)
+        gemm_nn_tile<V, MR, NV>(A, lda, B + n, ldb, K, Y + n, ldy, accumulate);
+    for (; n + V::W <= N; n += V::W) gemm_nn_tile<V, MR, 1>(A, lda, B + n, ldb, K, Y + n, ldy, accumulate);
+    for (; n < N; ++n)  // columns past the last whole vector
+        for (int64_t i = 0; i < mr; ++i) {
+            float s = 0.0f;
+            for (int64_t k = 0; k < K; ++k) s += A[i * lda + k] * B[k * ldb + n];
+            Y[i * ldy + n] = accumulate ? Y[i * ldy + n] + s : s;
+        }
+}
+
+template <class V>
+void gemm_nn(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t K, float* Y, int64_t ldy,
+             int64_t M, int64_t N, bool accumulate) {
+    for (int64_t m = 0; m < M; m += V::GEMM_NN_MR)
+        gemm_nn_rows<V, V::GEMM_NN_MR>(imin(V::GEMM_NN_MR, M - m), A + m * lda, lda, B, ldb, K,
+                                       Y + m * ldy, ldy, N, accumulate);
 }
 
 template <class V>
@@ -134,15 +215,6 @@ float dot(const float* a, const float* b, int64_t n) {
     float s = V::reduce_add(V::add(acc0, acc1));
     for (; i < n; ++i) s += a[i] * b[i];
     return s;
-}
-
-// y += a * x
-template <class V>
-void axpy(float a, const float* x, float* y, int64_t n) {
-    const typename V::reg va = V::set1(a);
-    int64_t i = 0;
-    for (; i + V::W <= n; i += V::W) V::store(y + i, V::fma(va, V::load(x + i), V::load(y + i)));
-    for (; i < n; ++i) y[i] += a * x[i];
 }
 
 template <class V>
@@ -206,26 +278,18 @@ float softmax_numerators(float* s, int64_t n) {
     return sum;
 }
 
-// The g query heads of one KV group against the same K/V rows: each K and V row is read once
-// for all g heads (the GQA saving), scores kept in fp32.
+// In place over n scores: p = exp(scale * s - max) / sum (fp32 throughout).
 template <class V>
-void attention(const float* Q, int64_t g, const float* K, const float* Vv, int64_t kv_stride,
-               int64_t n_kv, int64_t hd, float scale, float* S, float* O) {
-    for (int64_t j = 0; j < n_kv; ++j) {
-        const float* k = K + j * kv_stride;
-        for (int64_t h = 0; h < g; ++h) S[h * n_kv + j] = dot<V>(Q + h * hd, k, hd) * scale;
-    }
-    for (int64_t h = 0; h < g; ++h) {
-        float* s = S + h * n_kv;
-        const float inv = 1.0f / softmax_numerators<V>(s, n_kv);
-        for (int64_t j = 0; j < n_kv; ++j) s[j] *= inv;
-        float* o = O + h * hd;
-        for (int64_t d = 0; d < hd; ++d) o[d] = 0.0f;
-    }
-    for (int64_t j = 0; j < n_kv; ++j) {
-        const float* v = Vv + j * kv_stride;
-        for (int64_t h = 0; h < g; ++h) axpy<V>(S[h * n_kv + j], v, O + h * hd, hd);
-    }
+void softmax(float* s, int64_t n, float scale) {
+    const typename V::reg vscale = V::set1(scale);
+    int64_t j = 0;
+    for (; j + V::W <= n; j += V::W) V::store(s + j, V::mul(V::load(s + j), vscale));
+    for (; j < n; ++j) s[j] *= scale;
+    const float inv = 1.0f / softmax_numerators<V>(s, n);
+    const typename V::reg vinv = V::set1(inv);
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) V::store(s + i, V::mul(V::load(s + i), vinv));
+    for (; i < n; ++i) s[i] *= inv;
 }
 
 template <class V, DType WT>
@@ -247,7 +311,8 @@ Kernels make_kernels(Isa isa, const char* name) {
     k.rmsnorm = rmsnorm<V>;
     k.rope = rope<V>;
     k.swiglu = swiglu<V>;
-    k.attention = attention<V>;
+    k.gemm_nn = gemm_nn<V>;
+    k.softmax = softmax<V>;
     k.to_f32[int(DType::F32)] = to_f32<V, DType::F32>;
     k.to_f32[int(DType::F16)] = to_f32<V, DType::F16>;
     k.to_f32[int(DType::BF16)] = to_f32<V, DType::BF16>;

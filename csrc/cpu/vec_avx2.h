@@ -12,7 +12,8 @@ struct VecAvx2 {
     static constexpr int W = 8;
     // 3x3 accumulators + 3 X + 1 W registers: fits the 16 ymm registers without spilling.
     static constexpr int MR = 3, NR = 3;
-    static constexpr int NR_DECODE = 8;
+    // P.V in attention: MR rows x NV vectors of accumulators.
+    static constexpr int GEMM_NN_MR = 6, GEMM_NN_NV = 2;
     static reg zero() { return _mm256_setzero_ps(); }
     static reg set1(float a) { return _mm256_set1_ps(a); }
     static reg load(const float* p) { return _mm256_loadu_ps(p); }

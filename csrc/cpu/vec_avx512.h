@@ -12,7 +12,8 @@ struct VecAvx512 {
     static constexpr int W = 16;
     // 4x6 accumulators + 4 X + 1 W = 29 of the 32 zmm registers: 24 FMAs per 10 loads.
     static constexpr int MR = 4, NR = 6;
-    static constexpr int NR_DECODE = 8;
+    // P.V in attention: MR rows x NV vectors of accumulators.
+    static constexpr int GEMM_NN_MR = 6, GEMM_NN_NV = 4;
     static reg zero() { return _mm512_setzero_ps(); }
     static reg set1(float a) { return _mm512_set1_ps(a); }
     static reg load(const float* p) { return _mm512_loadu_ps(p); }

@@ -12,7 +12,8 @@ struct VecScalar {
     using reg = float;
     static constexpr int W = 1;
     static constexpr int MR = 2, NR = 2;     // prefill tile
-    static constexpr int NR_DECODE = 4;      // rows of W per tile when M == 1
+    // P.V in attention: MR rows x NV vectors of accumulators.
+    static constexpr int GEMM_NN_MR = 4, GEMM_NN_NV = 2;
     static reg zero() { return 0.0f; }
     static reg set1(float a) { return a; }
     static reg load(const float* p) { return *p; }

@@ -11,7 +11,7 @@ void linear_slice(const cpu::Kernels& k, const Linear& w, const float* X, int64_
                   int64_t ldy, int64_t M, bool accumulate, int chunk, int n_chunks) {
     int64_t n0, n1;
     linear_rows(w, chunk, n_chunks, n0, n1);
-    if (n0 < n1) k.matmul[int(w.dtype)](X, ldx, w.data, w.in, Y, ldy, M, n0, n1, accumulate);
+    if (n0 < n1) k.matmul[int(w.dtype)](X, ldx, w.data, w.in, w.in, Y, ldy, M, n0, n1, accumulate);
 }
 
 }  // namespace ll

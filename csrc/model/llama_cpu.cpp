@@ -109,7 +109,7 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
     attn_.resize(B * qdim);
     gate_.resize(B * F);
     up_.resize(B * F);
-    scores_.resize(size_t(pool_.size()) * (cfg.n_heads / cfg.n_kv_heads) * n_ctx);
+    scores_.resize(size_t(pool_.size()) * kAttnBlock * n_ctx);
 }
 
 size_t LlamaCpu::scratch_bytes() const {
@@ -227,23 +227,38 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
 }
 
 void LlamaCpu::attention(int64_t l, int64_t T, int64_t p0) {
+    // Causal attention over the cache, per query head and block of kAttnBlock queries:
+    //   S = Q K^T (the cache's K rows serve as the matmul's weight rows), row-wise softmax over
+    //   each query's own causal length, O = P V (outer products with the cache's V rows).
+    // A block computes scores up to its last query's length; the extra entries of earlier rows
+    // are zeroed after the softmax, so they add nothing to O.
     const int64_t hd = cfg_.head_dim, g = cfg_.n_heads / cfg_.n_kv_heads;
     const int64_t qdim = cfg_.n_heads * hd, stride = cache_.row_stride();
     const float scale = 1.0f / std::sqrt(float(hd));
-    const int64_t items = T * cfg_.n_kv_heads;
+    const int64_t blocks = (T + kAttnBlock - 1) / kAttnBlock;
+    const int64_t items = cfg_.n_heads * blocks;
     const int64_t n_ctx = cache_.n_ctx();
-    // Work items (token, KV head) are claimed from a shared counter: causal rows differ in
+    const cpu::MatmulFn scores = k_.matmul[int(DType::F32)];
+    // Items (head, query block) are claimed from a shared counter: causal blocks differ in
     // length, so static ranges would leave one thread with most of the work. One chunk per
     // thread, each with its own scores scratch.
     std::atomic<int64_t> next{0};
     pool_.run(pool_.size(), [&](int chunk, int) {
-        float* S = scores_.data() + size_t(chunk) * g * n_ctx;
+        float* S = scores_.data() + size_t(chunk) * kAttnBlock * n_ctx;
         for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) {
-            const int64_t t = it / cfg_.n_kv_heads, kvh = it % cfg_.n_kv_heads;
-            const float* Q = q_.data() + t * qdim + kvh * g * hd;
-            float* O = attn_.data() + t * qdim + kvh * g * hd;
-            k_.attention(Q, g, cache_.k(l, 0) + kvh * hd, cache_.v(l, 0) + kvh * hd, stride,
-                         p0 + t + 1, hd, scale, S, O);
+            const int64_t head = it % cfg_.n_heads, b = it / cfg_.n_heads;
+            const int64_t kvh = head / g;
+            const int64_t t0 = b * kAttnBlock, M = std::min(kAttnBlock, T - t0);
+            const int64_t n = p0 + t0 + M;  // keys visible to the block's last query
+            const float* K = cache_.k(l, 0) + kvh * hd;
+            const float* V = cache_.v(l, 0) + kvh * hd;
+            scores(q_.data() + t0 * qdim + head * hd, qdim, K, stride, hd, S, n, M, 0, n, false);
+            for (int64_t r = 0; r < M; ++r) {
+                const int64_t valid = p0 + t0 + r + 1;
+                k_.softmax(S + r * n, valid, scale);
+                std::fill(S + r * n + valid, S + (r + 1) * n, 0.0f);
+            }
+            k_.gemm_nn(S, n, V, stride, n, attn_.data() + t0 * qdim + head * hd, qdim, M, hd, false);
         }
     });
 }

@@ -67,6 +67,7 @@ private:
 
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
     void attention(int64_t layer, int64_t T, int64_t p0);
+    static constexpr int64_t kAttnBlock = 32;  // queries per attention work item
     int matmul_chunks() const { return pool_.size() == 1 ? 1 : 4 * pool_.size(); }
 
     LlamaConfig cfg_;
