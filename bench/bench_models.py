@@ -1,0 +1,493 @@
+"""Models for the benchmarks: a seeded random Llama-3.2-1B-shaped checkpoint, and GGUF copies
+of a Hugging Face bf16 directory for llama.cpp.
+
+Both engines must read the same weights, so a GGUF here is always written *from* an HF
+directory (memory-mapped, one tensor at a time): bf16 -> F16 (exact for every value above
+f16's subnormal range, i.e. |x| >= 6.1e-5) or bf16 -> BF16 (bit-exact), q/k rows permuted the
+way llama.cpp's convert_hf_to_gguf.py does, norms in F32 as convert_hf_to_gguf.py writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+_REPO = Path(__file__).resolve().parent.parent
+# An installed llama_local (with its compiled core) wins; else this source tree.
+try:
+    import llama_local  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(_REPO / "python"))
+
+from llama_local.fsutil import atomic_output_dir  # noqa: E402
+from llama_local.safetensors_io import Checkpoint, LazyTensor, write_safetensors  # noqa: E402
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+GENERATOR_VERSION = 2  # bump when the generated files change, so cached copies are rebuilt
+
+
+# --------------------------------------------------------------------------------------------
+# The synthetic model
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Shape and initialisation of a random Llama-architecture model."""
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int = 128256
+    tied: bool = True
+    rope_theta: float = 500000.0
+    # Llama 3.2's rope_scaling (Llama 3.1's uses factor 8)
+    rope_scaling: dict = field(default_factory=lambda: {
+        "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+    rms_eps: float = 1e-5
+    max_positions: int = 131072
+    std: float = 0.02
+    # Per-projection std overrides (e.g. {"q_proj": 0.2}); the --verify model uses them to
+    # make attention sharp, so that a wrong q/k permutation or RoPE changes the logits.
+    std_overrides: tuple = ()
+    seed: int = 1234
+
+    def fingerprint(self) -> str:
+        d = asdict(self)
+        d["generator_version"] = GENERATOR_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+LLAMA_1B = SyntheticSpec(name="llama-3.2-1b-random", hidden=2048, intermediate=8192, layers=16,
+                         heads=32, kv_heads=8, head_dim=64)
+
+# Same structure (GQA 4:1, Llama 3 RoPE scaling, tied head, Llama 3 vocabulary), small enough
+# for transformers to run in a second; sharp attention so that q/k/RoPE mistakes show.
+VERIFY_SMALL = SyntheticSpec(name="llama-verify-small", hidden=256, intermediate=768, layers=2,
+                             heads=8, kv_heads=2, head_dim=32,
+                             std_overrides=(("q_proj", 0.15), ("k_proj", 0.15), ("v_proj", 0.06),
+                                            ("o_proj", 0.06)))
+
+
+def llama3_special_tokens() -> list[str]:
+    """The 256 special tokens of the Llama 3 vocabulary (ids 128000..128255)."""
+    named = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 4: "<|finetune_right_pad_id|>",
+             6: "<|start_header_id|>", 7: "<|end_header_id|>", 8: "<|eom_id|>", 9: "<|eot_id|>",
+             10: "<|python_tag|>"}
+    out, reserved = [], 0
+    for i in range(256):
+        if i in named:
+            out.append(named[i])
+        else:
+            out.append(f"<|reserved_special_token_{reserved}|>")
+            reserved += 1
+    return out
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's byte -> printable character table, indexed by byte value."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs))
+    return [chr(table[b]) for b in range(256)]
+
+
+def synthetic_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
+    """Token strings, GGUF token types and BPE merges of a byte-level BPE vocabulary.
+
+    Ids 0..255 are the 256 byte tokens (so any text tokenizes), then the 676 lower-case letter
+    pairs with their merges (llama.cpp refuses a "gpt2" vocabulary without merges), the last 256
+    ids are Llama 3's special tokens, the rest are unique filler words that no merge reaches.
+    The benchmark feeds token ids; the tokenizer only has to be valid in both engines.
+    """
+    specials = llama3_special_tokens()
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pairs = [a + b for a in letters for b in letters]
+    n_normal = vocab_size - len(specials)
+    if n_normal < 256 + len(pairs):
+        raise ValueError(f"vocab_size {vocab_size} too small (need >= {512 + len(pairs)})")
+    tokens = (_bytes_to_unicode() + pairs
+              + [f"tok{i}" for i in range(256 + len(pairs), n_normal)] + specials)
+    # gguf.TokenType: NORMAL = 1, CONTROL = 3
+    types = [1] * n_normal + [3] * len(specials)
+    merges = [f"{p[0]} {p[1]}" for p in pairs]
+    return tokens, types, merges
+
+
+def _tensor_plan(spec: SyntheticSpec) -> list[tuple[str, tuple[int, ...]]]:
+    h, i, d = spec.hidden, spec.intermediate, spec.head_dim
+    plan = [("model.embed_tokens.weight", (spec.vocab, h))]
+    for L in range(spec.layers):
+        p = f"model.layers.{L}."
+        plan += [
+            (p + "input_layernorm.weight", (h,)),
+            (p + "self_attn.q_proj.weight", (spec.heads * d, h)),
+            (p + "self_attn.k_proj.weight", (spec.kv_heads * d, h)),
+            (p + "self_attn.v_proj.weight", (spec.kv_heads * d, h)),
+            (p + "self_attn.o_proj.weight", (h, spec.heads * d)),
+            (p + "post_attention_layernorm.weight", (h,)),
+            (p + "mlp.gate_proj.weight", (i, h)),
+            (p + "mlp.up_proj.weight", (i, h)),
+            (p + "mlp.down_proj.weight", (h, i)),
+        ]
+    plan.append(("model.norm.weight", (h,)))
+    if not spec.tied:
+        plan.append(("lm_head.weight", (spec.vocab, h)))
+    return plan
+
+
+def _make_tensor(spec: SyntheticSpec, index: int, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if len(shape) == 1:  # RMSNorm weights
+        return np.ones(shape, dtype=BF16)
+    std = spec.std
+    for key, s in spec.std_overrides:
+        if f".{key}." in name:
+            std = s
+    rng = np.random.default_rng([spec.seed, index])
+    x = rng.standard_normal(shape, dtype=np.float32)
+    x *= np.float32(std)
+    return x.astype(BF16)
+
+
+def hf_config(spec: SyntheticSpec) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": spec.hidden,
+        "intermediate_size": spec.intermediate,
+        "num_hidden_layers": spec.layers,
+        "num_attention_heads": spec.heads,
+        "num_key_value_heads": spec.kv_heads,
+        "head_dim": spec.head_dim,
+        "vocab_size": spec.vocab,
+        "max_position_embeddings": spec.max_positions,
+        "rms_norm_eps": spec.rms_eps,
+        "rope_theta": spec.rope_theta,
+        "rope_scaling": dict(spec.rope_scaling),
+        "tie_word_embeddings": spec.tied,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "initializer_range": spec.std,
+        "bos_token_id": spec.vocab - 256,
+        "eos_token_id": spec.vocab - 255,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+    }
+
+
+def _write_tokenizer(directory: Path, vocab_size: int) -> None:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    tokens, types, merges = synthetic_vocab(vocab_size)
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},
+                               merges=[tuple(m.split(" ")) for m in merges]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == 3])
+    tok.save(str(directory / "tokenizer.json"))
+    bos, eos = tokens[vocab_size - 256], tokens[vocab_size - 255]
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": eos,
+        "model_max_length": 131072, "clean_up_tokenization_spaces": True}, indent=2))
+    (directory / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": bos, "eos_token": eos}, indent=2))
+
+
+def ensure_synthetic_hf(spec: SyntheticSpec, workdir: Path, log=print) -> Path:
+    """The HF-layout directory of `spec` under `workdir`, generated once (seeded) and cached."""
+    out = Path(workdir) / f"{spec.name}-{spec.fingerprint()}"
+    if (out / "model.safetensors").is_file():
+        return out
+    plan = _tensor_plan(spec)
+    n_params = sum(math.prod(s) for _, s in plan)
+    log(f"generating {spec.name}: {n_params / 1e9:.2f} B parameters, bf16, -> {out}")
+    with atomic_output_dir(out, force=True) as tmp:
+        tensors = [(name, LazyTensor(BF16, shape, lambda i=i, n=name, s=shape: _make_tensor(spec, i, n, s)))
+                   for i, (name, shape) in enumerate(plan)]
+        write_safetensors(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps({
+            "bos_token_id": spec.vocab - 256, "eos_token_id": spec.vocab - 255,
+            "do_sample": False}, indent=2))
+        _write_tokenizer(tmp, spec.vocab)
+        (tmp / "bench_spec.json").write_text(json.dumps(asdict(spec), indent=2))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# HF bf16 directory -> GGUF for llama.cpp
+# --------------------------------------------------------------------------------------------
+
+def permute_for_llamacpp(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf.py LlamaModel.permute: HF's rotate-half row order -> GGML's interleaved
+    (NORM) RoPE order, within each head. `n_head` is the head count of this projection."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(w.shape))
+
+
+def llama3_rope_factors(head_dim: int, theta: float, rs: dict) -> np.ndarray:
+    """The `rope_freqs.weight` tensor convert_hf_to_gguf.py writes for rope_type llama3."""
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+    factor = rs.get("factor", 8.0)
+    low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
+    old_ctx = rs.get("original_max_position_embeddings", 8192)
+    low_wl, high_wl = old_ctx / low, old_ctx / high
+    out = []
+    for f in freqs:
+        wl = 2 * math.pi / f
+        if wl < high_wl:
+            out.append(1.0)
+        elif wl > low_wl:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wl - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+_LAYER_MAP = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def _gguf_name(hf_name: str) -> str:
+    if hf_name == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf_name == "model.norm.weight":
+        return "output_norm.weight"
+    if hf_name == "lm_head.weight":
+        return "output.weight"
+    parts = hf_name.split(".")
+    if parts[:2] == ["model", "layers"] and ".".join(parts[3:]) in _LAYER_MAP:
+        return f"blk.{parts[2]}.{_LAYER_MAP['.'.join(parts[3:])]}"
+    raise ValueError(f"no GGUF name for tensor {hf_name!r}")
+
+
+def _rope_scaling(cfg: dict) -> dict | None:
+    rs = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if rs and (rs.get("rope_type") or rs.get("type")) == "llama3":
+        return rs
+    return None
+
+
+def _add_synthetic_kv(w, cfg: dict, ftype: int, name: str) -> None:
+    import gguf
+
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    w.add_name(name)
+    w.add_type("model")
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_context_length(cfg.get("max_position_embeddings", 8192))
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
+    w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-5)))
+    w.add_rope_dimension_count(head_dim)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_file_type(ftype)
+    tokens, types, merges = synthetic_vocab(cfg["vocab_size"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(cfg.get("bos_token_id", cfg["vocab_size"] - 256))
+    w.add_eos_token_id(cfg.get("eos_token_id", cfg["vocab_size"] - 255))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _copy_kv(w, reader, ftype: int) -> None:
+    """Copy every metadata field of `reader` (tokenizer, hparams) except file type/arch."""
+    import gguf
+
+    for f in reader.fields.values():
+        if f.name.startswith("GGUF.") or f.name in (gguf.Keys.General.ARCHITECTURE,
+                                                   gguf.Keys.General.FILE_TYPE):
+            continue
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(f.name, f.contents(), vtype, sub_type=sub)
+    w.add_file_type(ftype)
+
+
+def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Path | None = None,
+                       permute_qk: bool = True, rope_factors: bool = True, log=print) -> Path:
+    """Write `out` (a llama.cpp GGUF) holding the weights of the HF directory `hf_dir`.
+
+    ftype: "f16" or "bf16" for the 2-D weights (1-D norms and rope factors stay F32).
+    kv_from: a GGUF whose metadata (hparams, tokenizer) to copy, e.g. the GGUF an HF directory
+    was converted from; without it the metadata comes from config.json plus the synthetic
+    vocabulary of `synthetic_vocab`.
+    permute_qk=False or rope_factors=False write deliberately wrong files (--verify's negative
+    controls: without the q/k permutation, or without Llama 3's rope_freqs tensor).
+    """
+    import gguf
+
+    hf_dir, out = Path(hf_dir), Path(out)
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    ckpt = Checkpoint(hf_dir)
+    n_head = cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads", n_head)
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16}[ftype]
+    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16}[ftype]
+
+    names = [n for n in ckpt.keys() if not n.endswith("rotary_emb.inv_freq")]
+    if cfg.get("tie_word_embeddings") and "lm_head.weight" in names:
+        names.remove("lm_head.weight")
+
+    def order(n: str):
+        g = _gguf_name(n)
+        if g.startswith("blk."):
+            return (1, int(g.split(".")[1]), g)
+        return (0 if g == "token_embd.weight" else 2, 0, g)
+
+    names.sort(key=order)
+
+    def load(hf_name: str) -> np.ndarray:
+        a = np.asarray(ckpt.tensor(hf_name))
+        if a.ndim == 1:
+            return a.astype(np.float32)
+        if permute_qk and hf_name.endswith("q_proj.weight"):
+            a = permute_for_llamacpp(a, n_head)
+        elif permute_qk and hf_name.endswith("k_proj.weight"):
+            a = permute_for_llamacpp(a, n_kv)
+        if ftype == "f16":
+            return a.astype(np.float32).astype(np.float16)
+        return np.ascontiguousarray(a.astype(BF16)).view(np.uint16)
+
+    extra: list[tuple[str, np.ndarray]] = []
+    rs = _rope_scaling(cfg)
+    if rs is not None and rope_factors:
+        extra.append(("rope_freqs.weight",
+                      llama3_rope_factors(head_dim, float(cfg.get("rope_theta", 10000.0)), rs)))
+
+    w = gguf.GGUFWriter(None, "llama")
+    if kv_from is not None:
+        _copy_kv(w, gguf.GGUFReader(kv_from), int(file_type))
+    else:
+        _add_synthetic_kv(w, cfg, int(file_type), hf_dir.name)
+    for n, a in extra:
+        w.add_tensor_info(n, a.shape, a.dtype, a.nbytes)
+    for n in names:
+        dt, shape = ckpt.info(n)
+        if len(shape) == 1:
+            w.add_tensor_info(_gguf_name(n), shape, np.dtype(np.float32), 4 * shape[0])
+        elif ftype == "f16":
+            w.add_tensor_info(_gguf_name(n), shape, np.dtype(np.float16), 2 * math.prod(shape))
+        else:
+            w.add_tensor_info(_gguf_name(n), shape, np.dtype(np.uint16), 2 * math.prod(shape),
+                              raw_dtype=qtype)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    log(f"writing {out.name} ({ftype}) from {hf_dir}")
+    try:
+        w.write_header_to_file(tmp)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for _, a in extra:
+            w.write_tensor_data(a)
+        for n in names:
+            w.write_tensor_data(load(n))
+        w.close()
+        os.replace(tmp, out)
+    except BaseException:
+        w.close()
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return out
+
+
+def ensure_gguf(hf_dir: Path, ftype: str = "f16", kv_from: Path | None = None,
+                out_dir: Path | None = None, log=print) -> Path:
+    """The cached GGUF of `hf_dir` (next to it, or in `out_dir`), written when missing or stale."""
+    hf_dir = Path(hf_dir)
+    out = Path(out_dir or hf_dir.parent) / f"{hf_dir.name}.{ftype}.gguf"
+    src = [p for p in hf_dir.glob("*.safetensors")] + [hf_dir / "config.json"]
+    newest = max(p.stat().st_mtime for p in src)
+    if out.is_file() and out.stat().st_mtime >= newest:
+        return out
+    return write_gguf_from_hf(hf_dir, out, ftype=ftype, kv_from=kv_from, log=log)
+
+
+# --------------------------------------------------------------------------------------------
+# Bytes read per decoded token
+# --------------------------------------------------------------------------------------------
+
+def hf_bytes_per_token(hf_dir: Path) -> int:
+    """Weight bytes a decode step reads from an HF checkpoint: every tensor once, except the
+    embedding, of which one row; plus the LM head (the embedding matrix again when tied)."""
+    hf_dir = Path(hf_dir)
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    ckpt = Checkpoint(hf_dir)
+    total = 0
+    for n in ckpt.keys():
+        dt, shape = ckpt.info(n)
+        nb = math.prod(shape) * dt.itemsize
+        if n == "model.embed_tokens.weight":
+            total += nb // shape[0]
+            if cfg.get("tie_word_embeddings") or "lm_head.weight" not in ckpt:
+                total += nb
+        elif n == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+            continue
+        else:
+            total += nb
+    return total
+
+
+def gguf_bytes_per_token(path: Path) -> int:
+    """Same count for a GGUF file (quantized row sizes included)."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    total = 0
+    has_output = any(t.name == "output.weight" for t in r.tensors)
+    for t in r.tensors:
+        nb = int(t.n_bytes)
+        if t.name == "rope_freqs.weight":
+            continue
+        if t.name == "token_embd.weight":
+            rows = int(t.shape[-1])  # GGUF shapes are [in, out]
+            total += nb // rows
+            if not has_output:
+                total += nb
+        else:
+            total += nb
+    return total

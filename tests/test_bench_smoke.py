@@ -1,0 +1,145 @@
+"""bench/: the model files the benchmark gives each engine hold the same weights.
+
+Fast checks on a tiny random model; the full cross-check against transformers and llama.cpp is
+`python bench/bench_cpu.py --verify` (needs llama-cpp-python). No timings here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_cpu  # noqa: E402
+import bench_models as bm  # noqa: E402
+
+gguf = pytest.importorskip("gguf")
+
+TINY = dataclasses.replace(bm.VERIFY_SMALL, name="bench-tiny", hidden=64, intermediate=128, layers=2,
+                           heads=4, kv_heads=2, head_dim=16, vocab=2048)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("bench")
+    hf = bm.ensure_synthetic_hf(TINY, wd, log=lambda *a: None)
+    return hf, bm.ensure_gguf(hf, "f16", log=lambda *a: None)
+
+
+F16_MIN_NORMAL = 2.0 ** -14
+
+
+def assert_f16_of(actual: np.ndarray, bf16: np.ndarray) -> None:
+    """`actual` is bf16 -> f16: exact wherever f16 has a normal number; f16's subnormals keep the
+    value to half their spacing (2**-25)."""
+    x = np.asarray(bf16).astype(np.float32)
+    a = np.asarray(actual).astype(np.float32)
+    np.testing.assert_array_equal(a, x.astype(np.float16).astype(np.float32))
+    normal = np.abs(x) >= F16_MIN_NORMAL
+    np.testing.assert_array_equal(a[normal], x[normal])
+    assert np.abs(a - x).max() <= 2.0 ** -25
+
+
+def test_synthetic_vocab_is_llama3_shaped():
+    tokens, types, merges = bm.synthetic_vocab(128256)
+    assert len(tokens) == len(types) == 128256
+    assert len(set(tokens)) == len(tokens)
+    assert tokens[128000] == "<|begin_of_text|>" and tokens[128009] == "<|eot_id|>"
+    assert all(t == 3 for t in types[128000:]) and all(t == 1 for t in types[:128000])
+    for m in merges:
+        a, b = m.split(" ")
+        assert a + b in tokens[:128000]
+
+
+def test_permute_is_inverse_of_the_importers_unpermute():
+    from llama_local.gguf_import import unpermute_qk
+
+    w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
+    for heads in (1, 2, 8):
+        p = bm.permute_for_llamacpp(w, heads)
+        assert not np.array_equal(p, w)
+        np.testing.assert_array_equal(unpermute_qk(p, heads), w)
+
+
+def test_gguf_holds_the_hf_weights(tiny):
+    hf, path = tiny
+    from llama_local.safetensors_io import Checkpoint
+
+    ckpt = Checkpoint(hf)
+    r = gguf.GGUFReader(path)
+    t = {x.name: x for x in r.tensors}
+    assert "output.weight" not in t  # tied
+    assert len(t) == 1 + 1 + 9 * TINY.layers + 1  # embd, rope_freqs, layers, output_norm
+    q = ckpt.tensor("model.layers.1.self_attn.q_proj.weight")
+    assert_f16_of(t["blk.1.attn_q.weight"].data, bm.permute_for_llamacpp(q, TINY.heads))
+    k = ckpt.tensor("model.layers.0.self_attn.k_proj.weight")
+    assert_f16_of(t["blk.0.attn_k.weight"].data, bm.permute_for_llamacpp(k, TINY.kv_heads))
+    d = ckpt.tensor("model.layers.0.mlp.down_proj.weight")
+    assert_f16_of(t["blk.0.ffn_down.weight"].data, d)
+    assert t["blk.0.ffn_down.weight"].data.shape == (TINY.hidden, TINY.intermediate)
+    assert np.all(t["output_norm.weight"].data == 1.0)
+    rf = t["rope_freqs.weight"].data
+    assert rf.shape == (TINY.head_dim // 2,) and rf[0] == 1.0 and rf[-1] == 32.0
+
+
+@pytest.mark.parametrize("ftype", ["f16", "bf16"])
+def test_gguf_round_trips_through_the_importer(tiny, tmp_path, ftype):
+    """Our GGUF, converted back by llama_local's own importer, gives the same HF weights
+    (bit-exact through BF16; through F16 up to f16's subnormals)."""
+    from llama_local.gguf_import import convert_gguf
+    from llama_local.safetensors_io import Checkpoint
+
+    hf, _ = tiny
+    path = bm.ensure_gguf(hf, ftype, out_dir=tmp_path, log=lambda *a: None)
+    out = tmp_path / "back"
+    convert_gguf(path, out, progress=False)
+    a, b = Checkpoint(hf), Checkpoint(out)
+    assert sorted(a.keys()) == sorted(b.keys())
+    for name in a.keys():
+        if ftype == "bf16" or a.info(name)[1] == (TINY.hidden,):
+            np.testing.assert_array_equal(np.asarray(b.tensor(name)).astype(np.float32),
+                                          np.asarray(a.tensor(name)).astype(np.float32), err_msg=name)
+        else:
+            assert_f16_of(b.tensor(name), a.tensor(name))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_key_value_heads"] == TINY.kv_heads and cfg["vocab_size"] == TINY.vocab
+
+
+def test_bytes_per_token(tiny):
+    hf, path = tiny
+    h, i, v = TINY.hidden, TINY.intermediate, TINY.vocab
+    kv = TINY.kv_heads * TINY.head_dim
+    layer = 2 * (h * h * 2 + h * kv * 2 + 3 * h * i) + 2 * 2 * h
+    want = TINY.layers * layer + 2 * h + 2 * h + 2 * v * h  # + final norm, one embd row, tied head
+    assert bm.hf_bytes_per_token(hf) == want
+    # GGUF: norms in f32 (twice the bytes), no rope_freqs
+    assert bm.gguf_bytes_per_token(path) == want + 2 * h * (2 * TINY.layers + 1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+def test_llama_cpp_loads_the_gguf(tiny):
+    hf, path = tiny
+    eng = bench_cpu.LlamaCppEngine(str(path), 1, 64, n_batch=16)
+    prompt = bench_cpu.prompt_ids(16, TINY.vocab, 0)
+    res = bench_cpu.timed_pass(eng, prompt, 4)
+    assert res["finite"] and len(res["tokens"]) == 4
+    assert all(0 <= t < TINY.vocab for t in res["tokens"])
+
+
+def test_cli_rejects_bad_options():
+    with pytest.raises(SystemExit):
+        bench_cpu.parse_args(["--gguf-types", "q4_0"])
+    with pytest.raises(SystemExit):
+        bench_cpu.parse_args(["--prompt-tokens", "1000", "--gen-tokens", "100"])
+    a = bench_cpu.parse_args(["--gguf-types", "bf16", "--stat", "median"])
+    assert a.gguf_types == ["bf16"] and a.stat == "median" and a.threads == 2
+    a = bench_cpu.parse_args([])
+    assert a.gguf_types == ["f16", "bf16"] and a.stat == "best" and a.prompt_tokens == 512
