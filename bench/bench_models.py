@@ -27,6 +27,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(_REPO / "python"))
 
+from llama_local.byte_level import bytes_to_unicode  # noqa: E402
 from llama_local.fsutil import atomic_output_dir  # noqa: E402
 from llama_local.safetensors_io import Checkpoint, LazyTensor, write_safetensors  # noqa: E402
 
@@ -95,21 +96,6 @@ def llama3_special_tokens() -> list[str]:
     return out
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's byte -> printable character table, indexed by byte value."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs))
-    return [chr(table[b]) for b in range(256)]
-
-
 def synthetic_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     """Token strings, GGUF token types and BPE merges of a byte-level BPE vocabulary.
 
@@ -124,7 +110,7 @@ def synthetic_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     n_normal = vocab_size - len(specials)
     if n_normal < 256 + len(pairs):
         raise ValueError(f"vocab_size {vocab_size} too small (need >= {512 + len(pairs)})")
-    tokens = (_bytes_to_unicode() + pairs
+    tokens = ([bytes_to_unicode()[b] for b in range(256)] + pairs
               + [f"tok{i}" for i in range(256 + len(pairs), n_normal)] + specials)
     # gguf.TokenType: NORMAL = 1, CONTROL = 3
     types = [1] * n_normal + [3] * len(specials)

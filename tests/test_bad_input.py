@@ -68,29 +68,33 @@ def test_header_length_past_end(model_copy):
         LLM(model_copy)
 
 
-def test_header_offsets_past_file(model_copy):
-    p = model_copy / "model.safetensors"
-    raw = p.read_bytes()
+def edit_header(path, edit):
+    """Rewrite a safetensors header through edit(header_dict), keeping the data bytes."""
+    raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
-    name = next(k for k in header if k != "__metadata__")
-    b, e = header[name]["data_offsets"]
-    header[name]["data_offsets"] = [b + 10**9, e + 10**9]
+    edit(header)
     new = json.dumps(header).encode()
-    p.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+
+
+def test_header_offsets_past_file(model_copy):
+    name = "model.layers.0.self_attn.q_proj.weight"
+
+    def push_past_end(header):
+        b, e = header[name]["data_offsets"]
+        header[name]["data_offsets"] = [b + 10**9, e + 10**9]
+
+    edit_header(model_copy / "model.safetensors", push_past_end)
     with pytest.raises(ModelFormatError, match=f"{name}.*data_offsets"):
         LLM(model_copy)
 
 
 def test_header_size_disagrees_with_shape(model_copy):
-    p = model_copy / "model.safetensors"
-    raw = p.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    name = "model.norm.weight"
-    header[name]["shape"] = [header[name]["shape"][0] * 2]
-    new = json.dumps(header).encode()
-    p.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    def double_shape(header):
+        header["model.norm.weight"]["shape"] = [header["model.norm.weight"]["shape"][0] * 2]
+
+    edit_header(model_copy / "model.safetensors", double_shape)
     with pytest.raises(ModelFormatError, match="model.norm.weight.*needs"):
         LLM(model_copy)
 

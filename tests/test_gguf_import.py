@@ -130,8 +130,8 @@ TINY = dict(hidden=256, heads=2, kv_heads=1, head_dim=128, ffn=96, layers=2, ctx
 
 def _byte_vocab() -> tuple[list[str], list[int], list[str]]:
     """A byte-level BPE vocabulary: the 256 byte symbols, two merges, BOS/EOS control tokens."""
-    from llama_local.gguf_tokenizer import _bytes_to_unicode
-    tokens = list(_bytes_to_unicode().values()) + ["Ġt", "Ġth", "<|bos|>", "<|eos|>"]
+    from llama_local.byte_level import bytes_to_unicode
+    tokens = list(bytes_to_unicode().values()) + ["Ġt", "Ġth", "<|bos|>", "<|eos|>"]
     types = [1] * (len(tokens) - 2) + [3, 3]
     return tokens, types, ["Ġ t", "Ġt h"]
 

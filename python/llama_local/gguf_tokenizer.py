@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from .byte_level import bytes_to_unicode
 from .errors import ModelFormatError
 
 # llama.cpp token types (gguf.TokenType)
@@ -62,19 +63,6 @@ PRE_TOKENIZERS: dict[str, Callable[[], pre_tokenizers.PreTokenizer]] = {
 }
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (the alphabet byte-level vocabularies are spelled in)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def build_tokenizer(tokenizer_model: str, pre: str | None, tokens: Sequence[str],
                     token_types: Sequence[int] | None, merges: Sequence[str] | None,
                     scores: Sequence[float] | None, special_ids: dict[str, int | None],
@@ -114,7 +102,7 @@ def _byte_level_bpe(tokens, merges, pre, where) -> Tokenizer:
         raise ModelFormatError(
             f"{where}: tokenizer.ggml.pre {pre!r} is not a pre-tokenizer llama_local knows; guessing "
             f"would change token ids silently (known: {', '.join(sorted(PRE_TOKENIZERS))})")
-    spelling = _bytes_to_unicode()
+    spelling = bytes_to_unicode()
     alphabet = set(spelling.values())
     # Tokens are normally already spelled in the byte alphabet; llama.cpp writes some added tokens in
     # plain UTF-8, which transformers respells so that they can be reached by the byte-level model.
@@ -171,7 +159,7 @@ def _add_special_tokens(tok, tokenizer_model, tokens, token_types, special_ids) 
     a control token spelled outside the byte alphabet is a llama.cpp mislabel, skipped (transformers
     does the same, so the vocabulary keeps the size the model expects).
     """
-    alphabet = set(_bytes_to_unicode().values()) if tokenizer_model == "gpt2" else None
+    alphabet = set(bytes_to_unicode().values()) if tokenizer_model == "gpt2" else None
     types = list(token_types) if token_types is not None else [1] * len(tokens)
     ids = {i for i, t in enumerate(types) if t == CONTROL and (alphabet is None or set(tokens[i]) <= alphabet)}
     # bos/eos/unk/pad are special whatever their type says (transformers registers them as such).

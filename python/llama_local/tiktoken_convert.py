@@ -15,6 +15,7 @@ import base64
 import os
 from pathlib import Path
 
+from .byte_level import bytes_to_unicode
 from .errors import ModelFormatError
 
 # Meta's pre-tokenizer regex (llama_models/llama3/tokenizer.py, `pat_str`).
@@ -82,21 +83,6 @@ def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     return ranks
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte → printable-character map used by byte-level BPE."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def _last_merge(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[bytes, bytes] | None:
     """Run tiktoken's BPE on `token` using only ranks < max_rank; return the final pair."""
     parts = [token[i : i + 1] for i in range(len(token))]
@@ -114,7 +100,7 @@ def _last_merge(ranks: dict[bytes, int], token: bytes, max_rank: int) -> tuple[b
 
 def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-level vocab (GPT-2 characters → id) and merges in rank order."""
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
 
     def as_str(b: bytes) -> str:
         return "".join(byte_map[x] for x in b)
