@@ -102,7 +102,7 @@ void matmul_rows(int64_t mr, const float* X, int64_t ldx, const uint8_t* W, int6
 // Decode (M == 1): one weight row at a time with four accumulators, so the weights stream through
 // memory strictly in order -- the access pattern hardware prefetchers follow best -- while four
 // independent FMA chains hide the FMA latency.
-template <class V, DType WT>
+template <class V, DType WT, int64_t PF = 1024>
 void matvec(const float* x, const uint8_t* W, int64_t wstride, int64_t K, float* y, int64_t n0, int64_t n1,
             bool accumulate) {
     using L = WeightLoad<V, WT>;
@@ -112,6 +112,11 @@ void matvec(const float* x, const uint8_t* W, int64_t wstride, int64_t K, float*
         reg a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
         int64_t k = 0;
         for (; k + 4 * V::W <= K; k += 4 * V::W) {
+            // Hardware prefetchers stop at 4 KiB pages -- one bf16 row of a 2048-wide matrix --
+            // and retrain on each new one; asking for the bytes PF ahead keeps the stream going
+            // across rows.
+#pragma GCC unroll 8
+            for (int64_t b = 0; b < 4 * V::W * L::kSize; b += 64) __builtin_prefetch(row + (k + PF) * L::kSize + b);
             a0 = V::fma(V::load(x + k), L::vec(row, k), a0);
             a1 = V::fma(V::load(x + k + V::W), L::vec(row, k + V::W), a1);
             a2 = V::fma(V::load(x + k + 2 * V::W), L::vec(row, k + 2 * V::W), a2);
