@@ -193,3 +193,13 @@ def test_cuda_device_without_gpu_is_a_clear_error(good_model):
     from llama_local import LlamaLocalError
     with pytest.raises(LlamaLocalError, match="device='cuda' is not available"):
         LLM(good_model, device="cuda")
+
+
+def test_auto_device_falls_back_to_cpu_and_says_why(good_model):
+    from llama_local import system_info
+    llm = LLM(good_model, device="auto", n_ctx=16)
+    assert llm.device == "cpu"
+    info = system_info()
+    assert info["cuda_backend"] is False
+    if not info["cuda_available"]:
+        assert info["cuda_unavailable_reason"]
