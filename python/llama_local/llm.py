@@ -28,7 +28,8 @@ class Chunk:
 
     text is the new text this token completes (may be "" while a UTF-8 character or a possible
     stop string is held back). finish_reason is None except on the last chunk: "stop" (a stop
-    token or stop string; a stop token's chunk has text "" and carries its id) or "length".
+    token or stop string) or "length". A stop token's chunk carries its id and no text of its
+    own: only whatever was still held back, usually "".
     """
     text: str
     token_id: int
@@ -239,6 +240,7 @@ class LLM:
         for n in range(1, max_tokens + 1):
             if generation != self._generation:
                 raise LlamaLocalError("this generator was superseded by a newer call on the same LLM")
+            t1 = time.perf_counter()
             token = sampler(logits, history)
             stats["completion_tokens"] = n
             if token in stop_ids:
@@ -253,6 +255,7 @@ class LLM:
                 text += matcher.flush() + decoder.flush()
                 yield Chunk(text, token, "length")
                 return
+            stats["decode_s"] += time.perf_counter() - t1
             yield Chunk(text, token)
             t1 = time.perf_counter()
             history.append(token)
