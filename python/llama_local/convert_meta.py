@@ -20,6 +20,7 @@ Two layout changes matter for correctness:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from . import conversion_cache
 from .errors import ModelFormatError
 from .fsutil import atomic_output_dir
+from .progress import byte_progress
 from .pth_io import load_state_dict
 from .safetensors_io import LazyTensor, write_safetensors
 
@@ -257,7 +259,8 @@ def convert_meta_original(
     for _, meta_name, _ in plan:
         merger.layout(meta_name)  # check every name and shape before writing anything
 
-    with _progress_bar(progress, len(plan), f"converting {src.name}") as advance:
+    total = sum(2 * math.prod(merger.full_shape(meta_name)) for _, meta_name, _ in plan)
+    with byte_progress(progress, total, src.name) as advance:
 
         def produce(meta_name: str, rope: str | None):
             def load() -> np.ndarray:
@@ -266,8 +269,9 @@ def convert_meta_original(
                     w = rope_permute(w, params["n_heads"])
                 elif rope == "k":
                     w = rope_permute(w, params["n_kv_heads"])
-                advance()
-                return np.ascontiguousarray(w).astype(BF16, copy=False)
+                w = np.ascontiguousarray(w).astype(BF16, copy=False)
+                advance(w.nbytes)
+                return w
             return load
 
         tensors = [
@@ -294,30 +298,3 @@ def ensure_converted_meta(src_dir: str | os.PathLike, progress: bool = True) -> 
     return conversion_cache.ensure_converted(
         "meta", src_dir, CONVERTER_VERSION,
         lambda src, dst: convert_meta_original(src, dst, progress=progress))
-
-
-class _progress_bar:
-    """rich progress bar over tensors (a no-op when progress=False or rich is missing)."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled, self.total, self.description = enabled, total, description
-        self._progress = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        try:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        except ImportError:
-            return lambda: None
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        )
-        self._progress.__enter__()
-        task = self._progress.add_task(self.description, total=self.total)
-        return lambda: self._progress.advance(task)
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        return False

@@ -11,13 +11,12 @@ q_proj and k_proj for its RoPE layout; that is undone here. One tensor is held a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from . import conversion_cache
 from .errors import ModelFormatError
 from .fsutil import atomic_output_dir
+from .progress import byte_progress
 from .gguf_tokenizer import build_tokenizer
 from .safetensors_io import LazyTensor, write_safetensors
 
@@ -376,7 +376,7 @@ def _write_weights(out: Path, plan, path: Path, max_shard_bytes: int, progress: 
     groups = _shards(sizes, max_shard_bytes)
     names = (["model.safetensors"] if len(groups) == 1 else
              [f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))])
-    with _progress_bar(progress, sum(sizes), path.name) as advance:
+    with byte_progress(progress, sum(sizes), path.name) as advance:
         def lazy(i: int) -> LazyTensor:
             name, t, heads = plan[i]
 
@@ -392,20 +392,6 @@ def _write_weights(out: Path, plan, path: Path, max_shard_bytes: int, progress: 
         index = {"metadata": {"total_size": sum(sizes)},
                  "weight_map": {plan[i][0]: names[k] for k, g in enumerate(groups) for i in g}}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, label: str) -> Iterator:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("converting {task.description}"), BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 # ---------------------------------------------------------------------------------------------
