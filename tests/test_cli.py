@@ -86,3 +86,25 @@ def test_chat_with_the_demo_model_answers_and_keeps_context(smollm2_gguf):
     assert len(replies) == 2
     assert "Paris" in replies[0] and "Berlin" in replies[1]
     assert "bundled demo model" in out.stderr
+
+
+def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(smollm2_gguf):
+    # In a real pty: Ctrl-C mid-reply returns to the prompt; the next question is answered.
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "llama_local.cli", "chat", "--temperature", "0",
+                                           "--max-tokens", "400"], encoding="utf-8", timeout=120)
+    child.expect(">>> ")
+    child.sendline("Write a very long essay about the history of Rome.")
+    child.expect(r"history of Rome\.\r?\n")  # the pty's echo of the question
+    child.expect(r"\w+ \w+ \w+")  # the reply has started streaming
+    child.sendintr()
+    child.expect(r"\[interrupted\]")
+    child.expect(">>> ")
+    child.sendline("What is the capital of France?")
+    child.expect("Paris")
+    child.expect(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in (child.before or "")
