@@ -15,6 +15,28 @@ namespace {
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// exp(x) = 2^n * e^r with n = round(x / ln 2), |r| <= ln2 / 2, and e^r from Cephes' degree-6
+// expf polynomial (~1 ulp); ln 2 split in two so r is exact. The scalar table uses libm.
+template <class V>
+typename V::reg vexp(typename V::reg x) {
+    if constexpr (V::W == 1) {
+        return __builtin_expf(x);
+    } else {
+        x = V::min(V::max(x, V::set1(-87.3f)), V::set1(88.3f));
+        const typename V::reg n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+        typename V::reg r = V::fma(n, V::set1(-0.693359375f), x);
+        r = V::fma(n, V::set1(2.12194440e-4f), r);
+        typename V::reg p = V::set1(1.9875691500e-4f);
+        p = V::fma(p, r, V::set1(1.3981999507e-3f));
+        p = V::fma(p, r, V::set1(8.3334519073e-3f));
+        p = V::fma(p, r, V::set1(4.1665795894e-2f));
+        p = V::fma(p, r, V::set1(1.6666665459e-1f));
+        p = V::fma(p, r, V::set1(5.0000001201e-1f));
+        p = V::fma(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
+        return V::mul_pow2(p, n);
+    }
+}
+
 // Loading K-contiguous weight elements of each storage type as fp32 (vector and scalar tail).
 template <class V, DType WT> struct WeightLoad;
 template <class V> struct WeightLoad<V, DType::F32> {
@@ -256,7 +278,7 @@ void swiglu(const float* g, const float* u, float* out, int64_t n) {
     int64_t i = 0;
     for (; i + V::W <= n; i += V::W) {
         const typename V::reg gv = V::load(g + i);
-        const typename V::reg silu = V::div(gv, V::add(one, V::exp(V::sub(zero, gv))));
+        const typename V::reg silu = V::div(gv, V::add(one, vexp<V>(V::sub(zero, gv))));
         V::store(out + i, V::mul(silu, V::load(u + i)));
     }
     for (; i < n; ++i) out[i] = g[i] / (1.0f + __builtin_expf(-g[i])) * u[i];
@@ -265,13 +287,16 @@ void swiglu(const float* g, const float* u, float* out, int64_t n) {
 // In place: s[i] = exp(s[i] - max); returns the sum.
 template <class V>
 float softmax_numerators(float* s, int64_t n) {
-    float mx = s[0];
-    for (int64_t i = 1; i < n; ++i) mx = s[i] > mx ? s[i] : mx;
+    typename V::reg vmax = V::set1(s[0]);
+    int64_t j = 0;
+    for (; j + V::W <= n; j += V::W) vmax = V::max(vmax, V::load(s + j));
+    float mx = V::reduce_max(vmax);
+    for (; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
     const typename V::reg vmx = V::set1(mx);
     typename V::reg vsum = V::zero();
     int64_t i = 0;
     for (; i + V::W <= n; i += V::W) {
-        const typename V::reg e = V::exp(V::sub(V::load(s + i), vmx));
+        const typename V::reg e = vexp<V>(V::sub(V::load(s + i), vmx));
         V::store(s + i, e);
         vsum = V::add(vsum, e);
     }

@@ -24,6 +24,7 @@ struct VecAvx2 {
     static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
     static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+    static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
     static float reduce_add(reg a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -43,20 +44,9 @@ struct VecAvx2 {
         __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
     }
-    // exp(x) = 2^n * e^r, |r| <= ln2/2, degree-6 polynomial (Cephes expf): ~1 ulp.
-    static reg exp(reg x) {
-        x = _mm256_min_ps(_mm256_max_ps(x, set1(-87.3f)), set1(88.3f));
-        reg n = _mm256_round_ps(_mm256_mul_ps(x, set1(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        reg r = _mm256_fnmadd_ps(n, set1(0.693359375f), x);
-        r = _mm256_fnmadd_ps(n, set1(-2.12194440e-4f), r);
-        reg p = set1(1.9875691500e-4f);
-        p = fma(p, r, set1(1.3981999507e-3f));
-        p = fma(p, r, set1(8.3334519073e-3f));
-        p = fma(p, r, set1(4.1665795894e-2f));
-        p = fma(p, r, set1(1.6666665459e-1f));
-        p = fma(p, r, set1(5.0000001201e-1f));
-        p = fma(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, set1(1.0f)));
+    // The two ISA-specific steps of exp (kernels_impl.h: vexp).
+    static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static reg mul_pow2(reg p, reg n) {  // p * 2^n for integral n in the normal range
         __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
         return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
     }

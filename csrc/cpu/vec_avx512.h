@@ -24,6 +24,7 @@ struct VecAvx512 {
     static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
     static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+    static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
     static float reduce_add(reg a) { return _mm512_reduce_add_ps(a); }
     static float reduce_max(reg a) { return _mm512_reduce_max_ps(a); }
     static reg load_f16(const uint16_t* p) {
@@ -33,22 +34,9 @@ struct VecAvx512 {
         __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
         return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
     }
-    // exp(x) = 2^n * e^r, |r| <= ln2/2, degree-6 polynomial (Cephes expf): ~1 ulp.
-    static reg exp(reg x) {
-        x = _mm512_min_ps(_mm512_max_ps(x, set1(-87.3f)), set1(88.3f));
-        reg n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        reg r = _mm512_fnmadd_ps(n, set1(0.693359375f), x);
-        r = _mm512_fnmadd_ps(n, set1(-2.12194440e-4f), r);
-        reg p = set1(1.9875691500e-4f);
-        p = fma(p, r, set1(1.3981999507e-3f));
-        p = fma(p, r, set1(8.3334519073e-3f));
-        p = fma(p, r, set1(4.1665795894e-2f));
-        p = fma(p, r, set1(1.6666665459e-1f));
-        p = fma(p, r, set1(5.0000001201e-1f));
-        p = fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, set1(1.0f)));
-        return _mm512_scalef_ps(p, n);
-    }
+    // The two ISA-specific steps of exp (kernels_impl.h: vexp).
+    static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static reg mul_pow2(reg p, reg n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
 };
 
 }  // namespace

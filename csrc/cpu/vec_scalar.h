@@ -26,7 +26,6 @@ struct VecScalar {
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static float reduce_add(reg a) { return a; }
     static float reduce_max(reg a) { return a; }
-    static reg exp(reg a) { return __builtin_expf(a); }
     static reg load_f16(const uint16_t* p) { return fp16_to_float(*p); }
     static reg load_bf16(const uint16_t* p) { return bf16_to_float(*p); }
 };
