@@ -17,15 +17,6 @@ namespace ll {
 enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
 constexpr int kNumDTypes = 3;
 
-static inline const char* dtype_name(DType t) {
-    switch (t) {
-        case DType::F32: return "float32";
-        case DType::F16: return "float16";
-        case DType::BF16: return "bfloat16";
-    }
-    return "?";
-}
-
 static inline int dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 LL_HOST_DEVICE float bits_to_float(uint32_t u) {

@@ -162,9 +162,6 @@ class ModelConfig:
         head = 0 if self.tie_word_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
 
-    def kv_cache_bytes(self, n_ctx: int) -> int:
-        return 2 * self.num_hidden_layers * n_ctx * self.num_key_value_heads * self.head_dim * 4
-
 
 def _llama3_scaled(inv: np.ndarray, factor: float, low: float, high: float, old_len: float) -> np.ndarray:
     """Meta's apply_scaling for Llama 3.1: long wavelengths divided by `factor`, short ones kept,
