@@ -124,16 +124,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert_meta import convert_meta_original, find_original_dir
     src = Path(args.src)
     if src.is_file() and src.suffix.lower() == ".gguf":
         from .gguf_import import convert_gguf
         out = convert_gguf(src, args.out, force=args.force, progress=True)
-    elif src.is_dir() and (src / "params.json").is_file():
-        from .convert_meta import convert_meta_original
-        out = convert_meta_original(src, args.out, force=args.force, progress=True)
-    elif src.is_dir() and (src / "original" / "params.json").is_file():
-        from .convert_meta import convert_meta_original
-        out = convert_meta_original(src / "original", args.out, force=args.force, progress=True)
+    elif src.is_dir() and (original := find_original_dir(src)) is not None:
+        out = convert_meta_original(original, args.out, force=args.force, progress=True)
     else:
         raise LlamaLocalError(f"{src}: expected a .gguf file or a Meta original/ directory with params.json")
     print(f"wrote {out}")

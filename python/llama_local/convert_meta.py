@@ -293,6 +293,15 @@ def convert_meta_original(
     return out
 
 
+def find_original_dir(path: str | os.PathLike) -> Path | None:
+    """The Meta original/ checkpoint directory `path` is or holds (params.json), else None."""
+    p = Path(path)
+    for d in (p, p / "original"):
+        if (d / "params.json").is_file():
+            return d
+    return None
+
+
 def ensure_converted_meta(src_dir: str | os.PathLike, progress: bool = True) -> Path:
     """The converted copy of a Meta original/ directory, made on first use (what LLM(dir) loads)."""
     return conversion_cache.ensure_converted(

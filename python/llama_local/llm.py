@@ -82,12 +82,10 @@ def resolve_model_path(path: str | os.PathLike, progress: bool = True) -> Path:
         raise ModelFormatError(f"{p}: expected a model directory or a .gguf file")
     if (p / "config.json").is_file():
         return p
-    if (p / "params.json").is_file():
-        from .convert_meta import ensure_converted_meta
-        return ensure_converted_meta(p, progress=progress)
-    if (p / "original" / "params.json").is_file() and not (p / "config.json").exists():
-        from .convert_meta import ensure_converted_meta
-        return ensure_converted_meta(p / "original", progress=progress)
+    from .convert_meta import ensure_converted_meta, find_original_dir
+    original = find_original_dir(p)
+    if original is not None:
+        return ensure_converted_meta(original, progress=progress)
     raise ModelFormatError(
         f"{p}: not a model directory (expected config.json + *.safetensors, a Meta original/ "
         "directory with params.json, or a .gguf file)")
