@@ -403,9 +403,8 @@ def prepare_models(args) -> dict:
                 "desc": "Llama-3.2-1B shape, random bf16 weights (seeded)"}
     # smollm2
     from llama_local.demo import demo_model_path
-    from llama_local.gguf_import import ensure_converted
     shipped = demo_model_path()
-    hf = Path(ensure_converted(shipped))
+    hf = bm.ensure_bf16_dir(shipped, workdir, log=log)
     cfg = json.loads((hf / "config.json").read_text())
     ggufs = []
     if not args.no_llamacpp:
@@ -443,9 +442,8 @@ def verify(args) -> dict:
     cases.append(("small random", hf, None, bm.VERIFY_SMALL.vocab))
     if args.model == "smollm2":
         from llama_local.demo import demo_model_path
-        from llama_local.gguf_import import ensure_converted
         shipped = demo_model_path()
-        sh = Path(ensure_converted(shipped))
+        sh = bm.ensure_bf16_dir(shipped, workdir, log=log)
         cases.append(("SmolLM2-135M", sh, shipped,
                       json.loads((sh / "config.json").read_text())["vocab_size"]))
     have_ll, why_ll = llama_local_available()

@@ -421,6 +421,16 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
     return out
 
 
+def ensure_bf16_dir(gguf_path: Path, workdir: Path, log=print) -> Path:
+    """`llama-local convert` of a GGUF file into `workdir` (bf16 HF directory), once."""
+    from llama_local.gguf_import import convert_gguf
+    out = Path(workdir) / f"{Path(gguf_path).stem}.bf16-hf"
+    if not (out / "config.json").is_file() or out.stat().st_mtime < Path(gguf_path).stat().st_mtime:
+        log(f"converting {gguf_path} -> {out}")
+        convert_gguf(gguf_path, out, force=True, progress=False)
+    return out
+
+
 def ensure_gguf(hf_dir: Path, ftype: str = "f16", kv_from: Path | None = None,
                 out_dir: Path | None = None, log=print) -> Path:
     """The cached GGUF of `hf_dir` (next to it, or in `out_dir`), written when missing or stale."""

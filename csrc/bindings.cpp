@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,7 +17,7 @@
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
 #include "model/llama_cpu.h"
-#include "model/linear.h"
+#include "weights/linear.h"
 #if defined(LL_HAVE_CUDA)
 #include "cuda/device_info.h"
 #endif
@@ -36,13 +37,79 @@ DType array_dtype(const py::array& a, const std::string& what) {
     throw FormatError(what + " has dtype " + name + "; expected float32, float16 or bfloat16");
 }
 
-TensorView view_of(const py::array& a, const std::string& what) {
-    if (!(a.flags() & py::array::c_style))
-        throw FormatError(what + " is not a C-contiguous array");
-    TensorView t;
-    t.dtype = array_dtype(a, what);
+// A float tensor used as it is.
+TensorSpec float_spec(const py::array& a, const std::string& name) {
+    if (!(a.flags() & py::array::c_style)) throw FormatError("tensor '" + name + "' is not a C-contiguous array");
+    TensorSpec t;
+    t.name = name;
+    t.kind = TensorSpec::Kind::Float;
+    t.dtype = array_dtype(a, "tensor '" + name + "'");
     t.data = a.data();
+    t.nbytes = size_t(a.nbytes());
     for (py::ssize_t i = 0; i < a.ndim(); ++i) t.shape.push_back(a.shape(i));
+    return t;
+}
+
+py::array contiguous(const py::dict& d, const char* key, const std::string& name) {
+    if (!d.contains(key)) throw FormatError("tensor '" + name + "': spec lacks '" + key + "'");
+    py::array a = d[key].cast<py::array>();
+    if (!(a.flags() & py::array::c_style)) throw FormatError("tensor '" + name + "': '" + key + "' is not C-contiguous");
+    return a;
+}
+
+// A tensor as Python describes it: a float array, or a dict for a quantized source
+//   {"format": "gguf", "ggml_type": int, "data": uint8 blocks, "shape": [out, in]}
+//   {"format": "int", "codes": uint8 [out, in], "scales": f32 [out, groups], "mins": f32 | None,
+//    "bits": 4 | 8, "group": 32 | 64 | 128, "zero": int}
+//   {"format": "float", "data": float array}
+// plus optional "qk_heads" (undo llama.cpp's q/k row permutation) and "releasable" (the data is
+// a read-only file mapping whose pages may be dropped once repacked).
+TensorSpec spec_of(py::handle obj, const std::string& name) {
+    if (!py::isinstance<py::dict>(obj)) return float_spec(obj.cast<py::array>(), name);
+    const py::dict d = obj.cast<py::dict>();
+    const std::string format = d.contains("format") ? d["format"].cast<std::string>() : "float";
+    TensorSpec t;
+    if (format == "float") {
+        t = float_spec(contiguous(d, "data", name), name);
+    } else if (format == "gguf") {
+        const py::array a = contiguous(d, "data", name);
+        t.kind = TensorSpec::Kind::GGUF;
+        t.data = a.data();
+        t.nbytes = size_t(a.nbytes());
+        t.ggml_type = d["ggml_type"].cast<int>();
+        t.shape = d["shape"].cast<std::vector<int64_t>>();
+    } else if (format == "int") {
+        const py::array u = contiguous(d, "codes", name), sc = contiguous(d, "scales", name);
+        t.kind = TensorSpec::Kind::Int;
+        t.bits = d["bits"].cast<int>();
+        t.group = d["group"].cast<int>();
+        t.zero = d.contains("zero") ? d["zero"].cast<int>() : 0;
+        if (u.ndim() != 2 || std::string(py::str(u.dtype())) != "uint8")
+            throw FormatError("tensor '" + name + "': codes must be a uint8 [out, in] array");
+        t.shape = {u.shape(0), u.shape(1)};
+        t.data = u.data();
+        t.nbytes = size_t(u.nbytes());
+        if (t.group <= 0) throw FormatError("tensor '" + name + "': group must be positive");
+        const int64_t ng = (t.shape[1] + t.group - 1) / t.group;
+        auto check_f32 = [&](const py::array& a, const char* what) {
+            if (std::string(py::str(a.dtype())) != "float32" || a.ndim() != 2 || a.shape(0) != t.shape[0] ||
+                a.shape(1) != ng)
+                throw FormatError("tensor '" + name + "': " + what + " must be float32 [" +
+                                  std::to_string(t.shape[0]) + ", " + std::to_string(ng) + "]");
+        };
+        check_f32(sc, "scales");
+        t.scales = static_cast<const float*>(sc.data());
+        if (d.contains("mins") && !d["mins"].is_none()) {
+            const py::array mn = contiguous(d, "mins", name);
+            check_f32(mn, "mins");
+            t.mins = static_cast<const float*>(mn.data());
+        }
+    } else {
+        throw FormatError("tensor '" + name + "': unknown spec format '" + format + "'");
+    }
+    t.name = name;
+    if (d.contains("qk_heads")) t.qk_heads = d["qk_heads"].cast<int>();
+    if (d.contains("releasable")) t.releasable = d["releasable"].cast<bool>();
     return t;
 }
 
@@ -73,7 +140,7 @@ public:
         c.inv_freq = need("inv_freq").cast<std::vector<float>>();
         TensorSource source = [&](const std::string& name) {
             if (!tensors.contains(name.c_str())) throw FormatError("checkpoint has no tensor '" + name + "'");
-            return view_of(tensors[name.c_str()].cast<py::array>(), "tensor '" + name + "'");
+            return spec_of(tensors[name.c_str()], name);
         };
         if (n_threads <= 0) n_threads = cpu::physical_cores();
         model_ = std::make_unique<LlamaCpu>(c, source, n_ctx, n_threads, isa_arg(isa), n_batch);
@@ -131,13 +198,99 @@ py::array_t<float> k_matmul(const FloatArray& x, const py::array& w, const std::
     const bool acc = bool(accumulate_into);
     py::gil_scoped_release release;
     cpu::ThreadPool pool(n_threads);
-    const Linear lin{wp, wdt, N, K};
-    pool.run(4 * n_threads, [&](int c, int nc) {
-        int64_t n0, n1;
-        linear_rows(lin, c, nc, n0, n1);  // the model's split, with the view's own row stride
-        if (n0 < n1) k.matmul[int(wdt)](xp, K, wp, ldw, K, yp, N, M, n0, n1, acc);
-    });
+    const Linear lin = Linear::view(wp, wdt, N, K, ldw);
+    const LinearInput in{xp, K, M, nullptr};
+    pool.run(4 * n_threads, [&](int c, int nc) { linear_slice(k, lin, in, yp, N, acc, c, nc); });
     return y;
+}
+
+// A weight built as the model builds it, for the tests: its dequantized rows and its product.
+class PyPacked {
+public:
+    PyPacked(py::dict spec, int n_threads) : spec_(spec) {
+        const TensorSpec s = spec_of(spec, "w");
+        if (s.shape.size() != 2) throw FormatError("tensor 'w' must be a matrix");
+        cpu::ThreadPool pool(n_threads);
+        w_ = Linear::build(s, s.shape[0], s.shape[1], &pool);
+    }
+    py::array_t<float> dequantize(const std::optional<std::string>& isa) const {
+        const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
+        py::array_t<float> out({w_.out(), w_.in()});
+        for (int64_t r = 0; r < w_.out(); ++r) w_.dequantize_row(k, r, out.mutable_data(r, 0));
+        return out;
+    }
+    py::array_t<float> matmul(const FloatArray& x, const std::optional<std::string>& isa, int n_threads,
+                              std::optional<FloatArray> accumulate_into) const {
+        if (x.ndim() != 2 || x.shape(1) != w_.in()) throw std::invalid_argument("matmul: need x [M, in]");
+        const int64_t M = x.shape(0), N = w_.out(), K = w_.in();
+        py::array_t<float> y({M, N});
+        if (accumulate_into) {
+            if (accumulate_into->ndim() != 2 || accumulate_into->shape(0) != M || accumulate_into->shape(1) != N)
+                throw std::invalid_argument("matmul: accumulate_into must be [M, N]");
+            std::copy(accumulate_into->data(), accumulate_into->data() + M * N, y.mutable_data());
+        }
+        const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
+        const float* xp = x.data();
+        float* yp = y.mutable_data();
+        const bool acc = bool(accumulate_into);
+        py::gil_scoped_release release;
+        cpu::ThreadPool pool(n_threads);
+        QActBuffer qb(M, K);
+        const cpu::QActs* q8 = w_.wants_q8() ? qb.quantize(k, xp, K, M, K, &pool) : nullptr;
+        const LinearInput in{xp, K, M, q8};
+        pool.run(4 * n_threads, [&](int c, int nc) { linear_slice(k, w_, in, yp, N, acc, c, nc); });
+        return y;
+    }
+    // Seconds per product of M random rows, best of `repeats` runs of `iters` products each,
+    // with a persistent pool and the activations quantized once (as the model shares them).
+    double time_matmul(int64_t M, const std::optional<std::string>& isa, int n_threads, int iters, int repeats) const {
+        const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
+        const int64_t N = w_.out(), K = w_.in();
+        std::vector<float> x(size_t(M * K)), y(size_t(M * N));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+        py::gil_scoped_release release;
+        cpu::ThreadPool pool(n_threads);
+        QActBuffer qb(M, K);
+        const cpu::QActs* q8 = w_.wants_q8() ? qb.quantize(k, x.data(), K, M, K, &pool) : nullptr;
+        const LinearInput in{x.data(), K, M, q8};
+        const int chunks = n_threads == 1 ? 1 : 4 * n_threads;  // as the model cuts them
+        double best = 1e30;
+        for (int r = 0; r < repeats; ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+            for (int i = 0; i < iters; ++i)
+                pool.run(chunks, [&](int c, int nc) { linear_slice(k, w_, in, y.data(), N, false, c, nc); });
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+            best = dt < best ? dt : best;
+        }
+        return best;
+    }
+    const Linear& linear() const { return w_; }
+
+private:
+    py::dict spec_;  // keeps the source arrays alive
+    Linear w_;
+};
+
+py::dict k_quantize_acts(const FloatArray& x, const std::optional<std::string>& isa) {
+    if (x.ndim() != 2) throw std::invalid_argument("quantize_acts: need x [M, K]");
+    const int64_t M = x.shape(0), K = x.shape(1), Kp = (K + kSuperCols - 1) / kSuperCols * kSuperCols;
+    const int64_t fw = (Kp / 32 + 63) / 64;
+    const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
+    py::array_t<int8_t> q({M, Kp}), r({M, Kp});
+    py::array_t<float> d({M, Kp / 32}), s({M, Kp / 16});
+    py::array_t<uint64_t> flags({M, fw});
+    for (int64_t m = 0; m < M; ++m)
+        k.quantize_acts(x.data(m, 0), K, Kp, q.mutable_data(m, 0), d.mutable_data(m, 0), s.mutable_data(m, 0));
+    for (int64_t g = 0; g < M; g += cpu::kResidualRows)
+        cpu::add_residuals(x.data(g, 0), K, std::min<int64_t>(cpu::kResidualRows, M - g), K, Kp, q.data(g, 0),
+                           d.data(g, 0), s.mutable_data(g, 0), r.mutable_data(g, 0), flags.mutable_data(g, 0));
+    py::dict out;
+    out["q"] = q;
+    out["d"] = d;
+    out["s"] = s;
+    out["r"] = r;
+    out["flags"] = flags;
+    return out;
 }
 
 py::array_t<float> k_rmsnorm(const FloatArray& x, const FloatArray& w, float eps,
@@ -198,7 +351,7 @@ py::array_t<float> k_softmax(const FloatArray& s, float scale, const std::option
 }
 
 py::array_t<float> k_to_f32(const py::array& w, const std::optional<std::string>& isa) {
-    const TensorView v = view_of(w, "w");
+    const TensorSpec v = float_spec(w, "w");
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
     py::array_t<float> y(w.size());
     k.to_f32[int(v.dtype)](v.data, y.mutable_data(), w.size());
@@ -274,6 +427,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_threads", [](PyModel& s) { return s.model().n_threads(); })
         .def_property_readonly("isa", [](PyModel& s) { return std::string(s.model().kernels().name); })
         .def_property_readonly("weight_bytes", [](PyModel& s) { return s.model().weight_bytes(); })
+        .def_property_readonly("weight_formats", [](PyModel& s) { return s.model().weight_formats(); },
+                               "[(format, bytes)] of the weights as held, e.g. [('Q4_K', ...), ('f32', ...)]")
         .def_property_readonly("kv_bytes", [](PyModel& s) { return s.model().kv_bytes(); })
         .def_property_readonly("scratch_bytes", [](PyModel& s) { return s.model().scratch_bytes(); });
 
@@ -288,4 +443,20 @@ PYBIND11_MODULE(_core, m) {
           "a [M, K] . b [K, N], float32 (b's rows may be strided)");
     k.def("softmax", &k_softmax, py::arg("s"), py::arg("scale") = 1.0f, py::arg("isa") = py::none());
     k.def("to_f32", &k_to_f32, py::arg("w"), py::arg("isa") = py::none());
+    k.def("quantize_acts", &k_quantize_acts, py::arg("x"), py::arg("isa") = py::none(),
+          "x [M, K] -> {q: int8 codes [M, Kp], d: block scales [M, Kp/32], s: half-block sums [M, Kp/16], "
+          "r: residual codes [M, Kp], flags: residual blocks, uint64 bit sets [M, words]}");
+    py::class_<PyPacked>(k, "Packed", "A weight built from a spec exactly as the model builds it")
+        .def(py::init<py::dict, int>(), py::arg("spec"), py::arg("n_threads") = 1)
+        .def("dequantize", &PyPacked::dequantize, py::arg("isa") = py::none(), "the weight as float32 [out, in]")
+        .def("matmul", &PyPacked::matmul, py::arg("x"), py::arg("isa") = py::none(), py::arg("n_threads") = 1,
+             py::arg("accumulate_into") = py::none(), "x [M, in] float32 . W^T -> [M, out]")
+        .def("time_matmul", &PyPacked::time_matmul, py::arg("M"), py::arg("isa") = py::none(),
+             py::arg("n_threads") = 1, py::arg("iters") = 10, py::arg("repeats") = 5,
+             "seconds per product with M activation rows (micro-benchmark)")
+        .def_property_readonly("format", [](const PyPacked& p) { return p.linear().format(); })
+        .def_property_readonly("nbytes", [](const PyPacked& p) { return p.linear().bytes(); })
+        .def_property_readonly("layout", [](const PyPacked& p) {
+            return p.linear().kind() == Linear::Kind::Quant ? p.linear().packed().g.layout.describe() : p.linear().format();
+        });
 }

@@ -203,3 +203,40 @@ def test_auto_device_falls_back_to_cpu_and_says_why(good_model):
     assert info["cuda_backend"] is False
     if not info["cuda_available"]:
         assert info["cuda_unavailable_reason"]
+
+
+@pytest.mark.parametrize("field,value", [("architectures", 1.5), ("architectures", [3]), ("model_type", 7),
+                                         ("rms_norm_eps", "small"), ("tie_word_embeddings", "yes"),
+                                         ("rope_theta", "big"), ("eos_token_id", "2"), ("hidden_size", 64.0),
+                                         ("max_position_embeddings", -1)])
+def test_config_field_of_the_wrong_type(model_copy, field, value):
+    cfg = json.loads((model_copy / "config.json").read_text())
+    # transformers 5 keeps rope_theta in rope_parameters, which takes precedence over the top level
+    where = cfg["rope_parameters"] if field == "rope_theta" and "rope_parameters" in cfg else cfg
+    where[field] = value
+    (model_copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match=rf"config\.json: .*{field}"):
+        LLM(model_copy)
+
+
+def test_rope_scaling_field_that_is_not_a_number(model_copy):
+    cfg = json.loads((model_copy / "config.json").read_text())
+    cfg.pop("rope_parameters", None)
+    cfg["rope_scaling"] = {"rope_type": "llama3", "factor": "eight", "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    (model_copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match=r"config\.json: rope scaling 'llama3' has a field that is not a number"):
+        LLM(model_copy)
+
+
+def test_gguf_merge_naming_a_token_outside_the_vocabulary(tmp_path, monkeypatch):
+    import test_gguf_import as T
+    monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
+    c, state = T.random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
+    tokens, types, _ = T._byte_vocab()
+    monkeypatch.setattr(T, "_byte_vocab", lambda: (tokens, types, ["Ġ t", "Ġt zz"]))
+    path = T.write_tiny_gguf(tmp_path / "m.gguf", c, state)
+    with pytest.raises(ModelFormatError, match=r"m\.gguf: tokenizer\.ggml\.merges\[1\] = 'Ġt zz' names 'zz', "
+                                               r"which is not in tokenizer\.ggml\.tokens"):
+        LLM(path)
+    assert not list((tmp_path / "cache").rglob("config.json"))  # nothing half-written into the cache

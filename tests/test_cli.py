@@ -77,9 +77,15 @@ def test_system_info_reports_cuda_build_state():
         assert info["cuda_unavailable_reason"]
 
 
+# The 135M demo model, run on its exact Q4_1 weights, answers "What is the capital of France?" with
+# a French phrase when left to its default system prompt (so does llama.cpp on the same file: the
+# first token is a near-tie); asked to answer briefly, it is reliable.
+BRIEF = ["--system", "You are a helpful assistant. Answer in one short sentence."]
+
+
 def test_chat_with_the_demo_model_answers_and_keeps_context(smollm2_gguf):
     # No MODEL argument: the bundled SmolLM2; two turns typed on stdin, then end of input.
-    out = run("chat", "--temperature", "0", "--max-tokens", "40",
+    out = run("chat", "--temperature", "0", "--max-tokens", "40", *BRIEF,
               input="What is the capital of France?\nAnd what is the capital of Germany?\n")
     assert out.returncode == 0, out.stderr
     replies = [r for r in out.stdout.split(">>> ") if r.strip()]
@@ -92,7 +98,7 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(smollm2_gguf):
     # In a real pty: Ctrl-C mid-reply returns to the prompt; the next question is answered.
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(sys.executable, ["-m", "llama_local.cli", "chat", "--temperature", "0",
-                                           "--max-tokens", "400"], encoding="utf-8", timeout=120)
+                                           "--max-tokens", "400", *BRIEF], encoding="utf-8", timeout=120)
     child.expect(">>> ")
     child.sendline("Write a very long essay about the history of Rome.")
     child.expect(r"history of Rome\.\r?\n")  # the pty's echo of the question

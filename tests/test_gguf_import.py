@@ -17,9 +17,10 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from llama_local import gguf_import  # noqa: E402
+from llama_local import gguf_file, gguf_import, gguf_weights  # noqa: E402
 from llama_local.errors import ModelFormatError  # noqa: E402
-from llama_local.gguf_import import convert_gguf, ensure_converted, gguf_cache_dir  # noqa: E402
+from llama_local.gguf_import import convert_gguf  # noqa: E402
+from llama_local.gguf_weights import GGUFWeights, side_files_cache_dir, side_files_dir  # noqa: E402
 from llama_local.safetensors_io import Checkpoint  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
@@ -215,8 +216,7 @@ def write_tiny_gguf(path: Path, c: dict, state: dict[str, np.ndarray], types=Non
         elif ".k_proj." in name:
             arr = llamacpp_permute(arr, c["kv_heads"])
         qtype = types.get(name, Q.F32)
-        data = gguf.quants.quantize(arr, qtype) if qtype not in (Q.F32,) else arr
-        w.add_tensor(gguf_name(name), data, raw_dtype=qtype)
+        w.add_tensor(gguf_name(name), encode(arr, qtype), raw_dtype=qtype)
     if rope_factors is not None:
         w.add_tensor("rope_freqs.weight", np.asarray(rope_factors, dtype=np.float32))
     w.write_header_to_file()
@@ -224,6 +224,18 @@ def write_tiny_gguf(path: Path, c: dict, state: dict[str, np.ndarray], types=Non
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def encode(arr: np.ndarray, qtype) -> np.ndarray:
+    """arr in GGML type qtype: gguf-py's quantizer where it has one, else random blocks (for types
+    only an error path reads)."""
+    if qtype == Q.F32:
+        return arr
+    try:
+        return gguf.quants.quantize(arr, qtype)
+    except NotImplementedError:
+        shape = gguf.quant_shape_to_byte_shape(arr.shape, qtype)
+        return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
 
 
 def bf16(a: np.ndarray) -> np.ndarray:
@@ -333,7 +345,7 @@ def test_sentencepiece_vocabulary_encodes_like_transformers(tmp_path):
 @pytest.mark.parametrize("factor", [8.0, 32.0])
 def test_llama3_rope_scaling_recovered_from_rope_freqs(factor, tmp_path):
     c, state = random_hf_llama(layers=1, tie=True)
-    table = gguf_import.llama3_rope_factors(c["theta"], c["head_dim"], factor, 1.0, 4.0, 8192)
+    table = gguf_file.llama3_rope_factors(c["theta"], c["head_dim"], factor, 1.0, 4.0, 8192)
     assert (table == 1).sum() == 29 and (table == factor).sum() == 29  # Meta's 29 / 29 / 6 split
     path = write_tiny_gguf(tmp_path / "l31.gguf", c, state, rope_factors=table.astype(np.float32))
     cfg = json.loads((convert_gguf(path, tmp_path / "out", progress=False) / "config.json").read_text())
@@ -435,10 +447,12 @@ def test_corrupt_header_is_refused(small, tmp_path):
 
 
 def test_unsupported_tensor_type_is_refused(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    path = write_tiny_gguf(tmp_path / "q5.gguf", c, state, {"model.layers.0.mlp.up_proj.weight": Q.Q5_0})
-    with pytest.raises(ModelFormatError, match=r"blk\.0\.ffn_up\.weight.*Q5_0"):
+    c, state = random_hf_llama(layers=1, tie=True, hidden=256, head_dim=32, ffn=256)
+    path = write_tiny_gguf(tmp_path / "iq2.gguf", c, state, {"model.layers.0.mlp.up_proj.weight": Q.IQ2_XXS})
+    with pytest.raises(ModelFormatError, match=r"blk\.0\.ffn_up\.weight.*IQ2_XXS"):
         convert_gguf(path, tmp_path / "out", progress=False)
+    with pytest.raises(ModelFormatError, match=r"blk\.0\.ffn_up\.weight.*IQ2_XXS"):
+        GGUFWeights(path)
 
 
 def test_missing_metadata_key_is_named(tmp_path):
@@ -487,29 +501,32 @@ def test_interrupted_conversion_leaves_nothing(small, tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# The conversion cache behind LLM("x.gguf")
+# The side-file cache behind LLM("x.gguf"): config and tokenizer only, never weights
 
 def test_cache_dir_follows_file_identity(small, tmp_path, monkeypatch):
     _, _, path = small
     monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
-    d = gguf_cache_dir(path)
-    assert d.parent == tmp_path / "cache" / "gguf" and d.name.startswith("small-")
-    assert gguf_cache_dir(path) == d
+    d = side_files_cache_dir(path)
+    assert d.parent == tmp_path / "cache" / "gguf-meta" and d.name.startswith("small-")
+    assert side_files_cache_dir(path) == d
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # same size; a different last MiB (and mtime)
     path.write_bytes(bytes(data))
-    assert gguf_cache_dir(path) != d
+    assert side_files_cache_dir(path) != d
 
 
-def test_ensure_converted_converts_once(small, tmp_path, monkeypatch):
+def test_side_files_written_once_without_weights(small, tmp_path, monkeypatch):
     _, _, path = small
     monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
-    d = gguf_cache_dir(path)
+    d = side_files_cache_dir(path)
     stale = d.parent / f".{d.name}.partial-killed"  # what a SIGKILLed run leaves
     stale.mkdir(parents=True)
+    w = GGUFWeights(path)
     calls = []
-    real = gguf_import.convert_gguf
-    monkeypatch.setattr(gguf_import, "convert_gguf", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert ensure_converted(path, progress=False) == d
-    assert ensure_converted(path, progress=False) == d
-    assert len(calls) == 1 and (d / "model.safetensors").is_file() and not stale.exists()
+    real = w.write_side_files
+    monkeypatch.setattr(w, "write_side_files", lambda *a: calls.append(1) or real(*a))
+    assert side_files_dir(w) == d
+    assert side_files_dir(w) == d
+    assert len(calls) == 1 and not stale.exists()
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "generation_config.json",
+                                                    "tokenizer.json", "tokenizer_config.json"]

@@ -19,7 +19,8 @@ bool isa_supported(Isa isa) {
         case Isa::AVX512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                   __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+                   __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
+                   __builtin_cpu_supports("f16c");
 #endif
         default: return false;
     }

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../core/dtype.h"
+#include "quant_kinds.h"
 
 namespace ll::cpu {
 
@@ -16,6 +17,13 @@ constexpr int kNumIsas = 3;
 // X: fp32 rows of stride ldx; W: rows of the table's dtype, ldw elements apart; Y: fp32, stride ldy.
 using MatmulFn = void (*)(const float* X, int64_t ldx, const void* W, int64_t ldw, int64_t K, float* Y,
                           int64_t ldy, int64_t M, int64_t n0, int64_t n1, bool accumulate);
+
+// Integer weight kernels (quant_impl.h): Y[m, n] (+)= X[m, :] . W[n, :] for the rows of tiles
+// [t0, t1) of a packed weight, X given as quantized activations.
+using QMatmulFn = void (*)(const QActs& x, const QuantGeometry& g, const uint8_t* w, float* Y, int64_t ldy,
+                           int64_t t0, int64_t t1, bool accumulate);
+// One row of K floats -> int8 blocks of 32 over Kp columns (zeros past K), scales and sums.
+using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s);
 
 struct Kernels {
     Isa isa;
@@ -34,6 +42,8 @@ struct Kernels {
     void (*softmax)(float* s, int64_t n, float scale);
     // dst[i] = float(src[i]) for a row of weights (embedding lookup)
     void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
+    QuantizeActsFn quantize_acts;
+    QMatmulFn qmatmul[kNumQKinds];  // indexed by qkind_index()
 };
 
 bool isa_supported(Isa isa);   // CPU and OS support it, and this build compiled it

@@ -5,6 +5,7 @@
 // compiler builtins), so no AVX-512 code can leak to callers through a shared inline symbol.
 #pragma once
 #include <cstdint>
+#include <utility>
 
 #include "../core/dtype.h"
 #include "kernels.h"
@@ -330,6 +331,14 @@ void to_f32(const void* src, float* dst, int64_t n) {
     for (; i < n; ++i) dst[i] = WeightLoad<V, WT>::one(row, i);
 }
 
+}  // namespace
+}  // namespace ll::cpu
+
+#include "quant_impl.h"
+
+namespace ll::cpu {
+namespace {
+
 template <class V>
 Kernels make_kernels(Isa isa, const char* name) {
     Kernels k{};
@@ -346,6 +355,7 @@ Kernels make_kernels(Isa isa, const char* name) {
     k.to_f32[int(DType::F32)] = to_f32<V, DType::F32>;
     k.to_f32[int(DType::F16)] = to_f32<V, DType::F16>;
     k.to_f32[int(DType::BF16)] = to_f32<V, DType::BF16>;
+    fill_quant_kernels<V>(k);
     return k;
 }
 

@@ -50,6 +50,70 @@ struct VecAvx2 {
         __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
         return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
     }
+
+    // ---- integer weight kernels (quant_impl.h): 8 tile rows per register, maddubs dot products
+    using ireg = __m256i;
+    static constexpr int QR = 8;          // tile rows per register
+    static constexpr int QMR = 4;         // activation rows per pass over a tile (prefill; divides kResidualRows)
+    // maddubs adds pairs of u8 x s8 products into int16 with saturation, which codes up to 255
+    // could reach; dot4w takes such codes as signed (u - 128) instead and leaves the 128 out.
+    static constexpr int kWideBias = 128;
+    static ireg izero() { return _mm256_setzero_si256(); }
+    static ireg iload(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    static ireg iadd(ireg a, ireg b) { return _mm256_add_epi32(a, b); }
+    static ireg lo_nib(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi8(15)); }
+    static ireg hi_nib(ireg v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15)); }
+    static ireg lut16(ireg idx, const uint8_t* table) {
+        return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), idx);
+    }
+    static ireg bcast4(const int8_t* x) {
+        int32_t w;
+        __builtin_memcpy(&w, x, 4);
+        return _mm256_set1_epi32(w);
+    }
+    // acc += per lane: 4 codes (at most 127) times the 4 activation codes at x (broadcast)
+    static ireg dot4(ireg acc, ireg u, const int8_t* x) {
+        const __m256i p = _mm256_maddubs_epi16(u, bcast4(x));
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    }
+    // acc += per lane: (codes - 128) times the activation codes, by the sign trick |c| * sign(c) x
+    static ireg dot4w(ireg acc, ireg u, const int8_t* x) {
+        const __m256i c = _mm256_xor_si256(u, _mm256_set1_epi8(char(0x80)));
+        const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(bcast4(x), c));
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    }
+    static reg cvt(ireg v) { return _mm256_cvtepi32_ps(v); }
+    static reg load_i8(const uint8_t* p) {  // 8 int8 -> fp32
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
+    // One activation block, bit-equal to quantize_acts_ref.
+    static void quantize_block32(const float* x, int8_t* q, float* d, float* s) {
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        reg v[4];
+        reg amax = zero();
+        for (int i = 0; i < 4; ++i) {
+            v[i] = load(x + 8 * i);
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+        }
+        const float db = reduce_max(amax) / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        __m256i qi[4];
+        for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], set1(id)));
+        const __m256i s0 = _mm256_add_epi32(qi[0], qi[1]), s1 = _mm256_add_epi32(qi[2], qi[3]);
+        // int32 -> int8, then undo the lane interleaving of the two packs
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        *d = db;
+        s[0] = db * float(hsum(s0));
+        s[1] = db * float(hsum(s1));
+    }
+    static int32_t hsum(__m256i v) {
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+        return _mm_cvtsi128_si32(s);
+    }
 };
 
 }  // namespace

@@ -1,4 +1,4 @@
-// 16-lane fp32 vector on AVX-512 F/BW/VL/DQ (+ FMA, F16C). Included only by kernels_avx512.cpp.
+// 16-lane fp32 vector on AVX-512 F/BW/VL/DQ + VNNI (+ FMA, F16C). Included only by kernels_avx512.cpp.
 #pragma once
 #include <immintrin.h>
 
@@ -37,6 +37,45 @@ struct VecAvx512 {
     // The two ISA-specific steps of exp (kernels_impl.h: vexp).
     static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static reg mul_pow2(reg p, reg n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
+
+    // ---- integer weight kernels (quant_impl.h): 16 tile rows per register, VNNI dot products
+    using ireg = __m512i;
+    static constexpr int QR = 16;       // tile rows per register
+    static constexpr int QMR = 8;       // activation rows per pass over a tile (prefill; divides kResidualRows)
+    static constexpr int kWideBias = 0; // vpdpbusd takes codes up to 255 as they are
+    static ireg izero() { return _mm512_setzero_si512(); }
+    static ireg iload(const uint8_t* p) { return _mm512_loadu_si512(p); }
+    static ireg iadd(ireg a, ireg b) { return _mm512_add_epi32(a, b); }
+    static ireg lo_nib(ireg v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
+    static ireg hi_nib(ireg v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15)); }
+    static ireg lut16(ireg idx, const uint8_t* table) {
+        return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), idx);
+    }
+    // acc += per lane: 4 unsigned codes times the 4 activation codes at x (broadcast)
+    static ireg dot4(ireg acc, ireg u, const int8_t* x) {
+        int32_t w;
+        __builtin_memcpy(&w, x, 4);
+        return _mm512_dpbusd_epi32(acc, u, _mm512_set1_epi32(w));
+    }
+    static ireg dot4w(ireg acc, ireg u, const int8_t* x) { return dot4(acc, u, x); }
+    static reg cvt(ireg v) { return _mm512_cvtepi32_ps(v); }
+    static reg load_i8(const uint8_t* p) {  // 16 int8 -> fp32
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+    // One activation block, bit-equal to quantize_acts_ref.
+    static void quantize_block32(const float* x, int8_t* q, float* d, float* s) {
+        const reg a = load(x), b = load(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        const float db = amax / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, set1(id)));
+        const __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, set1(id)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(qa));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(qb));
+        *d = db;
+        s[0] = db * float(_mm512_reduce_add_epi32(qa));
+        s[1] = db * float(_mm512_reduce_add_epi32(qb));
+    }
 };
 
 }  // namespace

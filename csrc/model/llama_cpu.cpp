@@ -11,31 +11,11 @@ namespace ll {
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-    std::ostringstream o;
-    o << "[";
-    for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-    o << "]";
-    return o.str();
-}
-
-TensorView get_checked(const TensorSource& src, const std::string& name,
-                       const std::vector<int64_t>& shape) {
-    TensorView t = src(name);
-    if (t.shape != shape)
-        throw FormatError("tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                          shape_str(shape));
-    return t;
-}
-
-Linear linear(const TensorSource& src, const std::string& name, int64_t out, int64_t in) {
-    TensorView t = get_checked(src, name, {out, in});
-    return Linear{t.data, t.dtype, out, in};
-}
-
-std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src,
-                               const std::string& name, int64_t n) {
-    TensorView t = get_checked(src, name, {n});
+std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src, const std::string& name,
+                               int64_t n) {
+    const TensorSpec t = src(name);
+    if (t.kind != TensorSpec::Kind::Float || t.shape != std::vector<int64_t>{n})
+        throw FormatError("tensor '" + name + "' must be a float vector of " + std::to_string(n) + " elements");
     std::vector<float> w(n);
     k.to_f32[int(t.dtype)](t.data, w.data(), n);
     return w;
@@ -63,32 +43,39 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
         throw FormatError("RoPE needs head_dim / 2 frequencies and an even head_dim");
     if (n_ctx <= 0 || n_batch <= 0) throw std::invalid_argument("n_ctx and n_batch must be positive");
 
-    embed_ = get_checked(src, "model.embed_tokens.weight", {cfg.vocab_size, D});
-    weight_bytes_ += size_t(cfg.vocab_size) * D * dtype_size(embed_.dtype);
+    // Each weight is repacked (when its format needs it) as soon as it is read, so that a mapped
+    // source's pages can be dropped before the next one is touched.
+    cpu::ThreadPool* pool = &pool_;
+    auto linear = [&](const std::string& name, int64_t out, int64_t in) {
+        Linear w = Linear::build(src(name), out, in, pool);
+        weight_bytes_ += w.bytes();
+        return w;
+    };
+    const std::string embed_name = "model.embed_tokens.weight";
+    if (cfg.tie_word_embeddings) {
+        embed_ = linear(embed_name, cfg.vocab_size, D);
+    } else {
+        embed_ = Linear::lookup_table(src(embed_name), cfg.vocab_size, D, pool);
+        weight_bytes_ += embed_.bytes();
+    }
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         Layer L;
         L.attn_norm = norm_weight(k_, src, p + "input_layernorm.weight", D);
         L.ffn_norm = norm_weight(k_, src, p + "post_attention_layernorm.weight", D);
-        L.q = linear(src, p + "self_attn.q_proj.weight", qdim, D);
-        L.k = linear(src, p + "self_attn.k_proj.weight", kvdim, D);
-        L.v = linear(src, p + "self_attn.v_proj.weight", kvdim, D);
-        L.o = linear(src, p + "self_attn.o_proj.weight", D, qdim);
-        L.gate = linear(src, p + "mlp.gate_proj.weight", F, D);
-        L.up = linear(src, p + "mlp.up_proj.weight", F, D);
-        L.down = linear(src, p + "mlp.down_proj.weight", D, F);
-        for (const Linear* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
-            weight_bytes_ += w->bytes();
+        L.q = linear(p + "self_attn.q_proj.weight", qdim, D);
+        L.k = linear(p + "self_attn.k_proj.weight", kvdim, D);
+        L.v = linear(p + "self_attn.v_proj.weight", kvdim, D);
+        L.o = linear(p + "self_attn.o_proj.weight", D, qdim);
+        L.gate = linear(p + "mlp.gate_proj.weight", F, D);
+        L.up = linear(p + "mlp.up_proj.weight", F, D);
+        L.down = linear(p + "mlp.down_proj.weight", D, F);
         weight_bytes_ += 2 * D * sizeof(float);
         layers_.push_back(std::move(L));
     }
     final_norm_ = norm_weight(k_, src, "model.norm.weight", D);
-    if (cfg.tie_word_embeddings) {
-        lm_head_ = Linear{embed_.data, embed_.dtype, cfg.vocab_size, D};
-    } else {
-        lm_head_ = linear(src, "lm_head.weight", cfg.vocab_size, D);
-        weight_bytes_ += lm_head_.bytes();
-    }
+    weight_bytes_ += D * sizeof(float);
+    if (!cfg.tie_word_embeddings) lm_head_ = linear("lm_head.weight", cfg.vocab_size, D);
 
     // RoPE table. The angle is formed in fp32 exactly as transformers does (inv_freq * pos),
     // and its cosine and sine taken in double so the table adds no error of its own.
@@ -110,11 +97,41 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
     gate_.resize(B * F);
     up_.resize(B * F);
     scores_.resize(size_t(pool_.size()) * kAttnBlock * n_ctx);
+    qact_ = QActBuffer(n_batch_, std::max({D, qdim, F}));
+}
+
+std::vector<std::pair<std::string, size_t>> LlamaCpu::weight_formats() const {
+    std::vector<std::pair<std::string, size_t>> out;
+    auto add = [&](const std::string& f, size_t n) {
+        for (auto& e : out)
+            if (e.first == f) return void(e.second += n);
+        out.emplace_back(f, n);
+    };
+    add(embed_.format(), embed_.bytes());
+    for (const Layer& L : layers_) {
+        for (const Linear* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) add(w->format(), w->bytes());
+        add("f32", 2 * L.attn_norm.size() * sizeof(float));
+    }
+    add("f32", final_norm_.size() * sizeof(float));
+    if (!cfg_.tie_word_embeddings) add(lm_head_.format(), lm_head_.bytes());
+    return out;
+}
+
+LinearInput LlamaCpu::input(const float* x, int64_t ld, int64_t T, int64_t K,
+                            std::initializer_list<const Linear*> ws) {
+    const cpu::QActs* q8 = nullptr;
+    for (const Linear* w : ws)
+        if (w->wants_q8()) {
+            q8 = qact_.quantize(k_, x, ld, T, K, &pool_);
+            break;
+        }
+    return LinearInput{x, ld, T, q8};
 }
 
 size_t LlamaCpu::scratch_bytes() const {
     return sizeof(float) * (x_.size() + h_.size() + q_.size() + attn_.size() + gate_.size() +
-                            up_.size() + scores_.size() + rope_cos_.size() + rope_sin_.size());
+                            up_.size() + scores_.size() + rope_cos_.size() + rope_sin_.size()) +
+           qact_.bytes();
 }
 
 void LlamaCpu::truncate(int64_t n) {
@@ -150,10 +167,7 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
     float* x = x_.data();
     float* h = h_.data();
 
-    const size_t erow = size_t(D) * dtype_size(embed_.dtype);
-    for (int64_t t = 0; t < T; ++t)
-        k.to_f32[int(embed_.dtype)](static_cast<const uint8_t*>(embed_.data) + tokens[t] * erow,
-                                    x + t * D, D);
+    for (int64_t t = 0; t < T; ++t) embed_.dequantize_row(k, tokens[t], x + t * D);
 
     // Row-wise work (norms, RoPE) is split over tokens; a single token stays on this thread
     // because a dispatch would cost more than the work.
@@ -177,10 +191,11 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
             for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.attn_norm.data(), h + t * D, D, eps);
         });
         // K and V rows go straight into the cache at their positions.
+        const LinearInput hin = input(h, D, T, D, {&L.q, &L.k, &L.v});
         pool_.run(mm_chunks, [&](int c, int nc) {
-            linear_slice(k, L.q, h, D, q_.data(), qdim, T, false, c, nc);
-            linear_slice(k, L.k, h, D, kc, kvdim, T, false, c, nc);
-            linear_slice(k, L.v, h, D, vc, kvdim, T, false, c, nc);
+            linear_slice(k, L.q, hin, q_.data(), qdim, false, c, nc);
+            linear_slice(k, L.k, hin, kc, kvdim, false, c, nc);
+            linear_slice(k, L.v, hin, vc, kvdim, false, c, nc);
         });
         rows(T, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) {
@@ -192,25 +207,32 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
         });
         attention(l, T, p0);
         // The output projection adds into the residual stream directly.
-        pool_.run(mm_chunks, [&](int c, int nc) {
-            linear_slice(k, L.o, attn_.data(), qdim, x, D, T, true, c, nc);
-        });
+        const LinearInput ain = input(attn_.data(), qdim, T, qdim, {&L.o});
+        pool_.run(mm_chunks, [&](int c, int nc) { linear_slice(k, L.o, ain, x, D, true, c, nc); });
         rows(T, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.ffn_norm.data(), h + t * D, D, eps);
         });
         // Each thread applies SwiGLU to the gate/up columns it just computed: no extra dispatch.
+        // gate and up share the chunking (same row count and alignment) only when their formats
+        // align alike; SwiGLU covers each chunk's gate rows, which up then has computed too.
+        const LinearInput fin = input(h, D, T, D, {&L.gate, &L.up});
+        const bool fused_swiglu = L.gate.row_align() == L.up.row_align();
         pool_.run(mm_chunks, [&](int c, int nc) {
-            linear_slice(k, L.gate, h, D, gate_.data(), F, T, false, c, nc);
-            linear_slice(k, L.up, h, D, up_.data(), F, T, false, c, nc);
+            linear_slice(k, L.gate, fin, gate_.data(), F, false, c, nc);
+            linear_slice(k, L.up, fin, up_.data(), F, false, c, nc);
+            if (!fused_swiglu) return;
             int64_t n0, n1;
             linear_rows(L.gate, c, nc, n0, n1);
             for (int64_t t = 0; t < T && n0 < n1; ++t)
                 k.swiglu(gate_.data() + t * F + n0, up_.data() + t * F + n0, gate_.data() + t * F + n0,
                          n1 - n0);
         });
-        pool_.run(mm_chunks, [&](int c, int nc) {
-            linear_slice(k, L.down, gate_.data(), F, x, D, T, true, c, nc);
-        });
+        if (!fused_swiglu)
+            rows(T, [&](int64_t b, int64_t e) {
+                for (int64_t t = b; t < e; ++t) k.swiglu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F);
+            });
+        const LinearInput din = input(gate_.data(), F, T, F, {&L.down});
+        pool_.run(mm_chunks, [&](int c, int nc) { linear_slice(k, L.down, din, x, D, true, c, nc); });
     }
     n_past_ = p0 + T;
 
@@ -221,8 +243,10 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
         for (int64_t t = b; t < e; ++t)
             k.rmsnorm(x + (first + t) * D, final_norm_.data(), h + t * D, D, eps);
     });
+    const Linear& head_w = head();
+    const LinearInput hin = input(h, D, n_out, D, {&head_w});
     pool_.run(mm_chunks, [&](int c, int nc) {
-        linear_slice(k, lm_head_, h, D, logits, cfg_.vocab_size, n_out, false, c, nc);
+        linear_slice(k, head_w, hin, logits, cfg_.vocab_size, false, c, nc);
     });
 }
 

@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,8 +12,8 @@
 #include "../core/dtype.h"
 #include "../cpu/kernels.h"
 #include "../cpu/thread_pool.h"
+#include "../weights/linear.h"
 #include "kv_cache.h"
-#include "linear.h"
 
 namespace ll {
 
@@ -30,13 +32,7 @@ struct LlamaConfig {
     std::vector<float> inv_freq;
 };
 
-// A tensor as the checkpoint stores it: a view the caller keeps alive for the model's lifetime.
-struct TensorView {
-    const void* data = nullptr;
-    DType dtype = DType::F32;
-    std::vector<int64_t> shape;
-};
-using TensorSource = std::function<TensorView(const std::string& name)>;
+using TensorSource = std::function<TensorSpec(const std::string& name)>;
 
 class LlamaCpu {
 public:
@@ -56,6 +52,8 @@ public:
     const cpu::Kernels& kernels() const { return k_; }
     int n_threads() const { return pool_.size(); }
     size_t weight_bytes() const { return weight_bytes_; }
+    // Bytes of weights held per format ("Q4_K", "bf16", ...), norms included as "f32".
+    std::vector<std::pair<std::string, size_t>> weight_formats() const;
     size_t kv_bytes() const { return cache_.bytes(); }
     size_t scratch_bytes() const;
 
@@ -64,6 +62,9 @@ private:
         std::vector<float> attn_norm, ffn_norm;
         Linear q, k, v, o, gate, up, down;
     };
+    // The products' common input, quantized when one of `ws` takes int8 activations.
+    LinearInput input(const float* x, int64_t ld, int64_t T, int64_t K, std::initializer_list<const Linear*> ws);
+    const Linear& head() const { return cfg_.tie_word_embeddings ? embed_ : lm_head_; }
 
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
     void attention(int64_t layer, int64_t T, int64_t p0);
@@ -74,10 +75,11 @@ private:
     const cpu::Kernels& k_;
     cpu::ThreadPool pool_;
     int64_t n_batch_;
-    TensorView embed_;
+    Linear embed_;     // tied: also the LM head
     std::vector<Layer> layers_;
     std::vector<float> final_norm_;
-    Linear lm_head_;
+    Linear lm_head_;   // untied only
+    QActBuffer qact_;
     KVCache cache_;
     std::vector<float> rope_cos_, rope_sin_;  // [n_ctx, head_dim / 2]
     int64_t n_past_ = 0;

@@ -111,10 +111,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     t = Table(title=f"{info['model']}", show_header=False)
     for key in ("path", "parameters", "vocab_size", "hidden_size", "intermediate_size", "layers", "heads",
-                "kv_heads", "head_dim", "rope_theta", "rope_scaling", "tie_word_embeddings", "weight_dtypes",
+                "kv_heads", "head_dim", "rope_theta", "rope_scaling", "tie_word_embeddings",
                 "n_ctx", "n_threads", "isa"):
         v = info[key]
         t.add_row(key, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+    for fmt, n in sorted(info["weight_formats"].items(), key=lambda kv: -kv[1]):
+        t.add_row(f"weights: {fmt}", mib(n))
     t.add_row("memory: weights", mib(info["weight_bytes"]))
     t.add_row("memory: KV cache (n_ctx)", mib(info["kv_cache_bytes"]))
     t.add_row("memory: scratch", mib(info["scratch_bytes"]))

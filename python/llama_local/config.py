@@ -51,8 +51,20 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
         if not isinstance(d, dict):
             raise ModelFormatError(f"{source}: expected a JSON object")
-        arch = d.get("architectures") or []
-        model_type = d.get("model_type")
+
+        def typed(key: str, kinds: tuple, what: str, default: Any = None) -> Any:
+            """d[key] when present and of one of `kinds` (bool is never a number), else an error."""
+            if key not in d or d[key] is None:
+                return default
+            v = d[key]
+            if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+                raise ModelFormatError(f"{source}: field {key!r} must be {what}, got {v!r}")
+            return v
+
+        arch = typed("architectures", (list,), "a list of class names", [])
+        if not all(isinstance(a, str) for a in arch):
+            raise ModelFormatError(f"{source}: field 'architectures' must be a list of class names, got {arch!r}")
+        model_type = typed("model_type", (str,), "a string")
         if model_type not in SUPPORTED_MODEL_TYPES and not SUPPORTED_ARCHITECTURES.intersection(arch):
             raise ModelFormatError(
                 f"{source}: model_type {model_type!r} / architectures {arch!r} is not a Llama model "
@@ -91,13 +103,18 @@ class ModelConfig:
         else:
             theta = d.get("rope_theta", 10000.0)
             scaling = dict(d["rope_scaling"]) if isinstance(d.get("rope_scaling"), dict) else {}
+        if not isinstance(theta, (int, float)) or isinstance(theta, bool) or theta <= 0:
+            raise ModelFormatError(f"{source}: field 'rope_theta' must be a positive number, got {theta!r}")
         scaling.pop("rope_theta", None)
         rope_type = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
         scaling.pop("type", None)
         rope_scaling = None if rope_type == "default" else {"rope_type": rope_type, **scaling}
 
-        eos = d.get("eos_token_id")
+        eos = typed("eos_token_id", (int, list), "a token id or a list of them")
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not all(isinstance(e, int) and not isinstance(e, bool) for e in eos_ids):
+            raise ModelFormatError(f"{source}: field 'eos_token_id' must be a token id or a list of them, got {eos!r}")
+        number = (int, float)
         cfg = cls(
             vocab_size=positive_int("vocab_size", need("vocab_size")),
             hidden_size=hidden,
@@ -106,14 +123,14 @@ class ModelConfig:
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
-            rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            rms_norm_eps=float(typed("rms_norm_eps", number, "a number", 1e-6)),
             rope_theta=float(theta),
             rope_scaling=rope_scaling,
-            max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
-            bos_token_id=d.get("bos_token_id"),
+            max_position_embeddings=positive_int("max_position_embeddings", d.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=typed("tie_word_embeddings", (bool,), "true or false", False),
+            bos_token_id=typed("bos_token_id", (int,), "a token id"),
             eos_token_ids=eos_ids,
-            quantization_config=d.get("quantization_config"),
+            quantization_config=typed("quantization_config", (dict,), "an object"),
             source=source,
         )
         cfg.inv_freq()  # refuse an unsupported RoPE type now, naming the file
@@ -137,6 +154,9 @@ class ModelConfig:
                                       float(s["high_freq_factor"]), float(s["original_max_position_embeddings"]))
         except KeyError as e:
             raise ModelFormatError(f"{self.source}: rope scaling {kind!r} lacks field {e.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise ModelFormatError(f"{self.source}: rope scaling {kind!r} has a field that is not a number "
+                                   f"({s})") from None
         raise ModelFormatError(f"{self.source}: rope scaling type {kind!r} is not supported "
                                "(supported: default, linear, llama3)")
 

@@ -84,12 +84,17 @@ def build_tokenizer(tokenizer_model: str, pre: str | None, tokens: Sequence[str]
     return tok
 
 
-def _split_merges(merges: Sequence[str], where: str) -> list[tuple[str, str]]:
+def _split_merges(merges: Sequence[str], vocab: dict[str, int], where: str) -> list[tuple[str, str]]:
+    """(left, right) pairs, each of them and their concatenation a token of the vocabulary."""
     out = []
     for i, m in enumerate(merges):
         pair = m.split(" ")
         if len(pair) != 2:
             raise ModelFormatError(f"{where}: tokenizer.ggml.merges[{i}] = {m!r} is not two tokens")
+        for piece in (pair[0], pair[1], pair[0] + pair[1]):
+            if piece not in vocab:
+                raise ModelFormatError(f"{where}: tokenizer.ggml.merges[{i}] = {m!r} names {piece!r}, "
+                                       f"which is not in tokenizer.ggml.tokens")
         out.append((pair[0], pair[1]))
     return out
 
@@ -108,7 +113,7 @@ def _byte_level_bpe(tokens, merges, pre, where) -> Tokenizer:
     # plain UTF-8, which transformers respells so that they can be reached by the byte-level model.
     vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
              for i, t in enumerate(tokens)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=_split_merges(merges, where), dropout=None,
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=_split_merges(merges, vocab, where), dropout=None,
                                continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     tok.pre_tokenizer = PRE_TOKENIZERS[pre]()
     tok.decoder = decoders.ByteLevel()
@@ -119,7 +124,7 @@ def _sentencepiece_bpe(tokens, merges, scores, add_space_prefix, where) -> Token
     """Llama 2-style vocabularies: BPE over "▁"-spelled pieces with <0xNN> byte fallback."""
     vocab = {t: i for i, t in enumerate(tokens)}
     if merges is not None:
-        pairs = _split_merges(merges, where)
+        pairs = _split_merges(merges, vocab, where)
     elif scores is not None:
         pairs = _merges_from_scores(vocab, dict(zip(tokens, scores)))
     else:

@@ -70,25 +70,29 @@ def system_info() -> dict[str, Any]:
     return info
 
 
-def resolve_model_path(path: str | os.PathLike, progress: bool = True) -> Path:
-    """A directory in Hugging Face layout for any accepted input (converting once into a cache)."""
+def open_model(path: str | os.PathLike, progress: bool = True):
+    """(directory with config.json and the tokenizer files, the weights) for any accepted input.
+
+    A .gguf file is read in place (only its small side files are cached); a Meta original/
+    directory is converted once into a cache; a Hugging Face directory is used as it is."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelFormatError(f"{p}: no such file or directory")
     if p.is_file():
         if p.suffix.lower() == ".gguf":
-            from .gguf_import import ensure_converted
-            return ensure_converted(p, progress=progress)
+            from .gguf_weights import GGUFWeights, side_files_dir
+            weights = GGUFWeights(p)
+            return side_files_dir(weights), weights
         raise ModelFormatError(f"{p}: expected a model directory or a .gguf file")
-    if (p / "config.json").is_file():
-        return p
-    from .convert_meta import ensure_converted_meta, find_original_dir
-    original = find_original_dir(p)
-    if original is not None:
-        return ensure_converted_meta(original, progress=progress)
-    raise ModelFormatError(
-        f"{p}: not a model directory (expected config.json + *.safetensors, a Meta original/ "
-        "directory with params.json, or a .gguf file)")
+    if not (p / "config.json").is_file():
+        from .convert_meta import ensure_converted_meta, find_original_dir
+        original = find_original_dir(p)
+        if original is None:
+            raise ModelFormatError(
+                f"{p}: not a model directory (expected config.json + *.safetensors, a Meta original/ "
+                "directory with params.json, or a .gguf file)")
+        p = ensure_converted_meta(original, progress=progress)
+    return p, Checkpoint(p)
 
 
 class LLM:
@@ -105,16 +109,14 @@ class LLM:
             raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         self.device = "cpu"
         self.source = Path(path)
-        self.path = resolve_model_path(path, progress=progress)
+        self.path, self.weights = open_model(path, progress=progress)
         self.model_name = self.source.stem if self.source.is_file() else self.source.name
         self.config = ModelConfig.load(self.path)
         if self.config.quantization_config:
             method = self.config.quantization_config.get("quant_method", "?")
             raise ModelFormatError(f"{self.path}/config.json: quantized checkpoints "
                                    f"(quant_method {method!r}) are not supported yet")
-        self.checkpoint = Checkpoint(self.path)
-        tensors = {name: self.checkpoint.tensor(name) for name in self.checkpoint.keys()}
-        self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,
+        self.model = _core().Model(self.config.core_dict(), self.weights.core_tensors(), n_ctx,
                                    n_threads=n_threads or 0, isa=isa, n_batch=n_batch)
         from .tokenizer import Tokenizer
         self.tokenizer = Tokenizer.load(self.path)
@@ -287,7 +289,8 @@ class LLM:
             "rope_theta": c.rope_theta,
             "rope_scaling": c.rope_scaling,
             "tie_word_embeddings": c.tie_word_embeddings,
-            "weight_dtypes": sorted({str(self.checkpoint.info(k)[0]) for k in self.checkpoint.keys()}),
+            "source": str(self.source),
+            "weight_formats": dict(self.model.weight_formats),
             "n_ctx": self.n_ctx,
             "n_threads": self.model.n_threads,
             "isa": self.model.isa,
