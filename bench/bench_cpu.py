@@ -390,30 +390,43 @@ def cpu_info() -> dict:
 # --------------------------------------------------------------------------------------------
 
 def prepare_models(args) -> dict:
-    """Files for each engine: {'hf': dir for llama_local, 'ggufs': [(label, path)], 'vocab': n}."""
+    """What to compare: {'comparisons': [{'name', 'llama_local': path, 'llamacpp': [(label, path)]}],
+    'vocab': n, 'desc': str}.
+
+    --weights hf: llama_local reads the bf16 Hugging Face directory, llama.cpp F16 / BF16 GGUFs
+    written from it (--gguf-types). --weights q4_0,q4_k_m,...: for each type, one GGUF (llama.cpp's
+    own quantizer, from the BF16 GGUF) that both engines read: the same file."""
     workdir = Path(args.workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
+    shipped = None
     if args.model == "llama-1b":
         hf = bm.ensure_synthetic_hf(bm.LLAMA_1B, workdir, log=log)
-        ggufs = []
+        kv_from, out_dir, vocab = None, None, bm.LLAMA_1B.vocab
+        desc = "Llama-3.2-1B shape, random bf16 weights (seeded)"
+    else:
+        from llama_local.demo import demo_model_path
+        shipped = demo_model_path()
+        hf = bm.ensure_bf16_dir(shipped, workdir, log=log)
+        kv_from, out_dir = shipped, workdir
+        vocab = json.loads((hf / "config.json").read_text())["vocab_size"]
+        desc = f"SmolLM2-135M-Instruct (from {shipped.name})"
+    if args.weights == ["hf"]:
+        lc = []
         if not args.no_llamacpp:
-            for ft in args.gguf_types:
-                ggufs.append((f"llama.cpp {ft.upper()}", bm.ensure_gguf(hf, ft, log=log)))
-        return {"hf": hf, "ggufs": ggufs, "vocab": bm.LLAMA_1B.vocab,
-                "desc": "Llama-3.2-1B shape, random bf16 weights (seeded)"}
-    # smollm2
-    from llama_local.demo import demo_model_path
-    shipped = demo_model_path()
-    hf = bm.ensure_bf16_dir(shipped, workdir, log=log)
-    cfg = json.loads((hf / "config.json").read_text())
-    ggufs = []
-    if not args.no_llamacpp:
-        for ft in args.gguf_types:
-            ggufs.append((f"llama.cpp {ft.upper()}",
-                          bm.ensure_gguf(hf, ft, kv_from=shipped, out_dir=workdir, log=log)))
-        ggufs.append(("llama.cpp Q4_1 (shipped)", shipped))
-    return {"hf": hf, "ggufs": ggufs, "vocab": cfg["vocab_size"],
-            "desc": f"SmolLM2-135M-Instruct (bf16 dir converted from {shipped.name})"}
+            lc = [(f"llama.cpp {ft.upper()}", bm.ensure_gguf(hf, ft, kv_from=kv_from, out_dir=out_dir, log=log))
+                  for ft in args.gguf_types]
+            if shipped is not None:
+                lc.append(("llama.cpp Q4_1 (shipped)", shipped))
+        return {"comparisons": [{"name": "bf16 dir", "llama_local": hf, "llamacpp": lc}], "vocab": vocab,
+                "desc": desc + "; llama_local reads the bf16 HF directory"}
+    comparisons = []
+    bf16 = bm.ensure_gguf(hf, "bf16", kv_from=kv_from, out_dir=out_dir, log=log)
+    for w in args.weights:
+        path = bf16 if w == "bf16" else (shipped if w == "shipped" else bm.ensure_llamacpp_quantized(bf16, w, log=log))
+        name = "Q4_1 (shipped)" if w == "shipped" else w.upper()
+        comparisons.append({"name": name, "llama_local": path,
+                            "llamacpp": [] if args.no_llamacpp else [("llama.cpp", path)]})
+    return {"comparisons": comparisons, "vocab": vocab, "desc": desc + "; both engines read the same GGUF"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,12 +560,17 @@ def benchmark(args) -> dict:
               "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
               "seed": args.seed, "vocab": models["vocab"], "flash_attn": args.llamacpp_flash_attn}
     load0 = os.getloadavg()
+    # (label, engine, path, weight bytes per decoded token); a comparison's labels are its engines.
     engines = []
-    if have_ll:
-        engines.append(("llama_local", "llama_local", models["hf"],
-                        bm.hf_bytes_per_token(models["hf"])))
-    for label, g in models["ggufs"]:
-        engines.append((label, "llama.cpp", g, bm.gguf_bytes_per_token(g)))
+    for c in models["comparisons"]:
+        ll_path = Path(c["llama_local"])
+        c["ll_label"] = f"llama_local {c['name']}" if len(models["comparisons"]) > 1 else "llama_local"
+        c["lc_labels"] = [f"{lbl} {c['name']}" if len(models["comparisons"]) > 1 else lbl for lbl, _ in c["llamacpp"]]
+        if have_ll:
+            bpt = bm.gguf_bytes_per_token(ll_path) if ll_path.suffix == ".gguf" else bm.hf_bytes_per_token(ll_path)
+            engines.append((c["ll_label"], "llama_local", ll_path, bpt))
+        for lbl, (_, g) in zip(c["lc_labels"], c["llamacpp"]):
+            engines.append((lbl, "llama.cpp", g, bm.gguf_bytes_per_token(g)))
     results = {label: {"engine": engine, "path": str(path), "bytes_per_token": bpt, "runs": []}
                for label, engine, path, bpt in engines}
     procs: dict[str, EngineProcess] = {}
@@ -619,7 +637,7 @@ def benchmark(args) -> dict:
 
     # ---- report
     sysinfo = cpu_info()
-    ll_info = results.get("llama_local", {}).get("system_info")
+    ll_info = next((r.get("system_info") for r in results.values() if r.get("system_info")), None)
     lc_info = next((r.get("llama_cpp_system_info") for r in results.values()
                     if r.get("llama_cpp_system_info")), None)
     lc_ver = next((r.get("llama_cpp_version") for r in results.values() if r.get("llama_cpp_version")), None)
@@ -628,33 +646,39 @@ def benchmark(args) -> dict:
               f"threads: {args.threads}; load avg before/after: {load0[0]:.2f}/{load1[0]:.2f}")
     if ll_info is not None:
         con.print(f"llama_local: {_fmt_info(ll_info)}")
-        mi = results["llama_local"].get("model_info") or {}
-        if mi:
-            con.print("llama_local model: " + ", ".join(
-                f"{k}={v / 1e9:.3f} GB" if k.endswith("bytes") and v else f"{k}={v}" for k, v in mi.items()))
+        for label, r in results.items():
+            mi = r.get("model_info") or {}
+            if mi:
+                con.print(f"{label}: " + ", ".join(
+                    f"{k}={v / 1e9:.3f} GB" if k.endswith("bytes") and v else f"{k}={v}" for k, v in mi.items()))
     if lc_ver:
         con.print(f"llama.cpp (llama-cpp-python {lc_ver}): {lc_info}")
     con.print(f"prompt {args.prompt_tokens} tokens, decode {args.gen_tokens} tokens (greedy), "
               f"{args.repeats} timed pass(es) per engine after 1 warm-up, engines alternating; "
               f"figure = {args.stat} of the passes")
 
-    t = Table(title=f"tokens/s ({args.stat} of {args.repeats})"
-                    + ("; ratio = llama_local / llama.cpp" if models["ggufs"] else ""))
+    t = Table(title=f"tokens/s ({args.stat} of {args.repeats}); ratio = llama_local / llama.cpp")
+    t.add_column("weights")
     t.add_column("phase")
     t.add_column("llama_local", justify="right")
-    lc_labels = [lbl for lbl, _ in models["ggufs"]]
-    for lbl in lc_labels:
-        t.add_column(lbl, justify="right")
+    n_lc = max(len(c["llamacpp"]) for c in models["comparisons"])
+    for k in range(n_lc):
+        t.add_column(models["comparisons"][0]["llamacpp"][k][0] if n_lc > 1 else "llama.cpp", justify="right")
         t.add_column("ratio", justify="right")
-    ll = fig.get("llama_local")
-    for phase, key in (("prefill", "prefill_tps"), ("decode", "decode_tps")):
-        row = [f"{phase} ({args.prompt_tokens if phase == 'prefill' else args.gen_tokens} tok)",
-               f"{ll[key]:.2f}" if ll else "n/a"]
-        for lbl in lc_labels:
-            f = fig.get(lbl)
-            row.append(f"{f[key]:.2f}" if f else "failed")
-            row.append(f"{ll[key] / f[key]:.2f}x" if (ll and f) else "-")
-        t.add_row(*row)
+    ratios = {}
+    for c in models["comparisons"]:
+        ll = fig.get(c["ll_label"])
+        for phase, key in (("prefill", "prefill_tps"), ("decode", "decode_tps")):
+            row = [c["name"] if phase == "prefill" else "",
+                   f"{phase} ({args.prompt_tokens if phase == 'prefill' else args.gen_tokens} tok)",
+                   f"{ll[key]:.2f}" if ll else "n/a"]
+            for lbl in c["lc_labels"]:
+                f = fig.get(lbl)
+                row.append(f"{f[key]:.2f}" if f else "failed")
+                row.append(f"{ll[key] / f[key]:.2f}x" if (ll and f) else "-")
+                if ll and f:
+                    ratios.setdefault(lbl, {})[key] = ll[key] / f[key]
+            t.add_row(*row)
     con.print(t)
 
     t2 = Table(title=f"decode vs memory read bandwidth ({bw_info['source']}: "
@@ -689,10 +713,9 @@ def benchmark(args) -> dict:
             "llama_cpp_system_info": lc_info, "loadavg_before_after": [load0, load1],
             "bandwidth": {**bw_info, "samples_GBps": bw_samples},
             "figures": fig,
-            "ratios": {lbl: {k: fig["llama_local"][k] / fig[lbl][k] for k in ("prefill_tps", "decode_tps")}
-                       for lbl in lc_labels if "llama_local" in fig and lbl in fig},
+            "ratios": ratios,
             "raw": {k: {kk: vv for kk, vv in v.items()} for k, v in results.items()},
-            "files": {"hf": str(models["hf"]), **{lbl: str(p) for lbl, p in models["ggufs"]}}}
+            "files": {label: r["path"] for label, r in results.items()}}
 
 
 def parse_args(argv=None):
@@ -709,6 +732,11 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompt token ids")
     ap.add_argument("--workdir", default="~/.cache/llama_local/bench")
     ap.add_argument("--no-llamacpp", action="store_true")
+    ap.add_argument("--weights", default="hf",
+                    help="hf (default): llama_local reads the bf16 HF directory, llama.cpp the F16/BF16 "
+                         "GGUFs of --gguf-types; or a comma list of GGUF types, each one file that both "
+                         "engines read: q4_0, q4_k_m, q8_0, q6_k, q5_k_m, ... (made by llama.cpp's own "
+                         "quantizer from the BF16 GGUF), bf16, and for --model smollm2 'shipped' (its Q4_1)")
     ap.add_argument("--gguf-types", default="f16,bf16",
                     help="comma list of GGUF types for llama.cpp, one column each: f16, bf16 "
                          "(default both: bf16 is bit-exact and llama.cpp's fastest 16-bit path on "
@@ -724,6 +752,14 @@ def parse_args(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.gguf_types = [s.strip().lower() for s in args.gguf_types.split(",") if s.strip()]
+    args.weights = [s.strip().lower() for s in args.weights.split(",") if s.strip()]
+    for w in args.weights:
+        if w not in ("hf", "bf16", "shipped") and w not in bm.LLAMACPP_FTYPES:
+            ap.error(f"--weights: {w!r} is not hf, bf16, shipped or one of {', '.join(bm.LLAMACPP_FTYPES)}")
+    if "hf" in args.weights and len(args.weights) > 1:
+        ap.error("--weights hf cannot be combined with GGUF types")
+    if "shipped" in args.weights and args.model != "smollm2":
+        ap.error("--weights shipped needs --model smollm2")
     for ft in args.gguf_types:
         if ft not in ("f16", "bf16"):
             ap.error(f"--gguf-types: {ft!r} is not f16 or bf16")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -428,6 +429,36 @@ def ensure_bf16_dir(gguf_path: Path, workdir: Path, log=print) -> Path:
     if not (out / "config.json").is_file() or out.stat().st_mtime < Path(gguf_path).stat().st_mtime:
         log(f"converting {gguf_path} -> {out}")
         convert_gguf(gguf_path, out, force=True, progress=False)
+    return out
+
+
+# llama.cpp's file types (llama_ftype) for the GGUFs its quantizer writes
+LLAMACPP_FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k_m": 12,
+                   "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}
+
+
+def ensure_llamacpp_quantized(src: Path, ftype: str, log=print) -> Path:
+    """`src` (an F16/BF16 GGUF) quantized by llama.cpp's own quantizer (llama-cpp-python's
+    llama_model_quantize, in a subprocess), next to it; written once."""
+    src = Path(src)
+    out = src.with_name(src.name.rsplit(".", 2)[0] + f".{ftype}.gguf")
+    if out.is_file() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    log(f"quantizing {src.name} -> {out.name} with llama.cpp")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    code = ("import ctypes, sys, llama_cpp\n"
+            "p = llama_cpp.llama_model_quantize_default_params()\n"
+            "p.ftype = int(sys.argv[3]); p.nthread = 2\n"
+            "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, str(src), str(tmp), str(LLAMACPP_FTYPES[ftype])],
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not tmp.is_file():
+            raise RuntimeError(f"llama.cpp could not quantize {src} to {ftype}: {r.stderr[-2000:]}")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return out
 
 

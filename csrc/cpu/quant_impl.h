@@ -6,9 +6,9 @@
 // every lane meets them in one VNNI vpdpbusd (u8 x s8, four products summed per lane), so the
 // QR dot products land one per lane. For each block of 32 columns:
 //     acc += cvt(dot) * (s * d_x)  +  mm * x_sum
-// (see quant_ref.h for the symbols), then one more pass over the blocks whose activations carry a
-// residual plane (quant_kinds.h: QActs). Prefill runs MR activation rows per pass over a tile, so
-// the codes are unpacked once and reused MR times while the tile stays in L1.
+// (see quant_ref.h for the symbols); blocks whose activations carry a residual plane also take its
+// dot products. Prefill runs MR activation rows per pass over a tile, so the codes are unpacked
+// once and reused MR times while the tile stays in L1.
 #pragma once
 #include <cstdint>
 
@@ -37,12 +37,28 @@ void quantize_acts(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, f
 constexpr int64_t kPrefetch = 2048;
 
 // dA[m], dB[m] += the int32 dot products of one block's codes (columns 0-15, 16-31) with
-// activation codes x0 + m * ld (this register's rows of the tile).
-template <class V, int BITS, bool LUT, int MR>
-inline void block_dots(const uint8_t* cp, const int8_t* x0, int64_t ld, typename V::ireg* dA, typename V::ireg* dB) {
+// activation codes x0 + m * ld (this register's rows of the tile); with RES, also rA[m], rB[m]
+// with the residual codes r0 + m * ld, the codes unpacked once for both.
+template <class V, int BITS, bool LUT, int MR, bool RES>
+inline void block_dots(const uint8_t* cp, const int8_t* x0, const int8_t* r0, int64_t ld, typename V::ireg* dA,
+                       typename V::ireg* dB, typename V::ireg* rA, typename V::ireg* rB) {
     using ireg = typename V::ireg;
-    constexpr bool kWide = BITS == 8 || LUT;
-    if constexpr (BITS == 4) {
+    constexpr bool kWide = BITS > 6 || LUT;
+    auto dot = [](ireg acc, ireg c, const int8_t* x) { return kWide ? V::dot4w(acc, c, x) : V::dot4(acc, c, x); };
+    auto both = [&](int m, int k, ireg lo, ireg hi) {  // 4 codes of columns k.. (A) and k + 16.. (B)
+        dA[m] = dot(dA[m], lo, x0 + m * ld + k);
+        dB[m] = dot(dB[m], hi, x0 + m * ld + k + 16);
+        if constexpr (RES) {
+            rA[m] = dot(rA[m], lo, r0 + m * ld + k);
+            rB[m] = dot(rB[m], hi, r0 + m * ld + k + 16);
+        }
+    };
+    if constexpr (BITS == 4 || BITS == 6) {
+        ireg hA, hB;  // 6-bit codes: their top two bits, 4 columns' worth per byte
+        if constexpr (BITS == 6) {
+            hA = V::iload(cp + 256);
+            hB = V::iload(cp + 320);
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < 4; ++i) {
             const ireg v = V::iload(cp + 64 * i);
@@ -51,29 +67,20 @@ inline void block_dots(const uint8_t* cp, const int8_t* x0, int64_t ld, typename
                 lo = V::lut16(lo, kIQ4Values);
                 hi = V::lut16(hi, kIQ4Values);
             }
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) {
-                const int8_t* x = x0 + m * ld + 4 * i;
-                if constexpr (kWide) {
-                    dA[m] = V::dot4w(dA[m], lo, x);
-                    dB[m] = V::dot4w(dB[m], hi, x + 16);
-                } else {
-                    dA[m] = V::dot4(dA[m], lo, x);
-                    dB[m] = V::dot4(dB[m], hi, x + 16);
-                }
+            if constexpr (BITS == 6) {
+                lo = V::add_bits45(lo, hA, 2 * i);
+                hi = V::add_bits45(hi, hB, 2 * i);
             }
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; ++m) both(m, 4 * i, lo, hi);
         }
     } else {
-        // 8-bit codes: the block's 8 lines in address order (columns 0-15, then 16-31).
+        // 8-bit codes: lines i (columns 4i.., A) and i + 4 (columns 16 + 4i.., B).
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
-            const ireg c = V::iload(cp + 64 * i);
+        for (int i = 0; i < 4; ++i) {
+            const ireg lo = V::iload(cp + 64 * i), hi = V::iload(cp + 64 * (i + 4));
 #pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) {
-                const int8_t* x = x0 + m * ld + 4 * i;
-                if (i < 4) dA[m] = V::dot4w(dA[m], c, x);
-                else dB[m] = V::dot4w(dB[m], c, x);
-            }
+            for (int m = 0; m < MR; ++m) both(m, 4 * i, lo, hi);
         }
     }
 }
@@ -85,12 +92,13 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const uint8_t* ti
     using ireg = typename V::ireg;
     constexpr int QR = V::QR;
     // Codes that may exceed 127 (8-bit, code-book values): V's product for them may be biased.
-    constexpr bool kWide = BITS == 8 || LUT;
+    constexpr bool kWide = BITS > 6 || LUT;
     constexpr float kBias = kWide ? float(V::kWideBias) : 0.0f;
     constexpr int kFields = MIN ? 2 : 1;
     const int64_t ld32 = a.ld / 32, ld16 = a.ld / 16;
     const float neg_zero = -float(g.layout.zero);
     const int8_t* xq = a.q + m0 * a.ld;
+    const int8_t* xr = a.r + m0 * a.ld;
 
     reg acc[MR];
 #pragma GCC unroll 16
@@ -99,26 +107,49 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const uint8_t* ti
     const uint8_t* cp = nullptr;  // the next block's codes (this register's rows of them)
     int64_t b = 0;                // the next activation block
 
+    // Flags of the blocks whose activations have a residual plane in any of the MR rows (quant_kinds.h:
+    // QActs), one 64-block word at a time: such a block also gets the residual's dot products,
+    // from the same unpacked codes, folded in as (dot << 8) + rdot (the residual's step is 1/256).
+    uint64_t res_word = 0;
+
     // One block of codes against the MR rows; groups A (columns 0-15) and B (16-31) may differ.
     auto block = [&](reg sA, reg mmA, reg sB, reg mmB) {
-        ireg dA[MR], dB[MR];
+        if ((b & 63) == 0) {
+            res_word = 0;
+            for (int m = 0; m < MR; ++m) res_word |= a.flags[(m0 + m) * a.fw + (b >> 6)];
+        }
+        ireg dA[MR], dB[MR], rA[MR], rB[MR];
 #pragma GCC unroll 16
         for (int m = 0; m < MR; ++m) dA[m] = dB[m] = V::izero();
         // The tile is one stream: asking for it well ahead keeps DRAM busy across 4 KiB pages.
 #pragma GCC unroll 8
         for (int off = 0; off < BITS * 64; off += 64) __builtin_prefetch(cp + kPrefetch + off);
-        block_dots<V, BITS, LUT, MR>(cp, xq + b * 32, a.ld, dA, dB);
+        const bool res = (res_word >> (b & 63)) & 1;
+        float xscale = 1.0f;
+        if (res) {
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; ++m) rA[m] = rB[m] = V::izero();
+            block_dots<V, BITS, LUT, MR, true>(cp, xq + b * 32, xr + b * 32, a.ld, dA, dB, rA, rB);
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; ++m) {
+                dA[m] = V::iadd(V::ishl8(dA[m]), rA[m]);
+                dB[m] = V::iadd(V::ishl8(dB[m]), rB[m]);
+            }
+            xscale = 1.0f / 256.0f;
+        } else {
+            block_dots<V, BITS, LUT, MR, false>(cp, xq + b * 32, nullptr, a.ld, dA, dB, nullptr, nullptr);
+        }
 #pragma GCC unroll 16
         for (int m = 0; m < MR; ++m) {
-            const float xd = a.d[(m0 + m) * ld32 + b];
+            const reg xd = V::set1(a.d[(m0 + m) * ld32 + b] * xscale);
             const float* xs = a.s + (m0 + m) * ld16 + 2 * b;
             if constexpr (G16) {
-                acc[m] = V::fma(V::cvt(dA[m]), V::mul(sA, V::set1(xd)), acc[m]);
-                acc[m] = V::fma(V::cvt(dB[m]), V::mul(sB, V::set1(xd)), acc[m]);
+                acc[m] = V::fma(V::cvt(dA[m]), V::mul(sA, xd), acc[m]);
+                acc[m] = V::fma(V::cvt(dB[m]), V::mul(sB, xd), acc[m]);
                 acc[m] = V::fma(mmA, V::set1(xs[0]), acc[m]);
                 acc[m] = V::fma(mmB, V::set1(xs[1]), acc[m]);
             } else {
-                acc[m] = V::fma(V::cvt(V::iadd(dA[m], dB[m])), V::mul(sA, V::set1(xd)), acc[m]);
+                acc[m] = V::fma(V::cvt(V::iadd(dA[m], dB[m])), V::mul(sA, xd), acc[m]);
                 acc[m] = V::fma(mmA, V::set1(xs[0] + xs[1]), acc[m]);
             }
         }
@@ -180,43 +211,6 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const uint8_t* ti
         cp = up + g.header_bytes(n) + h * (QR * 4);
         for (int64_t i = 0; i < n; ++i) span(up + i * hbytes);
         up += g.unit_bytes(n);
-    }
-
-    // The residual plane, over the blocks any of the MR rows flagged (its values are zero for
-    // the others). Its sums are in the half-block sums already, so only the codes' products remain.
-    for (int64_t w = 0; w < a.fw; ++w) {
-        uint64_t bits = 0;
-        for (int m = 0; m < MR; ++m) bits |= a.flags[(m0 + m) * a.fw + w];
-        for (; bits; bits &= bits - 1) {
-            const int64_t rb = w * 64 + __builtin_ctzll(bits);
-            const int64_t j = rb / g.span_blocks();
-            const uint8_t* hp = g.span_header(tile, j);
-            reg sA, sB;
-            if constexpr (SK == ScaleKind::Super) {
-                const int64_t gi = G16 ? 2 * (rb % 8) : rb % 8;
-                const uint8_t* p = hp + 2 * kTileRows * kFields + gi * kTileRows * kFields;
-                const reg dv = f16_at(hp);
-                sA = V::mul(dv, V::load_i8(p + QR * h));
-                sB = G16 ? V::mul(dv, V::load_i8(p + kTileRows * kFields + QR * h)) : sA;
-            } else {
-                sA = sB = SK == ScaleKind::F16 ? f16_at(hp) : V::load(reinterpret_cast<const float*>(hp) + QR * h);
-            }
-            ireg dA[MR], dB[MR];
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) dA[m] = dB[m] = V::izero();
-            const uint8_t* rcp = g.span_codes(tile, j) + (rb % g.span_blocks()) * g.block_code_bytes() + h * (QR * 4);
-            block_dots<V, BITS, LUT, MR>(rcp, a.r + m0 * a.ld + rb * 32, a.ld, dA, dB);
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) {
-                const reg xd2 = V::set1(a.d[(m0 + m) * ld32 + rb] * (1.0f / 256.0f));
-                if constexpr (G16) {
-                    acc[m] = V::fma(V::cvt(dA[m]), V::mul(sA, xd2), acc[m]);
-                    acc[m] = V::fma(V::cvt(dB[m]), V::mul(sB, xd2), acc[m]);
-                } else {
-                    acc[m] = V::fma(V::cvt(V::iadd(dA[m], dB[m])), V::mul(sA, xd2), acc[m]);
-                }
-            }
-        }
     }
 
     for (int m = 0; m < MR; ++m) {

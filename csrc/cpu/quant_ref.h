@@ -75,9 +75,7 @@ struct RefTileReader {
     int code(int64_t b, int r, int kk) const {
         const QuantLayout& L = g.layout;
         const uint8_t* cb = g.span_codes(tile, b / g.span_blocks()) + (b % g.span_blocks()) * g.block_code_bytes();
-        if (L.bits == 8) return cb[(kk / 4) * 64 + 4 * r + kk % 4];
-        const uint8_t byte = cb[((kk % 16) / 4) * 64 + 4 * r + kk % 4];
-        const int u = kk < 16 ? byte & 15 : byte >> 4;
+        const int u = block_code(cb, L.bits, r, kk);
         return L.lut ? kIQ4Values[u] : u;
     }
 };

@@ -61,8 +61,14 @@ struct VecAvx2 {
     static ireg izero() { return _mm256_setzero_si256(); }
     static ireg iload(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static ireg iadd(ireg a, ireg b) { return _mm256_add_epi32(a, b); }
+    static ireg ishl8(ireg a) { return _mm256_slli_epi32(a, 8); }
     static ireg lo_nib(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi8(15)); }
     static ireg hi_nib(ireg v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15)); }
+    // lo | bits shift..shift+1 of each byte of h, placed at bits 4-5 (6-bit codes' top bits)
+    static ireg add_bits45(ireg lo, ireg h, int shift) {
+        const ireg t = shift <= 4 ? _mm256_slli_epi16(h, 4 - shift) : _mm256_srli_epi16(h, shift - 4);
+        return _mm256_or_si256(lo, _mm256_and_si256(t, _mm256_set1_epi8(0x30)));
+    }
     static ireg lut16(ireg idx, const uint8_t* table) {
         return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), idx);
     }

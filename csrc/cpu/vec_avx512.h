@@ -46,8 +46,14 @@ struct VecAvx512 {
     static ireg izero() { return _mm512_setzero_si512(); }
     static ireg iload(const uint8_t* p) { return _mm512_loadu_si512(p); }
     static ireg iadd(ireg a, ireg b) { return _mm512_add_epi32(a, b); }
+    static ireg ishl8(ireg a) { return _mm512_slli_epi32(a, 8); }
     static ireg lo_nib(ireg v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
     static ireg hi_nib(ireg v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15)); }
+    // lo | bits shift..shift+1 of each byte of h, placed at bits 4-5 (6-bit codes' top bits)
+    static ireg add_bits45(ireg lo, ireg h, int shift) {
+        const ireg t = shift <= 4 ? _mm512_slli_epi16(h, 4 - shift) : _mm512_srli_epi16(h, shift - 4);
+        return _mm512_ternarylogic_epi32(lo, t, _mm512_set1_epi8(0x30), 0xF8);  // lo | (t & mask)
+    }
     static ireg lut16(ireg idx, const uint8_t* table) {
         return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), idx);
     }

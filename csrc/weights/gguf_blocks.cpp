@@ -184,14 +184,14 @@ QuantLayout lay(int bits, int group, ScaleKind sk, bool has_min, int zero, bool 
 const BlockType kTypes[] = {
     {2, "Q4_0", 32, 18, lay(4, 32, ScaleKind::F16, false, 8), dec_q4_0},
     {3, "Q4_1", 32, 20, lay(4, 32, ScaleKind::F16, true, 0), dec_q4_1},
-    {6, "Q5_0", 32, 22, lay(8, 32, ScaleKind::F16, false, 16), dec_q5_0},
-    {7, "Q5_1", 32, 24, lay(8, 32, ScaleKind::F16, true, 0), dec_q5_1},
+    {6, "Q5_0", 32, 22, lay(6, 32, ScaleKind::F16, false, 16), dec_q5_0},
+    {7, "Q5_1", 32, 24, lay(6, 32, ScaleKind::F16, true, 0), dec_q5_1},
     {8, "Q8_0", 32, 34, lay(8, 32, ScaleKind::F16, false, 128), dec_q8_0},
     {10, "Q2_K", 256, 84, lay(4, 16, ScaleKind::Super, true, 0), dec_q2_k},
     {11, "Q3_K", 256, 110, lay(4, 16, ScaleKind::Super, false, 4), dec_q3_k},
     {12, "Q4_K", 256, 144, lay(4, 32, ScaleKind::Super, true, 0), dec_q4_k},
-    {13, "Q5_K", 256, 176, lay(8, 32, ScaleKind::Super, true, 0), dec_q5_k},
-    {14, "Q6_K", 256, 210, lay(8, 16, ScaleKind::Super, false, 32), dec_q6_k},
+    {13, "Q5_K", 256, 176, lay(6, 32, ScaleKind::Super, true, 0), dec_q5_k},
+    {14, "Q6_K", 256, 210, lay(6, 16, ScaleKind::Super, false, 32), dec_q6_k},
     {20, "IQ4_NL", 32, 18, lay(4, 32, ScaleKind::F16, false, 128, true), dec_iq4_nl},
     {23, "IQ4_XS", 256, 136, lay(4, 32, ScaleKind::Super, false, 128, true), dec_iq4_xs},
 };

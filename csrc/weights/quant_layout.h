@@ -18,7 +18,9 @@
 //            bytes (two spans when one header alone would leave half a cache line empty).
 //   block    the codes of 32 columns of the tile. bits = 4: 4 chunks of 64 bytes; in chunk c,
 //            byte 4r + j holds row r's code of column 4c + j in its low nibble and of column
-//            16 + 4c + j in its high nibble. bits = 8: 8 chunks; chunk c, byte 4r + j is row r's
+//            16 + 4c + j in its high nibble. bits = 6: those 4 chunks for the codes' low nibbles,
+//            then 2 chunks of their top 2 bits: in chunk 4 + h, bits 2c..2c+1 of byte 4r + j are
+//            those of column 16h + 4c + j. bits = 8: 8 chunks; chunk c, byte 4r + j is row r's
 //            code of column 4c + j.
 #pragma once
 #include <cstddef>
@@ -38,7 +40,7 @@ constexpr int kSuperCols = 256;    // K-quant super-block
 enum class ScaleKind : uint8_t { F16 = 0, F32 = 1, Super = 2 };
 
 struct QuantLayout {
-    int bits = 4;                      // 4 or 8: width of a stored code
+    int bits = 4;                      // 4, 6 or 8: width of a stored code
     int group = 32;                    // columns sharing one scale: 16 (Super only), 32, 64, 128
     ScaleKind scale = ScaleKind::F16;
     bool has_min = false;              // w = s*u + m; else w = s*(u - zero)
@@ -52,6 +54,24 @@ struct QuantLayout {
     int span_header() const;
     std::string describe() const;
 };
+
+// Code kk (0..31) of row r of a block of codes (see "block" above), read and written.
+inline int block_code(const uint8_t* cb, int bits, int r, int kk) {
+    if (bits == 8) return cb[(kk / 4) * 64 + 4 * r + kk % 4];
+    const uint8_t nib = cb[((kk % 16) / 4) * 64 + 4 * r + kk % 4];
+    const int lo = kk < 16 ? nib & 15 : nib >> 4;
+    if (bits == 4) return lo;
+    const int hi = (cb[256 + (kk / 16) * 64 + 4 * r + kk % 4] >> (2 * ((kk % 16) / 4))) & 3;
+    return lo | hi << 4;
+}
+inline void set_block_code(uint8_t* cb, int bits, int r, int kk, int u) {  // cb starts zeroed
+    if (bits == 8) {
+        cb[(kk / 4) * 64 + 4 * r + kk % 4] = uint8_t(u);
+        return;
+    }
+    cb[((kk % 16) / 4) * 64 + 4 * r + kk % 4] |= uint8_t(kk < 16 ? u & 15 : (u & 15) << 4);
+    if (bits == 6) cb[256 + (kk / 16) * 64 + 4 * r + kk % 4] |= uint8_t(((u >> 4) & 3) << (2 * ((kk % 16) / 4)));
+}
 
 // IQ4_NL's non-linear code book, +128 so that the looked-up value is an unsigned byte.
 extern const uint8_t kIQ4Values[16];
