@@ -42,3 +42,22 @@ def make_tiny_llama(out_dir: Path, *, vocab_size=320, hidden_size=128, intermedi
     model.to(torch_dtype).save_pretrained(out_dir)
     word_level_tokenizer(vocab_size).save(str(Path(out_dir) / "tokenizer.json"))
     return model.float()
+
+
+def rounds_bf16_activations(llm) -> bool:
+    """Whether this LLM's prefill on bf16 weights rounds the activations to bf16 (the AVX512-BF16
+    kernels do, as llama.cpp's BF16 path and torch's bf16 matmuls do); its logits are then held
+    to twice the reference framework's own bf16 error instead of fp32's."""
+    return llm.model.isa == "avx512bf16"
+
+
+def torch_bf16_error(model, ids, ref) -> float:
+    """Max relative error against `ref` of the transformers model run in bf16 (a copy)."""
+    import copy
+
+    import numpy as np
+    import torch
+    m = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.no_grad():
+        got = m(torch.tensor([ids])).logits[0].float().numpy()
+    return float(np.abs(got - ref).max() / np.abs(ref).max())

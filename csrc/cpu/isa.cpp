@@ -21,12 +21,15 @@ bool isa_supported(Isa isa) {
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
                    __builtin_cpu_supports("f16c");
+        case Isa::AVX512_BF16:
+            return isa_supported(Isa::AVX512) && __builtin_cpu_supports("avx512bf16");
 #endif
         default: return false;
     }
 }
 
 Isa best_isa() {
+    if (isa_supported(Isa::AVX512_BF16)) return Isa::AVX512_BF16;
     if (isa_supported(Isa::AVX512)) return Isa::AVX512;
     if (isa_supported(Isa::AVX2)) return Isa::AVX2;
     return Isa::Scalar;
@@ -37,6 +40,7 @@ const char* isa_name(Isa isa) {
         case Isa::Scalar: return "scalar";
         case Isa::AVX2: return "avx2";
         case Isa::AVX512: return "avx512";
+        case Isa::AVX512_BF16: return "avx512bf16";
     }
     return "?";
 }
@@ -45,7 +49,7 @@ Isa parse_isa(const char* name) {
     for (int i = 0; i < kNumIsas; ++i)
         if (std::strcmp(name, isa_name(Isa(i))) == 0) return Isa(i);
     throw std::invalid_argument(std::string("unknown ISA '") + name +
-                                "' (expected scalar, avx2 or avx512)");
+                                "' (expected scalar, avx2, avx512 or avx512bf16)");
 }
 
 const Kernels& kernels_for(Isa isa) {
@@ -56,6 +60,7 @@ const Kernels& kernels_for(Isa isa) {
 #if defined(LL_HAVE_X86_KERNELS)
         case Isa::AVX2: return kernels_avx2();
         case Isa::AVX512: return kernels_avx512();
+        case Isa::AVX512_BF16: return kernels_avx512_bf16();
 #endif
         default: return kernels_scalar();
     }

@@ -6,12 +6,14 @@
 #include <cstdint>
 
 #include "../core/dtype.h"
+#include "../weights/bf16_tiles.h"
 #include "quant_kinds.h"
 
 namespace ll::cpu {
 
-enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };
-constexpr int kNumIsas = 3;
+// AVX512: F/BW/VL/DQ + VNNI. AVX512_BF16: the same with AVX512-BF16 dot products for bf16 weights.
+enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2, AVX512_BF16 = 3 };
+constexpr int kNumIsas = 4;
 
 // Y[m, n] = sum_k X[m, k] * W[n, k]   (or += when accumulate), m in [0, M), n in [n0, n1), k < K.
 // X: fp32 rows of stride ldx; W: rows of the table's dtype, ldw elements apart; Y: fp32, stride ldy.
@@ -22,6 +24,9 @@ using MatmulFn = void (*)(const float* X, int64_t ldx, const void* W, int64_t ld
 // [t0, t1) of a packed weight, X given as quantized activations.
 using QMatmulFn = void (*)(const QActs& x, const QuantGeometry& g, const uint8_t* w, float* Y, int64_t ldy,
                            int64_t t0, int64_t t1, bool accumulate);
+// bf16 tile kernels (bf16_impl.h): Y[m, n] (+)= X[m, :] . W[n, :] for the rows of tiles [t0, t1).
+using BMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const BF16Geometry& g, const uint8_t* w, float* Y,
+                           int64_t ldy, int64_t t0, int64_t t1, bool accumulate);
 // One row of K floats -> int8 blocks of 32 over Kp columns (zeros past K), scales and sums.
 using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s);
 
@@ -42,6 +47,7 @@ struct Kernels {
     void (*softmax)(float* s, int64_t n, float scale);
     // dst[i] = float(src[i]) for a row of weights (embedding lookup)
     void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
+    BMatmulFn bf16_matmul;
     QuantizeActsFn quantize_acts;
     QMatmulFn qmatmul[kNumQKinds];  // indexed by qkind_index()
 };
@@ -59,5 +65,6 @@ Isa default_isa();
 const Kernels& kernels_scalar();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_avx512_bf16();
 
 }  // namespace ll::cpu

@@ -334,6 +334,7 @@ void to_f32(const void* src, float* dst, int64_t n) {
 }  // namespace
 }  // namespace ll::cpu
 
+#include "bf16_impl.h"
 #include "quant_impl.h"
 
 namespace ll::cpu {
@@ -355,6 +356,7 @@ Kernels make_kernels(Isa isa, const char* name) {
     k.to_f32[int(DType::F32)] = to_f32<V, DType::F32>;
     k.to_f32[int(DType::F16)] = to_f32<V, DType::F16>;
     k.to_f32[int(DType::BF16)] = to_f32<V, DType::BF16>;
+    k.bf16_matmul = bf16_matmul<V>;
     fill_quant_kernels<V>(k);
     return k;
 }

@@ -1,14 +1,14 @@
-// The integer weight kernels over a SIMD type V (vec_avx2.h, vec_avx512.h): one code of the
-// weight tile layout (quant_layout.h) against int8 activation blocks, 16 or 8 tile rows per
-// register, int32 dot products per block, fp32 accumulation.
+// The integer weight kernels over a SIMD type V (vec_avx2.h, vec_avx512.h): the weight tile
+// layout (quant_layout.h) against int8 activation blocks, 16 or 8 tile rows per register, int32
+// dot products per block, fp32 accumulation.
 //
 // One register holds 4 codes of each of V::QR rows; an activation word (4 int8 codes) broadcast to
 // every lane meets them in one VNNI vpdpbusd (u8 x s8, four products summed per lane), so the
 // QR dot products land one per lane. For each block of 32 columns:
 //     acc += cvt(dot) * (s * d_x)  +  mm * x_sum
 // (see quant_ref.h for the symbols); blocks whose activations carry a residual plane also take its
-// dot products. Prefill runs MR activation rows per pass over a tile, so the codes are unpacked
-// once and reused MR times while the tile stays in L1.
+// dot products. A micro-tile is MR activation rows by two row registers: each broadcast feeds two
+// dot products, and the codes, unpacked once, serve MR rows while the tile stays in L1.
 #pragma once
 #include <cstdint>
 
@@ -36,61 +36,26 @@ void quantize_acts(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, f
 // 2 KiB streamed 4-bit tiles faster than 1 KiB or 4 KiB did, in alternating A/B runs).
 constexpr int64_t kPrefetch = 2048;
 
-// dA[m], dB[m] += the int32 dot products of one block's codes (columns 0-15, 16-31) with
-// activation codes x0 + m * ld (this register's rows of the tile); with RES, also rA[m], rB[m]
-// with the residual codes r0 + m * ld, the codes unpacked once for both.
-template <class V, int BITS, bool LUT, int MR, bool RES>
-inline void block_dots(const uint8_t* cp, const int8_t* x0, const int8_t* r0, int64_t ld, typename V::ireg* dA,
-                       typename V::ireg* dB, typename V::ireg* rA, typename V::ireg* rB) {
-    using ireg = typename V::ireg;
-    constexpr bool kWide = BITS > 6 || LUT;
-    auto dot = [](ireg acc, ireg c, const int8_t* x) { return kWide ? V::dot4w(acc, c, x) : V::dot4(acc, c, x); };
-    auto both = [&](int m, int k, ireg lo, ireg hi) {  // 4 codes of columns k.. (A) and k + 16.. (B)
-        dA[m] = dot(dA[m], lo, x0 + m * ld + k);
-        dB[m] = dot(dB[m], hi, x0 + m * ld + k + 16);
-        if constexpr (RES) {
-            rA[m] = dot(rA[m], lo, r0 + m * ld + k);
-            rB[m] = dot(rB[m], hi, r0 + m * ld + k + 16);
-        }
-    };
-    if constexpr (BITS == 4 || BITS == 6) {
-        ireg hA, hB;  // 6-bit codes: their top two bits, 4 columns' worth per byte
-        if constexpr (BITS == 6) {
-            hA = V::iload(cp + 256);
-            hB = V::iload(cp + 320);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < 4; ++i) {
-            const ireg v = V::iload(cp + 64 * i);
-            ireg lo = V::lo_nib(v), hi = V::hi_nib(v);
-            if constexpr (LUT) {
-                lo = V::lut16(lo, kIQ4Values);
-                hi = V::lut16(hi, kIQ4Values);
-            }
-            if constexpr (BITS == 6) {
-                lo = V::add_bits45(lo, hA, 2 * i);
-                hi = V::add_bits45(hi, hB, 2 * i);
-            }
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) both(m, 4 * i, lo, hi);
-        }
-    } else {
-        // 8-bit codes: lines i (columns 4i.., A) and i + 4 (columns 16 + 4i.., B).
-#pragma GCC unroll 8
-        for (int i = 0; i < 4; ++i) {
-            const ireg lo = V::iload(cp + 64 * i), hi = V::iload(cp + 64 * (i + 4));
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) both(m, 4 * i, lo, hi);
-        }
-    }
-}
+// A micro-tile's row registers: register j holds tile rows [n0, n0 + QR) (V::QR of them), at
+// offset h * QR within their tile (AVX2's 8-lane registers take a tile in two halves).
+struct RowReg {
+    const uint8_t* tile;
+    int h;
+    int64_t n0;
+    int n_valid;
+};
 
-template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16, int MR>
-void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const uint8_t* tile, int h, float* Y,
-           int64_t ldy, int64_t n0, int n_valid, bool accumulate) {
+// MR activation rows against R row registers, over the whole of K. Each activation word
+// broadcast feeds R dot products; the int32 sums of a block (one per row and register, or two
+// for groups of 16) turn into fp32 once per block, scaled by the weight group's and the
+// activation block's scales.
+template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16, int MR, int R>
+void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr, float* Y, int64_t ldy,
+           bool accumulate) {
     using reg = typename V::reg;
     using ireg = typename V::ireg;
     constexpr int QR = V::QR;
+    constexpr int NA = G16 ? 2 : 1;  // int32 sums per row and register: columns 0-15 and 16-31 apart
     // Codes that may exceed 127 (8-bit, code-book values): V's product for them may be biased.
     constexpr bool kWide = BITS > 6 || LUT;
     constexpr float kBias = kWide ? float(V::kWideBias) : 0.0f;
@@ -99,159 +64,218 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const uint8_t* ti
     const float neg_zero = -float(g.layout.zero);
     const int8_t* xq = a.q + m0 * a.ld;
     const int8_t* xr = a.r + m0 * a.ld;
+    const float* xd0 = a.d + m0 * ld32;
+    const float* xs0 = G16 ? a.s + m0 * ld16 : a.s32 + m0 * ld32;
+    const int64_t xs_ld = G16 ? ld16 : ld32;
 
-    reg acc[MR];
+    reg acc[MR][R];
 #pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) acc[m] = V::zero();
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+        for (int j = 0; j < R; ++j) acc[m][j] = V::zero();
 
-    const uint8_t* cp = nullptr;  // the next block's codes (this register's rows of them)
-    int64_t b = 0;                // the next activation block
-
-    // Flags of the blocks whose activations have a residual plane in any of the MR rows (quant_kinds.h:
-    // QActs), one 64-block word at a time: such a block also gets the residual's dot products,
-    // from the same unpacked codes, folded in as (dot << 8) + rdot (the residual's step is 1/256).
+    int64_t off = 0;   // the next block's codes, from the start of a tile
+    int64_t b = 0;     // the next activation block
+    // The blocks whose activations have a residual plane in any of the MR rows, 64 at a time
+    // (quant_kinds.h: QActs): their sums become (dot << 8) + residual dot (its step is 1/256).
     uint64_t res_word = 0;
+    reg sA[R], mmA[R], sB[R], mmB[R];
 
-    // One block of codes against the MR rows; groups A (columns 0-15) and B (16-31) may differ.
-    auto block = [&](reg sA, reg mmA, reg sB, reg mmB) {
+    auto f16_at = [&](int j, const uint8_t* p) {
+        return V::load_f16(reinterpret_cast<const uint16_t*>(p) + QR * rr[j].h);
+    };
+    // d[m][j][*] += the block's codes times activation codes x + m * ld.
+    auto dots = [&](ireg (&d)[MR][R][NA], const int8_t* x) {
+        auto dot = [](ireg acc, ireg c, const int8_t* w) { return kWide ? V::dot4w(acc, c, w) : V::dot4(acc, c, w); };
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+            ireg lo[R], hi[R];
+#pragma GCC unroll 4
+            for (int j = 0; j < R; ++j) {
+                const uint8_t* c = rr[j].tile + off + rr[j].h * (QR * 4);
+                if constexpr (BITS == 8) {
+                    lo[j] = V::iload(c + 64 * i);
+                    hi[j] = V::iload(c + 64 * (i + 4));
+                } else {
+                    const ireg v = V::iload(c + 64 * i);
+                    lo[j] = V::lo_nib(v);
+                    hi[j] = V::hi_nib(v);
+                    if constexpr (LUT) {
+                        lo[j] = V::lut16(lo[j], kIQ4Values);
+                        hi[j] = V::lut16(hi[j], kIQ4Values);
+                    }
+                    if constexpr (BITS == 6) {  // the top two bits of columns 4i.. and 16 + 4i..
+                        lo[j] = V::add_bits45(lo[j], V::iload(c + 256), 2 * i);
+                        hi[j] = V::add_bits45(hi[j], V::iload(c + 320), 2 * i);
+                    }
+                }
+            }
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; ++m) {
+                const int8_t* w = x + m * a.ld + 4 * i;
+#pragma GCC unroll 4
+                for (int j = 0; j < R; ++j) {
+                    d[m][j][0] = dot(d[m][j][0], lo[j], w);
+                    d[m][j][NA - 1] = dot(d[m][j][NA - 1], hi[j], w + 16);
+                }
+            }
+        }
+    };
+    auto block = [&]() {
         if ((b & 63) == 0) {
             res_word = 0;
             for (int m = 0; m < MR; ++m) res_word |= a.flags[(m0 + m) * a.fw + (b >> 6)];
         }
-        ireg dA[MR], dB[MR], rA[MR], rB[MR];
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) dA[m] = dB[m] = V::izero();
-        // The tile is one stream: asking for it well ahead keeps DRAM busy across 4 KiB pages.
+        // The tiles are streams: asking for them well ahead keeps DRAM busy across 4 KiB pages.
+#pragma GCC unroll 4
+        for (int j = 0; j < R; ++j)
+            if (rr[j].h == 0)
 #pragma GCC unroll 8
-        for (int off = 0; off < BITS * 64; off += 64) __builtin_prefetch(cp + kPrefetch + off);
-        const bool res = (res_word >> (b & 63)) & 1;
+                for (int o = 0; o < BITS * 64; o += 64) __builtin_prefetch(rr[j].tile + off + kPrefetch + o);
+        ireg d[MR][R][NA];
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+            for (int j = 0; j < R; ++j)
+#pragma GCC unroll 2
+                for (int k = 0; k < NA; ++k) d[m][j][k] = V::izero();
+        dots(d, xq + b * 32);
         float xscale = 1.0f;
-        if (res) {
+        if ((res_word >> (b & 63)) & 1) {
 #pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) rA[m] = rB[m] = V::izero();
-            block_dots<V, BITS, LUT, MR, true>(cp, xq + b * 32, xr + b * 32, a.ld, dA, dB, rA, rB);
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) {
-                dA[m] = V::iadd(V::ishl8(dA[m]), rA[m]);
-                dB[m] = V::iadd(V::ishl8(dB[m]), rB[m]);
-            }
+            for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+                for (int j = 0; j < R; ++j)
+#pragma GCC unroll 2
+                    for (int k = 0; k < NA; ++k) d[m][j][k] = V::ishl8(d[m][j][k]);
+            dots(d, xr + b * 32);
             xscale = 1.0f / 256.0f;
-        } else {
-            block_dots<V, BITS, LUT, MR, false>(cp, xq + b * 32, nullptr, a.ld, dA, dB, nullptr, nullptr);
         }
 #pragma GCC unroll 16
         for (int m = 0; m < MR; ++m) {
-            const reg xd = V::set1(a.d[(m0 + m) * ld32 + b] * xscale);
-            const float* xs = a.s + (m0 + m) * ld16 + 2 * b;
-            if constexpr (G16) {
-                acc[m] = V::fma(V::cvt(dA[m]), V::mul(sA, xd), acc[m]);
-                acc[m] = V::fma(V::cvt(dB[m]), V::mul(sB, xd), acc[m]);
-                acc[m] = V::fma(mmA, V::set1(xs[0]), acc[m]);
-                acc[m] = V::fma(mmB, V::set1(xs[1]), acc[m]);
-            } else {
-                acc[m] = V::fma(V::cvt(V::iadd(dA[m], dB[m])), V::mul(sA, xd), acc[m]);
-                acc[m] = V::fma(mmA, V::set1(xs[0] + xs[1]), acc[m]);
+            const reg xd = V::set1(xd0[m * ld32 + b] * xscale);
+            const float* xs = xs0 + m * xs_ld + (G16 ? 2 * b : b);
+#pragma GCC unroll 4
+            for (int j = 0; j < R; ++j) {
+                acc[m][j] = V::fma(V::cvt(d[m][j][0]), V::mul(sA[j], xd), acc[m][j]);
+                acc[m][j] = V::fma(mmA[j], V::set1(xs[0]), acc[m][j]);
+                if constexpr (G16) {
+                    acc[m][j] = V::fma(V::cvt(d[m][j][1]), V::mul(sB[j], xd), acc[m][j]);
+                    acc[m][j] = V::fma(mmB[j], V::set1(xs[1]), acc[m][j]);
+                }
             }
         }
-        cp += g.block_code_bytes();
+        off += g.block_code_bytes();
         ++b;
     };
     // The effective min: the stored min, or -zero * s; plus the bias V's wide products leave out.
-    auto eff_min = [&](reg s, const uint8_t* mp, reg dmin) -> reg {
+    auto eff_min = [&](int j, reg s, const uint8_t* mp, reg dmin) -> reg {
         reg mm;
         if constexpr (!MIN) {
             mm = V::mul(s, V::set1(neg_zero + kBias));
         } else {
-            if constexpr (SK == ScaleKind::F16) mm = V::load_f16(reinterpret_cast<const uint16_t*>(mp) + QR * h);
-            else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * h);
-            else mm = V::mul(dmin, V::load_i8(mp + QR * h));
+            if constexpr (SK == ScaleKind::F16) mm = f16_at(j, mp);
+            else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * rr[j].h);
+            else mm = V::mul(dmin, V::load_i8(mp + QR * rr[j].h));
             if constexpr (kWide) mm = V::fma(s, V::set1(kBias), mm);
         }
         return mm;
     };
-    auto f16_at = [&](const uint8_t* p) { return V::load_f16(reinterpret_cast<const uint16_t*>(p) + QR * h); };
-    // One span: its header at hp, its blocks from cp on.
-    auto span = [&](const uint8_t* hp) {
+    // One span whose header starts `hoff` bytes into each tile; its blocks start at `off`.
+    auto span = [&](int64_t hoff) {
         if constexpr (SK == ScaleKind::Super) {
-            const reg dv = f16_at(hp);
-            hp += 2 * kTileRows;
-            reg dmin = V::zero();
-            if constexpr (MIN) {
-                dmin = f16_at(hp);
-                hp += 2 * kTileRows;
+            reg dv[R], dmin[R];
+#pragma GCC unroll 4
+            for (int j = 0; j < R; ++j) {
+                dv[j] = f16_at(j, rr[j].tile + hoff);
+                dmin[j] = MIN ? f16_at(j, rr[j].tile + hoff + 2 * kTileRows) : V::zero();
             }
-            auto group = [&](reg& s, reg& mm) {
-                s = V::mul(dv, V::load_i8(hp + QR * h));
-                mm = eff_min(s, hp + kTileRows, dmin);
-                hp += kFields * kTileRows;
-            };
+            const int64_t groups = hoff + 2 * kTileRows * kFields;
             for (int blk = 0; blk < kSuperCols / 32; ++blk) {
-                reg sA, mmA;
-                group(sA, mmA);
-                if constexpr (G16) {
-                    reg sB, mmB;
-                    group(sB, mmB);
-                    block(sA, mmA, sB, mmB);
-                } else {
-                    block(sA, mmA, sA, mmA);
+#pragma GCC unroll 4
+                for (int j = 0; j < R; ++j) {
+                    const uint8_t* p = rr[j].tile + groups + blk * NA * kFields * kTileRows;
+                    sA[j] = V::mul(dv[j], V::load_i8(p + QR * rr[j].h));
+                    mmA[j] = eff_min(j, sA[j], p + kTileRows, dmin[j]);
+                    if constexpr (G16) {
+                        p += kFields * kTileRows;
+                        sB[j] = V::mul(dv[j], V::load_i8(p + QR * rr[j].h));
+                        mmB[j] = eff_min(j, sB[j], p + kTileRows, dmin[j]);
+                    }
                 }
+                block();
             }
         } else {
             constexpr int W = SK == ScaleKind::F32 ? 4 : 2;
-            const reg s = SK == ScaleKind::F16 ? f16_at(hp) : V::load(reinterpret_cast<const float*>(hp) + QR * h);
-            const reg mm = eff_min(s, hp + W * kTileRows, V::zero());
-            for (int64_t i = 0; i < g.span_blocks(); ++i) block(s, mm, s, mm);
+#pragma GCC unroll 4
+            for (int j = 0; j < R; ++j) {
+                const uint8_t* p = rr[j].tile + hoff;
+                sA[j] = SK == ScaleKind::F16 ? f16_at(j, p) : V::load(reinterpret_cast<const float*>(p) + QR * rr[j].h);
+                mmA[j] = eff_min(j, sA[j], p + W * kTileRows, V::zero());
+            }
+            for (int64_t i = 0; i < g.span_blocks(); ++i) block();
         }
     };
 
     const int64_t spu = g.spans_per_unit, hbytes = g.span_header_bytes;
-    const uint8_t* up = tile;
+    int64_t up = 0;
     for (int64_t j0 = 0; j0 < g.n_spans; j0 += spu) {
         const int64_t n = imin(spu, g.n_spans - j0);
-        cp = up + g.header_bytes(n) + h * (QR * 4);
+        off = up + g.header_bytes(n);
         for (int64_t i = 0; i < n; ++i) span(up + i * hbytes);
         up += g.unit_bytes(n);
     }
 
-    for (int m = 0; m < MR; ++m) {
-        float* y = Y + (m0 + m) * ldy + n0;
-        if (n_valid == QR) {
-            V::store(y, accumulate ? V::add(V::load(y), acc[m]) : acc[m]);
-        } else {
-            float tmp[QR];
-            V::store(tmp, acc[m]);
-            for (int r = 0; r < n_valid; ++r) y[r] = accumulate ? y[r] + tmp[r] : tmp[r];
+    for (int m = 0; m < MR; ++m)
+        for (int j = 0; j < R; ++j) {
+            float* y = Y + (m0 + m) * ldy + rr[j].n0;
+            if (rr[j].n_valid == QR) {
+                V::store(y, accumulate ? V::add(V::load(y), acc[m][j]) : acc[m][j]);
+            } else {
+                float tmp[QR];
+                V::store(tmp, acc[m][j]);
+                for (int r = 0; r < rr[j].n_valid; ++r) y[r] = accumulate ? y[r] + tmp[r] : tmp[r];
+            }
         }
-    }
 }
 
-template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16, int MR>
-void qtile_rows(int64_t mr, const QActs& a, int64_t m0, const QuantGeometry& g, const uint8_t* tile, int h,
-                float* Y, int64_t ldy, int64_t n0, int n_valid, bool accumulate) {
+template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16, int MR, int R>
+void qtile_rows(int64_t mr, const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr, float* Y,
+                int64_t ldy, bool accumulate) {
     if constexpr (MR > 1) {
-        if (mr < MR)
-            return qtile_rows<V, BITS, SK, MIN, LUT, G16, MR - 1>(mr, a, m0, g, tile, h, Y, ldy, n0, n_valid, accumulate);
+        if (mr < MR) return qtile_rows<V, BITS, SK, MIN, LUT, G16, MR - 1, R>(mr, a, m0, g, rr, Y, ldy, accumulate);
     }
-    qtile<V, BITS, SK, MIN, LUT, G16, MR>(a, m0, g, tile, h, Y, ldy, n0, n_valid, accumulate);
+    qtile<V, BITS, SK, MIN, LUT, G16, MR, R>(a, m0, g, rr, Y, ldy, accumulate);
 }
 
-// Y[m, n] (+)= sum_k X[m, k] W[n, k] for the rows n of tiles [t0, t1).
+// Y[m, n] (+)= sum_k X[m, k] W[n, k] for the rows n of tiles [t0, t1): pairs of row registers,
+// each against all of M, MR rows at a time (fewer for groups of 16, which keep two sums apiece).
 template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16>
 void qmatmul(const QActs& a, const QuantGeometry& g, const uint8_t* w, float* Y, int64_t ldy, int64_t t0,
              int64_t t1, bool accumulate) {
-    constexpr int MR = V::QMR;
+    constexpr int MR = G16 ? V::QMR / 2 : V::QMR;
     static_assert(kResidualRows % MR == 0, "a micro-tile's rows must share their residual blocks");
-    for (int64_t t = t0; t < t1; ++t) {
-        const uint8_t* tile = w + t * g.tile_bytes;
-        for (int h = 0; h < kTileRows / V::QR; ++h) {
-            const int64_t n0 = t * kTileRows + h * V::QR;
-            if (n0 >= g.N) break;
-            const int n_valid = int(g.N - n0 < V::QR ? g.N - n0 : V::QR);
-            for (int64_t m = 0; m < a.M; m += MR)
-                qtile_rows<V, BITS, SK, MIN, LUT, G16, MR>(imin(MR, a.M - m), a, m, g, tile, h, Y, ldy, n0,
-                                                           n_valid, accumulate);
+    constexpr int QR = V::QR, per_tile = kTileRows / QR;
+    // Decode streams each tile once: two registers from two tiles would be two streams, which
+    // DRAM serves more slowly than one; the halves of one tile (AVX2) are one stream.
+    const int pair = a.M > 1 || per_tile > 1 ? 2 : 1;
+    RowReg regs[2];
+    int n_regs = 0;
+    auto flush = [&]() {
+        for (int64_t m = 0; m < a.M; m += MR) {
+            if (n_regs == 2) qtile_rows<V, BITS, SK, MIN, LUT, G16, MR, 2>(imin(MR, a.M - m), a, m, g, regs, Y, ldy, accumulate);
+            else qtile_rows<V, BITS, SK, MIN, LUT, G16, MR, 1>(imin(MR, a.M - m), a, m, g, regs, Y, ldy, accumulate);
         }
-    }
+        n_regs = 0;
+    };
+    for (int64_t t = t0; t < t1; ++t)
+        for (int h = 0; h < per_tile; ++h) {
+            const int64_t n0 = t * kTileRows + h * QR;
+            if (n0 >= g.N) break;
+            regs[n_regs++] = RowReg{w + t * g.tile_bytes, h, n0, int(imin(QR, g.N - n0))};
+            if (n_regs == pair) flush();
+        }
+    if (n_regs) flush();
 }
 
 template <class V, size_t... I>

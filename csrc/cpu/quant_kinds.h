@@ -68,9 +68,10 @@ struct QActs {
     const int8_t* q = nullptr;       // [M, ld] codes
     const float* d = nullptr;        // [M, ld / 32] block scales
     const float* s = nullptr;        // [M, ld / 16] per half-block: sum of its dequantized values
+    const float* s32 = nullptr;      // [M, ld / 32] per block: the two halves' sums added
     const int8_t* r = nullptr;       // [M, ld] residual codes (scale d / 256), zero outside flagged blocks
     const uint64_t* flags = nullptr; // [M, fw] bit b set: block b has a residual
-    int64_t ld = 0;                  // row stride in codes, a multiple of 256 (zeros past K)
+    int64_t ld = 0;                  // row stride in codes: a multiple of 32, past K rounded up to 256 (zeros)
     int64_t fw = 0;                  // flag words per row
     int64_t M = 0;
 };

@@ -51,10 +51,20 @@ struct VecAvx2 {
         return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
     }
 
+    // ---- bf16 tile kernels (bf16_impl.h): half a 64-byte chunk's even / odd columns as fp32
+    static constexpr bool kBF16Dot = false;
+    static reg bf16_lo(const uint8_t* p) {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), 16));
+    }
+    static reg bf16_hi(const uint8_t* p) {
+        return _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)),
+                                                    _mm256_set1_epi32(int(0xFFFF0000u))));
+    }
+
     // ---- integer weight kernels (quant_impl.h): 8 tile rows per register, maddubs dot products
     using ireg = __m256i;
     static constexpr int QR = 8;          // tile rows per register
-    static constexpr int QMR = 4;         // activation rows per pass over a tile (prefill; divides kResidualRows)
+    static constexpr int QMR = 2;         // activation rows per micro-tile (prefill; divides kResidualRows)
     // maddubs adds pairs of u8 x s8 products into int16 with saturation, which codes up to 255
     // could reach; dot4w takes such codes as signed (u - 128) instead and leaves the 128 out.
     static constexpr int kWideBias = 128;

@@ -38,10 +38,17 @@ struct VecAvx512 {
     static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static reg mul_pow2(reg p, reg n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
 
+    // ---- bf16 tile kernels (bf16_impl.h): a 64-byte chunk's even / odd columns as fp32
+    static constexpr bool kBF16Dot = false;
+    static reg bf16_lo(const uint8_t* p) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(p), 16)); }
+    static reg bf16_hi(const uint8_t* p) {
+        return _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(p), _mm512_set1_epi32(int(0xFFFF0000u))));
+    }
+
     // ---- integer weight kernels (quant_impl.h): 16 tile rows per register, VNNI dot products
     using ireg = __m512i;
     static constexpr int QR = 16;       // tile rows per register
-    static constexpr int QMR = 8;       // activation rows per pass over a tile (prefill; divides kResidualRows)
+    static constexpr int QMR = 4;       // activation rows per micro-tile (prefill; divides kResidualRows)
     static constexpr int kWideBias = 0; // vpdpbusd takes codes up to 255 as they are
     static ireg izero() { return _mm512_setzero_si512(); }
     static ireg iload(const uint8_t* p) { return _mm512_loadu_si512(p); }

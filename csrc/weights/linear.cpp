@@ -131,6 +131,14 @@ Linear Linear::build(const TensorSpec& s, int64_t out, int64_t in, cpu::ThreadPo
     switch (s.kind) {
         case TensorSpec::Kind::Float: {
             const int64_t ld = s.ld ? s.ld : in;
+            if (s.dtype == DType::BF16) {
+                w.kind_ = Kind::BF16;
+                w.b_ = pack_bf16(static_cast<const uint16_t*>(s.data), ld, out, in, row_of, pool);
+                w.format_ = "bf16";
+                w.bytes_ = w.b_.data.size();
+                if (s.releasable) release_pages(s.data, s.nbytes);
+                return w;
+            }
             if (row_of.empty()) return view(s.data, s.dtype, out, in, ld);
             // Reordered rows need a copy of their own; the mapped source is then released.
             const size_t row = size_t(in) * dtype_size(s.dtype);
@@ -174,6 +182,10 @@ Linear Linear::build(const TensorSpec& s, int64_t out, int64_t in, cpu::ThreadPo
 }
 
 Linear Linear::lookup_table(const TensorSpec& s, int64_t rows, int64_t cols, cpu::ThreadPool* pool) {
+    if (s.kind == TensorSpec::Kind::Float && !s.qk_heads) {  // rows read as stored: never multiplied
+        check_shape(s, rows, cols);
+        return view(s.data, s.dtype, rows, cols, s.ld ? s.ld : cols);
+    }
     if (s.kind != TensorSpec::Kind::GGUF || s.qk_heads) return build(s, rows, cols, pool);
     check_shape(s, rows, cols);
     Linear w;
@@ -191,6 +203,9 @@ void Linear::dequantize_row(const cpu::Kernels& k, int64_t r, float* out) const 
     switch (kind_) {
         case Kind::Float:
             k.to_f32[int(dtype_)](static_cast<const uint8_t*>(data_) + r * ld_ * dtype_size(dtype_), out, in_);
+            break;
+        case Kind::BF16:
+            b_.dequantize_row(r, out);
             break;
         case Kind::Quant:
             q_.dequantize_row(r, out);
@@ -218,24 +233,33 @@ void linear_slice(const cpu::Kernels& k, const Linear& w, const LinearInput& x, 
     if (w.kind_ == Linear::Kind::Quant) {
         k.qmatmul[w.qkind_](*x.q8, w.q_.g, w.q_.data.get(), Y, ldy, n0 / kTileRows,
                             (n1 + kTileRows - 1) / kTileRows, accumulate);
+    } else if (w.kind_ == Linear::Kind::BF16) {
+        k.bf16_matmul(x.x, x.ldx, x.M, w.b_.g, w.b_.data.get(), Y, ldy, n0 / kTileRows,
+                      (n1 + kTileRows - 1) / kTileRows, accumulate);
     } else {  // Rows tables are never multiplied (the model builds a Quant head from them)
         k.matmul[int(w.dtype_)](x.x, x.ldx, w.data_, w.ld_, w.in_, Y, ldy, x.M, n0, n1, accumulate);
     }
 }
 
+// Rows of an input are packed at its own width, plus one cache line: rows a multiple of 4 KiB
+// apart would fall in the same L1 sets, and a prefill micro-tile reads 8 of them side by side.
+static int64_t act_stride(int64_t K) { return (K + kSuperCols - 1) / kSuperCols * kSuperCols + 64; }
+static int64_t flag_words(int64_t ld) { return (ld / 32 + 63) / 64; }
+
 QActBuffer::QActBuffer(int64_t max_rows, int64_t max_k)
-    : ld_((max_k + kSuperCols - 1) / kSuperCols * kSuperCols),
-      fw_((ld_ / 32 + 63) / 64),
-      max_rows_(max_rows),
-      q_(size_t(max_rows * ld_)),
-      r_(size_t(max_rows * ld_)),
-      d_(size_t(max_rows * ld_ / 32)),
-      s_(size_t(max_rows * ld_ / 16)),
-      flags_(size_t(max_rows * fw_)) {}
+    : max_rows_(max_rows),
+      q_(size_t(max_rows * act_stride(max_k))),
+      r_(size_t(max_rows * act_stride(max_k))),
+      d_(size_t(max_rows * act_stride(max_k) / 32)),
+      s_(size_t(max_rows * act_stride(max_k) / 16)),
+      s32_(size_t(max_rows * act_stride(max_k) / 32)),
+      flags_(size_t(max_rows * flag_words(act_stride(max_k)))) {}
 
 const cpu::QActs* QActBuffer::quantize(const cpu::Kernels& k, const float* x, int64_t ldx, int64_t M, int64_t K,
                                        cpu::ThreadPool* pool) {
     const int64_t Kp = (K + kSuperCols - 1) / kSuperCols * kSuperCols;
+    ld_ = act_stride(K);
+    fw_ = flag_words(ld_);
     // Rows [b, e), whole residual groups.
     auto rows = [&](int64_t b, int64_t e) {
         for (int64_t m = b; m < e; ++m)
@@ -245,6 +269,9 @@ const cpu::QActs* QActBuffer::quantize(const cpu::Kernels& k, const float* x, in
             cpu::add_residuals(x + g * ldx, ldx, std::min<int64_t>(cpu::kResidualRows, e - g), K, ld_,
                                q_.data() + g * ld_, d_.data() + g * (ld_ / 32), s_.data() + g * (ld_ / 16),
                                r_.data() + g * ld_, flags_.data() + g * fw_);
+        for (int64_t m = b; m < e; ++m)
+            for (int64_t i = 0; i < ld_ / 32; ++i)
+                s32_[m * (ld_ / 32) + i] = s_[m * (ld_ / 16) + 2 * i] + s_[m * (ld_ / 16) + 2 * i + 1];
     };
     if (M == 1 || !pool || pool->size() == 1) {
         rows(0, M);
@@ -255,7 +282,7 @@ const cpu::QActs* QActBuffer::quantize(const cpu::Kernels& k, const float* x, in
             rows(b, e);
         });
     }
-    view_ = cpu::QActs{q_.data(), d_.data(), s_.data(), r_.data(), flags_.data(), ld_, fw_, M};
+    view_ = cpu::QActs{q_.data(), d_.data(), s_.data(), s32_.data(), r_.data(), flags_.data(), ld_, fw_, M};
     return &view_;
 }
 

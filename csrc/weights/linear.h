@@ -2,8 +2,9 @@
 // (whatever the checkpoint stores) into the layout its kernels stream, then used without the
 // caller knowing the format.
 //
-//   Float   fp32 / fp16 / bf16 rows as stored (in place in the mapped file), or an owned copy
-//           when rows had to be reordered (llama.cpp's q/k permutation).
+//   Float   fp32 / fp16 rows as stored (in place in the mapped file), or an owned copy when rows
+//           had to be reordered (llama.cpp's q/k permutation).
+//   BF16    bf16 rows repacked into 16-row tiles of column pairs (bf16_tiles.h).
 //   Quant   integer codes and group scales repacked into 16-row tiles (quant_layout.h).
 //   Rows    a quantized source kept as stored and decoded row by row: an embedding table that is
 //           only ever looked up (untied), so that the rows never used are never read.
@@ -16,6 +17,7 @@
 #include "../core/dtype.h"
 #include "../cpu/kernels.h"
 #include "../cpu/thread_pool.h"
+#include "bf16_tiles.h"
 #include "gguf_blocks.h"
 #include "quant_layout.h"
 
@@ -42,7 +44,7 @@ struct TensorSpec {
 
 class Linear {
 public:
-    enum class Kind { Float, Quant, Rows };
+    enum class Kind { Float, BF16, Quant, Rows };
 
     Linear() = default;
     Linear(Linear&&) = default;
@@ -61,7 +63,7 @@ public:
     bool wants_q8() const { return kind_ == Kind::Quant; }
     size_t bytes() const { return bytes_; }               // what the weight occupies (or maps)
     const std::string& format() const { return format_; }  // "bf16", "Q4_K", "int4 g128", ...
-    int64_t row_align() const { return kind_ == Kind::Quant ? kTileRows : 48; }
+    int64_t row_align() const { return kind_ == Kind::Quant || kind_ == Kind::BF16 ? kTileRows : 48; }
     const PackedQuant& packed() const { return q_; }
 
     void dequantize_row(const cpu::Kernels& k, int64_t r, float* out) const;
@@ -78,6 +80,8 @@ private:
     DType dtype_ = DType::F32;
     int64_t ld_ = 0;
     AlignedBuffer owned_;
+    // BF16
+    PackedBF16 b_;
     // Quant
     PackedQuant q_;
     int qkind_ = -1;
@@ -109,12 +113,12 @@ public:
     // Quantizes X[0:M, 0:K]; rows are split over the pool when M > 1.
     const cpu::QActs* quantize(const cpu::Kernels& k, const float* x, int64_t ldx, int64_t M, int64_t K,
                                cpu::ThreadPool* pool);
-    size_t bytes() const { return q_.size() + r_.size() + 4 * (d_.size() + s_.size()) + 8 * flags_.size(); }
+    size_t bytes() const { return q_.size() + r_.size() + 4 * (d_.size() + s_.size() + s32_.size()) + 8 * flags_.size(); }
 
 private:
     int64_t ld_ = 0, fw_ = 0, max_rows_ = 0;
     std::vector<int8_t> q_, r_;
-    std::vector<float> d_, s_;
+    std::vector<float> d_, s_, s32_;
     std::vector<uint64_t> flags_;
     cpu::QActs view_;
 };

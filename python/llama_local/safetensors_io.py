@@ -173,9 +173,10 @@ class Checkpoint:
     def tensor(self, name: str) -> np.ndarray:
         return self._file(name).tensor(name)
 
-    def core_tensors(self) -> dict[str, np.ndarray]:
-        """Every tensor as the core's Model takes it: views of the mapped files, used in place."""
-        return {name: self.tensor(name) for name in self.keys()}
+    def core_tensors(self) -> dict[str, dict]:
+        """Every tensor as the core's Model takes it: views of the mapped files, which the core uses
+        in place or, once it has repacked a weight (bf16 into tiles), releases ("releasable")."""
+        return {name: {"format": "float", "data": self.tensor(name), "releasable": True} for name in self.keys()}
 
     def _file(self, name: str) -> SafetensorsFile:
         try:
