@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/errors.h"
@@ -274,22 +275,23 @@ private:
 py::dict k_quantize_acts(const FloatArray& x, const std::optional<std::string>& isa) {
     if (x.ndim() != 2) throw std::invalid_argument("quantize_acts: need x [M, K]");
     const int64_t M = x.shape(0), K = x.shape(1), Kp = (K + kSuperCols - 1) / kSuperCols * kSuperCols;
-    const int64_t fw = (Kp / 32 + 63) / 64;
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
-    py::array_t<int8_t> q({M, Kp}), r({M, Kp});
-    py::array_t<float> d({M, Kp / 32}), s({M, Kp / 16});
-    py::array_t<uint64_t> flags({M, fw});
-    for (int64_t m = 0; m < M; ++m)
-        k.quantize_acts(x.data(m, 0), K, Kp, q.mutable_data(m, 0), d.mutable_data(m, 0), s.mutable_data(m, 0));
-    for (int64_t g = 0; g < M; g += cpu::kResidualRows)
-        cpu::add_residuals(x.data(g, 0), K, std::min<int64_t>(cpu::kResidualRows, M - g), K, Kp, q.data(g, 0),
-                           d.data(g, 0), s.mutable_data(g, 0), r.mutable_data(g, 0), flags.mutable_data(g, 0));
+    QActBuffer buf(M, K);
+    const cpu::QActs& a = *buf.quantize(k, x.data(), K, M, K, nullptr);
+    // The model's arrays, cut to Kp columns.
+    auto rows = [&](auto* p, int64_t ld, int64_t n) {
+        using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
+        py::array_t<T> out({M, n});
+        for (int64_t m = 0; m < M; ++m) std::copy(p + m * ld, p + m * ld + n, out.mutable_data(m, 0));
+        return out;
+    };
     py::dict out;
-    out["q"] = q;
-    out["d"] = d;
-    out["s"] = s;
-    out["r"] = r;
-    out["flags"] = flags;
+    out["q"] = rows(a.q, a.ld, Kp);
+    out["d"] = rows(a.d, a.ld / 32, Kp / 32);
+    out["s"] = rows(a.s, a.ld / 16, Kp / 16);
+    out["isum"] = rows(a.isum, a.ld / 16, Kp / 16);
+    out["r"] = rows(a.r, a.ld, Kp);
+    out["flags"] = rows(a.flags, a.fw, a.fw);
     return out;
 }
 
@@ -445,7 +447,8 @@ PYBIND11_MODULE(_core, m) {
     k.def("to_f32", &k_to_f32, py::arg("w"), py::arg("isa") = py::none());
     k.def("quantize_acts", &k_quantize_acts, py::arg("x"), py::arg("isa") = py::none(),
           "x [M, K] -> {q: int8 codes [M, Kp], d: block scales [M, Kp/32], s: half-block sums [M, Kp/16], "
-          "r: residual codes [M, Kp], flags: residual blocks, uint64 bit sets [M, words]}");
+          "isum: half-block code sums [M, Kp/16], r: residual codes [M, Kp], flags: residual blocks, "
+          "uint64 bit sets [M, words]}");
     py::class_<PyPacked>(k, "Packed", "A weight built from a spec exactly as the model builds it")
         .def(py::init<py::dict, int>(), py::arg("spec"), py::arg("n_threads") = 1)
         .def("dequantize", &PyPacked::dequantize, py::arg("isa") = py::none(), "the weight as float32 [out, in]")

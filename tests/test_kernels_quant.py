@@ -181,9 +181,14 @@ def test_quantized_activations_are_llamacpp_q8_0_plus_residuals(shape, isa):
     rq = np.clip(np.rint((xb - dd * a["q"]) * inv2), -127, 127)
     rq = np.where(np.repeat(flags, 32, axis=1) & (dd != 0), rq, 0)
     assert np.array_equal(a["r"], rq.astype(np.int8))
-    # The half-block sums are those of the quantized values.
+    # The half-block sums are those of the quantized values; the integer ones are the codes' sums,
+    # (sum << 8) + residual sum in residual blocks.
     xhat = dd.astype(np.float64) * a["q"] + dd.astype(np.float64) / 256 * a["r"]
     np.testing.assert_allclose(a["s"], xhat.reshape(M, -1, 16).sum(-1), rtol=1e-5, atol=1e-6 * np.abs(x).max())
+    half = np.repeat(flags, 2, axis=1)
+    qs = a["q"].astype(np.int64).reshape(M, -1, 16).sum(-1)
+    rs = a["r"].astype(np.int64).reshape(M, -1, 16).sum(-1)
+    assert np.array_equal(a["isum"], np.where(half, (qs << 8) + rs, qs))
 
 
 def test_quantized_activations_are_identical_on_every_isa():

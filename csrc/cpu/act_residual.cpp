@@ -10,7 +10,7 @@
 namespace ll::cpu {
 
 void add_residuals(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t ld, const int8_t* q, const float* d,
-                   float* s, int8_t* r, uint64_t* flags) {
+                   float* s, int32_t* isum, int8_t* r, uint64_t* flags) {
     const int64_t nb = (K + 31) / 32, fw = (ld / 32 + 63) / 64;
     const int64_t n_sel = (nb + kResidualShare - 1) / kResidualShare;
     // The group's largest scale per block; the n_sel largest of those, ties to the lower index.
@@ -28,6 +28,7 @@ void add_residuals(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t ld
         const int8_t* qm = q + m * ld;
         const float* dm = d + m * (ld / 32);
         float* sm = s + m * (ld / 16);
+        int32_t* im = isum + m * (ld / 16);
         int8_t* rm = r + m * ld;
         uint64_t* fm = flags + m * fw;
         std::memset(rm, 0, static_cast<size_t>(ld));
@@ -35,6 +36,8 @@ void add_residuals(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t ld
         for (const int64_t b : order) {
             if (top[b] == 0.0f) continue;
             fm[b / 64] |= uint64_t(1) << (b % 64);
+            im[2 * b] <<= 8;  // the kernels take this block's sums as (sum << 8) + residual sum
+            im[2 * b + 1] <<= 8;
             if (dm[b] == 0.0f) continue;  // an all-zero block of this row: its residual is zero
             const float d2 = dm[b] * (1.0f / 256.0f), id2 = 1.0f / d2;
             int sum[2] = {0, 0};
@@ -47,6 +50,8 @@ void add_residuals(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t ld
             }
             sm[2 * b] += d2 * float(sum[0]);
             sm[2 * b + 1] += d2 * float(sum[1]);
+            im[2 * b] += sum[0];
+            im[2 * b + 1] += sum[1];
         }
     }
 }

@@ -28,7 +28,7 @@ using QMatmulFn = void (*)(const QActs& x, const QuantGeometry& g, const uint8_t
 using BMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const BF16Geometry& g, const uint8_t* w, float* Y,
                            int64_t ldy, int64_t t0, int64_t t1, bool accumulate);
 // One row of K floats -> int8 blocks of 32 over Kp columns (zeros past K), scales and sums.
-using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s);
+using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s, int32_t* isum);
 
 struct Kernels {
     Isa isa;

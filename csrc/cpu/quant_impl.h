@@ -19,15 +19,15 @@ namespace ll::cpu {
 namespace {
 
 template <class V>
-void quantize_acts(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s) {
+void quantize_acts(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s, int32_t* isum) {
     if constexpr (V::W == 1) {
-        quantize_acts_ref(x, K, Kp, q, d, s);
+        quantize_acts_ref(x, K, Kp, q, d, s, isum);
     } else {
         int64_t b = 0;
-        for (; b * 32 + 32 <= K; ++b) V::quantize_block32(x + b * 32, q + b * 32, d + b, s + 2 * b);
+        for (; b * 32 + 32 <= K; ++b) V::quantize_block32(x + b * 32, q + b * 32, d + b, s + 2 * b, isum + 2 * b);
         if (b * 32 < Kp) {  // the tail block and zero padding, as the reference does them
             const int64_t k0 = b * 32;
-            quantize_acts_ref(x + k0, K - k0, Kp - k0, q + k0, d + b, s + 2 * b);
+            quantize_acts_ref(x + k0, K - k0, Kp - k0, q + k0, d + b, s + 2 * b, isum + 2 * b);
         }
     }
 }
@@ -61,7 +61,9 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
     constexpr float kBias = kWide ? float(V::kWideBias) : 0.0f;
     constexpr int kFields = MIN ? 2 : 1;
     const int64_t ld32 = a.ld / 32, ld16 = a.ld / 16;
-    const float neg_zero = -float(g.layout.zero);
+    // The zero point net of the bias V's wide products leave out (their codes taken as u - bias).
+    const int32_t zeff = g.layout.zero - V::kWideBias * int32_t(kWide);
+    const int32_t* is0 = a.isum + m0 * ld16;
     const int8_t* xq = a.q + m0 * a.ld;
     const int8_t* xr = a.r + m0 * a.ld;
     const float* xd0 = a.d + m0 * ld32;
@@ -154,31 +156,46 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
 #pragma GCC unroll 16
         for (int m = 0; m < MR; ++m) {
             const reg xd = V::set1(xd0[m * ld32 + b] * xscale);
-            const float* xs = xs0 + m * xs_ld + (G16 ? 2 * b : b);
+            if constexpr (!MIN) {
+                // w = s (u - zero): the zero point comes off the int32 sums, as zero times the
+                // activation codes' sum, and fp32 sees one product per group.
+                const int32_t* is = is0 + m * ld16 + 2 * b;
 #pragma GCC unroll 4
-            for (int j = 0; j < R; ++j) {
-                acc[m][j] = V::fma(V::cvt(d[m][j][0]), V::mul(sA[j], xd), acc[m][j]);
-                acc[m][j] = V::fma(mmA[j], V::set1(xs[0]), acc[m][j]);
-                if constexpr (G16) {
-                    acc[m][j] = V::fma(V::cvt(d[m][j][1]), V::mul(sB[j], xd), acc[m][j]);
-                    acc[m][j] = V::fma(mmB[j], V::set1(xs[1]), acc[m][j]);
+                for (int j = 0; j < R; ++j) {
+                    if constexpr (G16) {
+                        const ireg a = V::iadd(d[m][j][0], V::iset1(-zeff * is[0]));
+                        const ireg c = V::iadd(d[m][j][1], V::iset1(-zeff * is[1]));
+                        const reg t = V::fma(V::cvt(c), sB[j], V::mul(V::cvt(a), sA[j]));
+                        acc[m][j] = V::fma(t, xd, acc[m][j]);
+                    } else {
+                        const ireg a = V::iadd(d[m][j][0], V::iset1(-zeff * (is[0] + is[1])));
+                        acc[m][j] = V::fma(V::cvt(a), V::mul(sA[j], xd), acc[m][j]);
+                    }
+                }
+            } else {
+                const float* xs = xs0 + m * xs_ld + (G16 ? 2 * b : b);
+#pragma GCC unroll 4
+                for (int j = 0; j < R; ++j) {
+                    acc[m][j] = V::fma(V::cvt(d[m][j][0]), V::mul(sA[j], xd), acc[m][j]);
+                    acc[m][j] = V::fma(mmA[j], V::set1(xs[0]), acc[m][j]);
+                    if constexpr (G16) {
+                        acc[m][j] = V::fma(V::cvt(d[m][j][1]), V::mul(sB[j], xd), acc[m][j]);
+                        acc[m][j] = V::fma(mmB[j], V::set1(xs[1]), acc[m][j]);
+                    }
                 }
             }
         }
         off += g.block_code_bytes();
         ++b;
     };
-    // The effective min: the stored min, or -zero * s; plus the bias V's wide products leave out.
+    // The group min (formats with one), plus the bias V's wide products leave out.
     auto eff_min = [&](int j, reg s, const uint8_t* mp, reg dmin) -> reg {
+        if constexpr (!MIN) return V::zero();  // symmetric formats take their zero point in int32
         reg mm;
-        if constexpr (!MIN) {
-            mm = V::mul(s, V::set1(neg_zero + kBias));
-        } else {
-            if constexpr (SK == ScaleKind::F16) mm = f16_at(j, mp);
-            else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * rr[j].h);
-            else mm = V::mul(dmin, V::load_i8(mp + QR * rr[j].h));
-            if constexpr (kWide) mm = V::fma(s, V::set1(kBias), mm);
-        }
+        if constexpr (SK == ScaleKind::F16) mm = f16_at(j, mp);
+        else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * rr[j].h);
+        else mm = V::mul(dmin, V::load_i8(mp + QR * rr[j].h));
+        if constexpr (kWide) mm = V::fma(s, V::set1(kBias), mm);
         return mm;
     };
     // One span whose header starts `hoff` bytes into each tile; its blocks start at `off`.
@@ -253,7 +270,7 @@ void qtile_rows(int64_t mr, const QActs& a, int64_t m0, const QuantGeometry& g, 
 template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16>
 void qmatmul(const QActs& a, const QuantGeometry& g, const uint8_t* w, float* Y, int64_t ldy, int64_t t0,
              int64_t t1, bool accumulate) {
-    constexpr int MR = G16 ? V::QMR / 2 : V::QMR;
+    constexpr int MR = V::QMR;
     static_assert(kResidualRows % MR == 0, "a micro-tile's rows must share their residual blocks");
     constexpr int QR = V::QR, per_tile = kTileRows / QR;
     // Decode streams each tile once: two registers from two tiles would be two streams, which

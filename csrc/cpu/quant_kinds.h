@@ -69,6 +69,8 @@ struct QActs {
     const float* d = nullptr;        // [M, ld / 32] block scales
     const float* s = nullptr;        // [M, ld / 16] per half-block: sum of its dequantized values
     const float* s32 = nullptr;      // [M, ld / 32] per block: the two halves' sums added
+    const int32_t* isum = nullptr;   // [M, ld / 16] per half-block: the codes' sum; in residual
+                                     // blocks (sum << 8) + the residual codes' sum
     const int8_t* r = nullptr;       // [M, ld] residual codes (scale d / 256), zero outside flagged blocks
     const uint64_t* flags = nullptr; // [M, fw] bit b set: block b has a residual
     int64_t ld = 0;                  // row stride in codes: a multiple of 32, past K rounded up to 256 (zeros)
@@ -78,10 +80,10 @@ struct QActs {
 
 // After the main pass (quantize_acts) over rows [0, M) (at most one group): picks their residual
 // blocks, writes the residual codes and flags, and adds the residuals to the half-block sums.
-// Row m's arrays are at q + m * ld, d + m * ld / 32, s + m * ld / 16, r + m * ld, flags + m * fw.
+// Row m's arrays are at q + m * ld, d + m * ld / 32, s and isum + m * ld / 16, r + m * ld, flags + m * fw.
 // Compiled once for every ISA, so that the quantized activations are bit-identical whichever
 // kernels run.
 void add_residuals(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t ld, const int8_t* q, const float* d,
-                   float* s, int8_t* r, uint64_t* flags);
+                   float* s, int32_t* isum, int8_t* r, uint64_t* flags);
 
 }  // namespace ll::cpu

@@ -19,7 +19,7 @@ namespace ll::cpu {
 namespace {
 
 // One row of activations -> int8 blocks of 32 (round to nearest even, as vcvtps2dq does).
-inline void quantize_acts_ref(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s) {
+inline void quantize_acts_ref(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s, int32_t* isum) {
     for (int64_t b = 0; b < Kp / 32; ++b) {
         float amax = 0.0f;
         for (int64_t k = b * 32; k < b * 32 + 32 && k < K; ++k) amax = __builtin_fmaxf(amax, __builtin_fabsf(x[k]));
@@ -35,6 +35,8 @@ inline void quantize_acts_ref(const float* x, int64_t K, int64_t Kp, int8_t* q, 
         d[b] = db;
         s[2 * b] = db * float(sum[0]);
         s[2 * b + 1] = db * float(sum[1]);
+        isum[2 * b] = sum[0];
+        isum[2 * b + 1] = sum[1];
     }
 }
 

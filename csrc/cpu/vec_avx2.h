@@ -71,6 +71,7 @@ struct VecAvx2 {
     static ireg izero() { return _mm256_setzero_si256(); }
     static ireg iload(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static ireg iadd(ireg a, ireg b) { return _mm256_add_epi32(a, b); }
+    static ireg iset1(int32_t v) { return _mm256_set1_epi32(v); }
     static ireg ishl8(ireg a) { return _mm256_slli_epi32(a, 8); }
     static ireg lo_nib(ireg v) { return _mm256_and_si256(v, _mm256_set1_epi8(15)); }
     static ireg hi_nib(ireg v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15)); }
@@ -103,7 +104,7 @@ struct VecAvx2 {
         return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
     }
     // One activation block, bit-equal to quantize_acts_ref.
-    static void quantize_block32(const float* x, int8_t* q, float* d, float* s) {
+    static void quantize_block32(const float* x, int8_t* q, float* d, float* s, int32_t* isum) {
         const __m256 sign = _mm256_set1_ps(-0.0f);
         reg v[4];
         reg amax = zero();
@@ -121,8 +122,10 @@ struct VecAvx2 {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
                             _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
         *d = db;
-        s[0] = db * float(hsum(s0));
-        s[1] = db * float(hsum(s1));
+        isum[0] = hsum(s0);
+        isum[1] = hsum(s1);
+        s[0] = db * float(isum[0]);
+        s[1] = db * float(isum[1]);
     }
     static int32_t hsum(__m256i v) {
         __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

@@ -53,6 +53,7 @@ struct VecAvx512 {
     static ireg izero() { return _mm512_setzero_si512(); }
     static ireg iload(const uint8_t* p) { return _mm512_loadu_si512(p); }
     static ireg iadd(ireg a, ireg b) { return _mm512_add_epi32(a, b); }
+    static ireg iset1(int32_t v) { return _mm512_set1_epi32(v); }
     static ireg ishl8(ireg a) { return _mm512_slli_epi32(a, 8); }
     static ireg lo_nib(ireg v) { return _mm512_and_si512(v, _mm512_set1_epi8(15)); }
     static ireg hi_nib(ireg v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15)); }
@@ -76,7 +77,7 @@ struct VecAvx512 {
         return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
     }
     // One activation block, bit-equal to quantize_acts_ref.
-    static void quantize_block32(const float* x, int8_t* q, float* d, float* s) {
+    static void quantize_block32(const float* x, int8_t* q, float* d, float* s, int32_t* isum) {
         const reg a = load(x), b = load(x + 16);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
         const float db = amax / 127.0f;
@@ -86,8 +87,10 @@ struct VecAvx512 {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(qa));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(qb));
         *d = db;
-        s[0] = db * float(_mm512_reduce_add_epi32(qa));
-        s[1] = db * float(_mm512_reduce_add_epi32(qb));
+        isum[0] = _mm512_reduce_add_epi32(qa);
+        isum[1] = _mm512_reduce_add_epi32(qb);
+        s[0] = db * float(isum[0]);
+        s[1] = db * float(isum[1]);
     }
 };
 

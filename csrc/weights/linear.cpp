@@ -253,6 +253,7 @@ QActBuffer::QActBuffer(int64_t max_rows, int64_t max_k)
       d_(size_t(max_rows * act_stride(max_k) / 32)),
       s_(size_t(max_rows * act_stride(max_k) / 16)),
       s32_(size_t(max_rows * act_stride(max_k) / 32)),
+      isum_(size_t(max_rows * act_stride(max_k) / 16)),
       flags_(size_t(max_rows * flag_words(act_stride(max_k)))) {}
 
 const cpu::QActs* QActBuffer::quantize(const cpu::Kernels& k, const float* x, int64_t ldx, int64_t M, int64_t K,
@@ -264,11 +265,11 @@ const cpu::QActs* QActBuffer::quantize(const cpu::Kernels& k, const float* x, in
     auto rows = [&](int64_t b, int64_t e) {
         for (int64_t m = b; m < e; ++m)
             k.quantize_acts(x + m * ldx, K, Kp, q_.data() + m * ld_, d_.data() + m * (ld_ / 32),
-                            s_.data() + m * (ld_ / 16));
+                            s_.data() + m * (ld_ / 16), isum_.data() + m * (ld_ / 16));
         for (int64_t g = b; g < e; g += cpu::kResidualRows)
             cpu::add_residuals(x + g * ldx, ldx, std::min<int64_t>(cpu::kResidualRows, e - g), K, ld_,
                                q_.data() + g * ld_, d_.data() + g * (ld_ / 32), s_.data() + g * (ld_ / 16),
-                               r_.data() + g * ld_, flags_.data() + g * fw_);
+                               isum_.data() + g * (ld_ / 16), r_.data() + g * ld_, flags_.data() + g * fw_);
         for (int64_t m = b; m < e; ++m)
             for (int64_t i = 0; i < ld_ / 32; ++i)
                 s32_[m * (ld_ / 32) + i] = s_[m * (ld_ / 16) + 2 * i] + s_[m * (ld_ / 16) + 2 * i + 1];
@@ -282,7 +283,8 @@ const cpu::QActs* QActBuffer::quantize(const cpu::Kernels& k, const float* x, in
             rows(b, e);
         });
     }
-    view_ = cpu::QActs{q_.data(), d_.data(), s_.data(), s32_.data(), r_.data(), flags_.data(), ld_, fw_, M};
+    view_ = cpu::QActs{q_.data(), d_.data(), s_.data(), s32_.data(), isum_.data(), r_.data(), flags_.data(),
+                       ld_, fw_, M};
     return &view_;
 }
 

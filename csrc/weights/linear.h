@@ -113,12 +113,15 @@ public:
     // Quantizes X[0:M, 0:K]; rows are split over the pool when M > 1.
     const cpu::QActs* quantize(const cpu::Kernels& k, const float* x, int64_t ldx, int64_t M, int64_t K,
                                cpu::ThreadPool* pool);
-    size_t bytes() const { return q_.size() + r_.size() + 4 * (d_.size() + s_.size() + s32_.size()) + 8 * flags_.size(); }
+    size_t bytes() const {
+        return q_.size() + r_.size() + 4 * (d_.size() + s_.size() + s32_.size() + isum_.size()) + 8 * flags_.size();
+    }
 
 private:
     int64_t ld_ = 0, fw_ = 0, max_rows_ = 0;
     std::vector<int8_t> q_, r_;
     std::vector<float> d_, s_, s32_;
+    std::vector<int32_t> isum_;
     std::vector<uint64_t> flags_;
     cpu::QActs view_;
 };

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Micro-benchmarks of the weight kernels, each weight built exactly as the model builds it.
+
+    python bench/bench_kernels.py                       # every format, the best ISA, 1 and 2 threads
+    python bench/bench_kernels.py --formats Q4_0,Q6_K --isa avx2,avx512
+
+Decode (one activation row) is reported in GB/s of weight bytes streamed, against a matrix far
+larger than the last-level cache, so DRAM is in the loop as in a real decode step; prefill (many
+rows) in GFLOP/s (2 flops per multiply-add) on a Llama-shaped matrix. Each figure is the best of
+--repeats runs; configurations alternate round by round, so a change in the machine's load hits
+them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_models  # noqa: E402,F401  (puts the source tree on sys.path when llama_local is not installed)
+
+from llama_local import _core  # noqa: E402
+
+F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q2_K": [80, 82],
+              "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208], "IQ4_NL": [0], "IQ4_XS": [0]}
+
+
+def weight(fmt: str, rows: int, cols: int, rng) -> dict:
+    """A spec of random weights in `fmt` (a GGUF block type, or BF16)."""
+    if fmt == "BF16":
+        import ml_dtypes
+        bits = rng.integers(0, 1 << 16, (rows, cols), dtype=np.uint16) & 0x3FFF  # finite, |w| < 2
+        return {"format": "float", "data": bits.view(ml_dtypes.bfloat16)}
+    import gguf
+    qtype = gguf.GGMLQuantizationType[fmt]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, (rows * cols // block, size), dtype=np.uint8)
+    for off in F16_FIELDS[fmt]:
+        raw[:, off:off + 2] = np.array([0.01], dtype=np.float16).view(np.uint8)
+    return {"format": "gguf", "ggml_type": int(qtype), "data": raw.reshape(rows, -1), "shape": [rows, cols]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--formats", default="Q4_0,Q4_1,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS,BF16")
+    ap.add_argument("--isa", default=_core.build_info()["best_isa"], help="comma list (default: the best here)")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--decode-rows", type=int, default=65536, help="rows of the decode matrix (x 2048 columns)")
+    ap.add_argument("--prefill", default="8192x2048x512", help="NxKxM of the prefill product")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    formats = [f.strip().upper() for f in args.formats.split(",") if f.strip()]
+    isas = [i.strip() for i in args.isa.split(",") if i.strip()]
+    threads = [int(t) for t in args.threads.split(",")]
+    pn, pk, pm = (int(v) for v in args.prefill.split("x"))
+    rng = np.random.default_rng(0)
+    print(f"CPU ISAs here: {_core.build_info()['isas_supported']}; decode: {args.decode_rows}x2048, "
+          f"prefill: N={pn} K={pk} M={pm}; best of {args.repeats}")
+    print(f"{'format':8s} {'isa':11s} {'threads':>7s} {'decode GB/s':>12s} {'prefill GFLOP/s':>16s}")
+    for fmt in formats:
+        dec = _core.kernels.Packed(weight(fmt, args.decode_rows, 2048, rng), n_threads=2)
+        pre = _core.kernels.Packed(weight(fmt, pn, pk, rng), n_threads=2)
+        best: dict = {}
+        for _ in range(args.repeats):
+            for isa in isas:
+                for th in threads:
+                    t = dec.time_matmul(1, isa=isa, n_threads=th, iters=5, repeats=1)
+                    gbps = dec.nbytes / t / 1e9
+                    t = pre.time_matmul(pm, isa=isa, n_threads=th, iters=1, repeats=1)
+                    gflops = 2 * pn * pk * pm / t / 1e9
+                    b = best.setdefault((isa, th), [0.0, 0.0])
+                    b[0], b[1] = max(b[0], gbps), max(b[1], gflops)
+        for (isa, th), (gbps, gflops) in best.items():
+            print(f"{fmt:8s} {isa:11s} {th:7d} {gbps:12.1f} {gflops:16.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
