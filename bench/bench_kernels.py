@@ -29,7 +29,11 @@ F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": 
 
 
 def weight(fmt: str, rows: int, cols: int, rng) -> dict:
-    """A spec of random weights in `fmt` (a GGUF block type, or BF16)."""
+    """A spec of random weights in `fmt` (a GGUF block type, BF16 or FP8)."""
+    if fmt == "FP8":  # E4M3 codes (no NaN) with one scale per row
+        codes = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
+        codes[(codes & 0x7F) == 0x7F] = 0x3C
+        return {"format": "fp8", "data": codes, "scales": np.full(rows, 0.01, np.float32)}
     if fmt == "BF16":
         import ml_dtypes
         bits = rng.integers(0, 1 << 16, (rows, cols), dtype=np.uint16) & 0x3FFF  # finite, |w| < 2
@@ -45,7 +49,7 @@ def weight(fmt: str, rows: int, cols: int, rng) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--formats", default="Q4_0,Q4_1,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS,BF16")
+    ap.add_argument("--formats", default="Q4_0,Q4_1,Q4_K,Q5_K,Q6_K,Q8_0,IQ4_XS,BF16,FP8")
     ap.add_argument("--isa", default=_core.build_info()["best_isa"], help="comma list (default: the best here)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--decode-rows", type=int, default=65536, help="rows of the decode matrix (x 2048 columns)")

@@ -62,6 +62,8 @@ py::array contiguous(const py::dict& d, const char* key, const std::string& name
 //   {"format": "gguf", "ggml_type": int, "data": uint8 blocks, "shape": [out, in]}
 //   {"format": "int", "codes": uint8 [out, in], "scales": f32 [out, groups], "mins": f32 | None,
 //    "bits": 4 | 8, "group": 32 | 64 | 128, "zero": int}
+//   {"format": "fp8", "data": E4M3 codes [out, in] (uint8 or float8_e4m3fn), "scales": f32
+//    [out] or [out, ceil(in / block)], "block": columns per scale (0: one per row)}
 //   {"format": "float", "data": float array}
 // plus optional "qk_heads" (undo llama.cpp's q/k row permutation) and "releasable" (the data is
 // a read-only file mapping whose pages may be dropped once repacked).
@@ -105,6 +107,21 @@ TensorSpec spec_of(py::handle obj, const std::string& name) {
             check_f32(mn, "mins");
             t.mins = static_cast<const float*>(mn.data());
         }
+    } else if (format == "fp8") {
+        const py::array u = contiguous(d, "data", name), sc = contiguous(d, "scales", name);
+        if (u.ndim() != 2 || u.itemsize() != 1)
+            throw FormatError("tensor '" + name + "': FP8 data must be a one-byte [out, in] array");
+        t.kind = TensorSpec::Kind::FP8;
+        t.shape = {u.shape(0), u.shape(1)};
+        t.data = u.data();
+        t.nbytes = size_t(u.nbytes());
+        t.block = d.contains("block") ? d["block"].cast<int64_t>() : 0;
+        if (t.block < 0) throw FormatError("tensor '" + name + "': negative FP8 scale block");
+        const int64_t nb = t.block > 0 && t.block < t.shape[1] ? (t.shape[1] + t.block - 1) / t.block : 1;
+        if (std::string(py::str(sc.dtype())) != "float32" || sc.size() != t.shape[0] * nb)
+            throw FormatError("tensor '" + name + "': FP8 scales must be float32 [" + std::to_string(t.shape[0]) +
+                              (nb > 1 ? ", " + std::to_string(nb) : std::string()) + "]");
+        t.scales = static_cast<const float*>(sc.data());
     } else {
         throw FormatError("tensor '" + name + "': unknown spec format '" + format + "'");
     }

@@ -64,4 +64,13 @@ LL_HOST_DEVICE float fp16_to_float(uint16_t h) {
     return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
+// FP8 E4M3 (OCP "e4m3fn": bias 7, no infinities) -> float, exact. The byte's exponent and mantissa
+// land in an fp16's (sign to the sign) so that the fp16 holds x * 2^-8, subnormals included;
+// widening it and scaling by 2^8 is exact. The NaN codes (0x7F, 0xFF) come out as +-480:
+// quantizers never write them.
+LL_HOST_DEVICE float fp8_e4m3_to_float(uint8_t b) {
+    const uint16_t h = uint16_t(((b & 0x80u) << 8) | ((b & 0x7Fu) << 7));
+    return fp16_to_float(h) * 256.0f;
+}
+
 }  // namespace ll

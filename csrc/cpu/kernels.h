@@ -7,6 +7,7 @@
 
 #include "../core/dtype.h"
 #include "../weights/bf16_tiles.h"
+#include "../weights/fp8_tiles.h"
 #include "quant_kinds.h"
 
 namespace ll::cpu {
@@ -26,6 +27,9 @@ using QMatmulFn = void (*)(const QActs& x, const QuantGeometry& g, const uint8_t
                            int64_t t0, int64_t t1, bool accumulate);
 // bf16 tile kernels (bf16_impl.h): Y[m, n] (+)= X[m, :] . W[n, :] for the rows of tiles [t0, t1).
 using BMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const BF16Geometry& g, const uint8_t* w, float* Y,
+                           int64_t ldy, int64_t t0, int64_t t1, bool accumulate);
+// FP8 tile kernels (fp8_impl.h): the same over FP8 E4M3 tiles.
+using FMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const FP8Geometry& g, const uint8_t* w, float* Y,
                            int64_t ldy, int64_t t0, int64_t t1, bool accumulate);
 // One row of K floats -> int8 blocks of 32 over Kp columns (zeros past K), scales and sums.
 using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s, int32_t* isum);
@@ -48,6 +52,7 @@ struct Kernels {
     // dst[i] = float(src[i]) for a row of weights (embedding lookup)
     void (*to_f32[kNumDTypes])(const void* src, float* dst, int64_t n);
     BMatmulFn bf16_matmul;
+    FMatmulFn fp8_matmul;
     QuantizeActsFn quantize_acts;
     QMatmulFn qmatmul[kNumQKinds];  // indexed by qkind_index()
 };

@@ -335,6 +335,7 @@ void to_f32(const void* src, float* dst, int64_t n) {
 }  // namespace ll::cpu
 
 #include "bf16_impl.h"
+#include "fp8_impl.h"
 #include "quant_impl.h"
 
 namespace ll::cpu {
@@ -357,6 +358,7 @@ Kernels make_kernels(Isa isa, const char* name) {
     k.to_f32[int(DType::F16)] = to_f32<V, DType::F16>;
     k.to_f32[int(DType::BF16)] = to_f32<V, DType::BF16>;
     k.bf16_matmul = bf16_matmul<V>;
+    k.fp8_matmul = fp8_matmul<V>;
     fill_quant_kernels<V>(k);
     return k;
 }

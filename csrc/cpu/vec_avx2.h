@@ -61,6 +61,18 @@ struct VecAvx2 {
                                                     _mm256_set1_epi32(int(0xFFFF0000u))));
     }
 
+    // ---- FP8 tile kernels (fp8_impl.h): 8 E4M3 codes as fp32 / 256 (exact)
+    static reg fp8_col(const uint8_t* p) {
+        const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7F)), 7),
+                                       _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8));
+        return _mm256_cvtph_ps(h);
+    }
+    static void fp8_col2(const uint8_t* p, reg& a, reg& b) {
+        a = fp8_col(p);
+        b = fp8_col(p + 16);
+    }
+
     // ---- integer weight kernels (quant_impl.h): 8 tile rows per register, maddubs dot products
     using ireg = __m256i;
     static constexpr int QR = 8;          // tile rows per register

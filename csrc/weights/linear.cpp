@@ -159,6 +159,14 @@ Linear Linear::build(const TensorSpec& s, int64_t out, int64_t in, cpu::ThreadPo
             w.format_ = bt.name;
             break;
         }
+        case TensorSpec::Kind::FP8: {
+            w.kind_ = Kind::FP8;
+            w.f_ = pack_fp8(static_cast<const uint8_t*>(s.data), s.scales, out, in, s.block, row_of, pool);
+            w.format_ = "fp8_e4m3";
+            w.bytes_ = w.f_.data.size();
+            if (s.releasable) release_pages(s.data, s.nbytes);
+            return w;
+        }
         case TensorSpec::Kind::Int: {
             const QuantLayout L = int_layout(s);
             const uint8_t* u = static_cast<const uint8_t*>(s.data);
@@ -207,6 +215,9 @@ void Linear::dequantize_row(const cpu::Kernels& k, int64_t r, float* out) const 
         case Kind::BF16:
             b_.dequantize_row(r, out);
             break;
+        case Kind::FP8:
+            f_.dequantize_row(r, out);
+            break;
         case Kind::Quant:
             q_.dequantize_row(r, out);
             break;
@@ -236,6 +247,9 @@ void linear_slice(const cpu::Kernels& k, const Linear& w, const LinearInput& x, 
     } else if (w.kind_ == Linear::Kind::BF16) {
         k.bf16_matmul(x.x, x.ldx, x.M, w.b_.g, w.b_.data.get(), Y, ldy, n0 / kTileRows,
                       (n1 + kTileRows - 1) / kTileRows, accumulate);
+    } else if (w.kind_ == Linear::Kind::FP8) {
+        k.fp8_matmul(x.x, x.ldx, x.M, w.f_.g, w.f_.data.get(), Y, ldy, n0 / kTileRows,
+                     (n1 + kTileRows - 1) / kTileRows, accumulate);
     } else {  // Rows tables are never multiplied (the model builds a Quant head from them)
         k.matmul[int(w.dtype_)](x.x, x.ldx, w.data_, w.ld_, w.in_, Y, ldy, x.M, n0, n1, accumulate);
     }

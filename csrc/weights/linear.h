@@ -5,6 +5,7 @@
 //   Float   fp32 / fp16 rows as stored (in place in the mapped file), or an owned copy when rows
 //           had to be reordered (llama.cpp's q/k permutation).
 //   BF16    bf16 rows repacked into 16-row tiles of column pairs (bf16_tiles.h).
+//   FP8     E4M3 codes and fp32 scales repacked into 16-row tiles (fp8_tiles.h).
 //   Quant   integer codes and group scales repacked into 16-row tiles (quant_layout.h).
 //   Rows    a quantized source kept as stored and decoded row by row: an embedding table that is
 //           only ever looked up (untied), so that the rows never used are never read.
@@ -18,6 +19,7 @@
 #include "../cpu/kernels.h"
 #include "../cpu/thread_pool.h"
 #include "bf16_tiles.h"
+#include "fp8_tiles.h"
 #include "gguf_blocks.h"
 #include "quant_layout.h"
 
@@ -25,26 +27,27 @@ namespace ll {
 
 // A tensor as the checkpoint stores it: views the caller keeps alive for the model's lifetime.
 struct TensorSpec {
-    enum class Kind { Float, GGUF, Int };
+    enum class Kind { Float, GGUF, Int, FP8 };
     std::string name;
     Kind kind = Kind::Float;
     std::vector<int64_t> shape;        // logical: [out, in] for a matrix
-    const void* data = nullptr;        // Float: elements; GGUF: blocks; Int: codes u8 [out, in]
+    const void* data = nullptr;        // Float: elements; GGUF: blocks; Int, FP8: codes u8 [out, in]
     size_t nbytes = 0;
     DType dtype = DType::F32;          // Float
     int64_t ld = 0;                    // Float: elements between rows (0: dense)
     int ggml_type = -1;                // GGUF
     // Int: the canonical group-wise form, w = s * (u - zero) or s * u + m.
-    const float* scales = nullptr;     // [out, in / group] (last group may be partial)
+    const float* scales = nullptr;     // Int: [out, in / group] (last group may be partial); FP8: [out, in / block]
     const float* mins = nullptr;       // same shape, or null
     int bits = 0, group = 0, zero = 0;
+    int64_t block = 0;                 // FP8: columns per scale (0: one scale per row)
     int qk_heads = 0;                  // undo llama.cpp's q/k row permutation for this many heads
     bool releasable = false;           // data lies in a read-only file mapping: its pages may be dropped
 };
 
 class Linear {
 public:
-    enum class Kind { Float, BF16, Quant, Rows };
+    enum class Kind { Float, BF16, FP8, Quant, Rows };
 
     Linear() = default;
     Linear(Linear&&) = default;
@@ -63,7 +66,7 @@ public:
     bool wants_q8() const { return kind_ == Kind::Quant; }
     size_t bytes() const { return bytes_; }               // what the weight occupies (or maps)
     const std::string& format() const { return format_; }  // "bf16", "Q4_K", "int4 g128", ...
-    int64_t row_align() const { return kind_ == Kind::Quant || kind_ == Kind::BF16 ? kTileRows : 48; }
+    int64_t row_align() const { return kind_ == Kind::Float ? 48 : kTileRows; }
     const PackedQuant& packed() const { return q_; }
 
     void dequantize_row(const cpu::Kernels& k, int64_t r, float* out) const;
@@ -82,6 +85,8 @@ private:
     AlignedBuffer owned_;
     // BF16
     PackedBF16 b_;
+    // FP8
+    PackedFP8 f_;
     // Quant
     PackedQuant q_;
     int qkind_ = -1;
