@@ -6,6 +6,11 @@
 
 #include "kernels.h"
 
+#if defined(LL_HAVE_NEON_KERNELS) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 namespace ll::cpu {
 
 bool isa_supported(Isa isa) {
@@ -24,11 +29,20 @@ bool isa_supported(Isa isa) {
         case Isa::AVX512_BF16:
             return isa_supported(Isa::AVX512) && __builtin_cpu_supports("avx512bf16");
 #endif
+#if defined(LL_HAVE_NEON_KERNELS)
+        case Isa::NEON:
+#if defined(__linux__)
+            return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+            return true;  // macOS on Apple silicon: every such CPU has the dot product
+#endif
+#endif
         default: return false;
     }
 }
 
 Isa best_isa() {
+    if (isa_supported(Isa::NEON)) return Isa::NEON;
     if (isa_supported(Isa::AVX512_BF16)) return Isa::AVX512_BF16;
     if (isa_supported(Isa::AVX512)) return Isa::AVX512;
     if (isa_supported(Isa::AVX2)) return Isa::AVX2;
@@ -41,6 +55,7 @@ const char* isa_name(Isa isa) {
         case Isa::AVX2: return "avx2";
         case Isa::AVX512: return "avx512";
         case Isa::AVX512_BF16: return "avx512bf16";
+        case Isa::NEON: return "neon";
     }
     return "?";
 }
@@ -49,7 +64,7 @@ Isa parse_isa(const char* name) {
     for (int i = 0; i < kNumIsas; ++i)
         if (std::strcmp(name, isa_name(Isa(i))) == 0) return Isa(i);
     throw std::invalid_argument(std::string("unknown ISA '") + name +
-                                "' (expected scalar, avx2, avx512 or avx512bf16)");
+                                "' (expected scalar, avx2, avx512, avx512bf16 or neon)");
 }
 
 const Kernels& kernels_for(Isa isa) {
@@ -61,6 +76,9 @@ const Kernels& kernels_for(Isa isa) {
         case Isa::AVX2: return kernels_avx2();
         case Isa::AVX512: return kernels_avx512();
         case Isa::AVX512_BF16: return kernels_avx512_bf16();
+#endif
+#if defined(LL_HAVE_NEON_KERNELS)
+        case Isa::NEON: return kernels_neon();
 #endif
         default: return kernels_scalar();
     }

@@ -13,8 +13,9 @@
 namespace ll::cpu {
 
 // AVX512: F/BW/VL/DQ + VNNI. AVX512_BF16: the same with AVX512-BF16 dot products for bf16 weights.
-enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2, AVX512_BF16 = 3 };
-constexpr int kNumIsas = 4;
+// NEON: AArch64 with the dot-product extension (ARMv8.2-A).
+enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2, AVX512_BF16 = 3, NEON = 4 };
+constexpr int kNumIsas = 5;
 
 // Y[m, n] = sum_k X[m, k] * W[n, k]   (or += when accumulate), m in [0, M), n in [n0, n1), k < K.
 // X: fp32 rows of stride ldx; W: rows of the table's dtype, ldw elements apart; Y: fp32, stride ldy.
@@ -71,5 +72,6 @@ const Kernels& kernels_scalar();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
 const Kernels& kernels_avx512_bf16();
+const Kernels& kernels_neon();
 
 }  // namespace ll::cpu

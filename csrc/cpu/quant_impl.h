@@ -58,7 +58,6 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
     constexpr int NA = G16 ? 2 : 1;  // int32 sums per row and register: columns 0-15 and 16-31 apart
     // Codes that may exceed 127 (8-bit, code-book values): V's product for them may be biased.
     constexpr bool kWide = BITS > 6 || LUT;
-    constexpr float kBias = kWide ? float(V::kWideBias) : 0.0f;
     constexpr int kFields = MIN ? 2 : 1;
     const int64_t ld32 = a.ld / 32, ld16 = a.ld / 16;
     // The zero point net of the bias V's wide products leave out (their codes taken as u - bias).
@@ -195,7 +194,7 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
         if constexpr (SK == ScaleKind::F16) mm = f16_at(j, mp);
         else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * rr[j].h);
         else mm = V::mul(dmin, V::load_i8(mp + QR * rr[j].h));
-        if constexpr (kWide) mm = V::fma(s, V::set1(kBias), mm);
+        if constexpr (kWide) mm = V::fma(s, V::set1(float(V::kWideBias)), mm);
         return mm;
     };
     // One span whose header starts `hoff` bytes into each tile; its blocks start at `off`.
