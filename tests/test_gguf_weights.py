@@ -133,6 +133,8 @@ def test_weights_are_repacked_once_and_the_file_pages_released(tmp_path):
     # from the file as stored.
     w = GGUFWeights(path)
     file_bytes = w.type_bytes()
+    assert info["source"] == str(path) and info["source_bytes"] == path.stat().st_size
+    assert sum(info["weight_formats"].values()) == info["weight_bytes"]
     assert set(info["weight_formats"]) == {"Q4_K", "Q6_K", "f32"}
     assert info["weight_formats"]["Q4_K"] >= file_bytes["Q4_K"]
     assert info["weight_formats"]["Q4_K"] <= 1.1 * file_bytes["Q4_K"]

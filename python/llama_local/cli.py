@@ -110,7 +110,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return f"{n / 2**20:,.1f} MiB"
 
     t = Table(title=f"{info['model']}", show_header=False)
-    for key in ("path", "parameters", "vocab_size", "hidden_size", "intermediate_size", "layers", "heads",
+    t.add_row("source", f"{info['source']} ({mib(info['source_bytes'])})")
+    for key in ("parameters", "vocab_size", "hidden_size", "intermediate_size", "layers", "heads",
                 "kv_heads", "head_dim", "rope_theta", "rope_scaling", "tie_word_embeddings",
                 "n_ctx", "n_threads", "isa"):
         v = info[key]

@@ -51,6 +51,10 @@ class GGUFWeights(GGUFFile):
                 out[name] = spec
         return out
 
+    def nbytes(self) -> int:
+        """Bytes of the file."""
+        return self.path.stat().st_size
+
     def type_bytes(self) -> dict[str, int]:
         """Bytes of tensor data per GGML type in the file."""
         out: dict[str, int] = {}

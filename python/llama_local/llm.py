@@ -290,6 +290,7 @@ class LLM:
             "rope_scaling": c.rope_scaling,
             "tie_word_embeddings": c.tie_word_embeddings,
             "source": str(self.source),
+            "source_bytes": self.weights.nbytes(),
             "weight_formats": dict(self.model.weight_formats),
             "n_ctx": self.n_ctx,
             "n_threads": self.model.n_threads,

@@ -173,6 +173,10 @@ class Checkpoint:
     def tensor(self, name: str) -> np.ndarray:
         return self._file(name).tensor(name)
 
+    def nbytes(self) -> int:
+        """Bytes of the checkpoint's files."""
+        return sum(f.path.stat().st_size for f in self.files)
+
     def core_tensors(self) -> dict[str, dict]:
         """Every tensor as the core's Model takes it: views of the mapped files, which the core uses
         in place or, once it has repacked a weight (bf16 into tiles), releases ("releasable")."""
