@@ -195,6 +195,17 @@ private:
 
 // ---- kernel entry points for the tests (single ISA forced, arguments checked here) ----
 
+// The [M, N] result of a product, starting from a copy of `accumulate_into` when there is one.
+py::array_t<float> product_output(int64_t M, int64_t N, const std::optional<FloatArray>& accumulate_into) {
+    py::array_t<float> y({M, N});
+    if (accumulate_into) {
+        if (accumulate_into->ndim() != 2 || accumulate_into->shape(0) != M || accumulate_into->shape(1) != N)
+            throw std::invalid_argument("matmul: accumulate_into must be [M, N]");
+        std::copy(accumulate_into->data(), accumulate_into->data() + M * N, y.mutable_data());
+    }
+    return y;
+}
+
 py::array_t<float> k_matmul(const FloatArray& x, const py::array& w, const std::optional<std::string>& isa,
                             int n_threads, std::optional<FloatArray> accumulate_into) {
     // w may be a view with strided rows (ldw elements apart), as the KV cache is used.
@@ -203,12 +214,7 @@ py::array_t<float> k_matmul(const FloatArray& x, const py::array& w, const std::
         throw std::invalid_argument("matmul: need x [M, K] and w [N, K] with contiguous rows");
     const DType wdt = array_dtype(w, "w");
     const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0), ldw = w.strides(0) / w.itemsize();
-    py::array_t<float> y({M, N});
-    if (accumulate_into) {
-        if (accumulate_into->ndim() != 2 || accumulate_into->shape(0) != M || accumulate_into->shape(1) != N)
-            throw std::invalid_argument("matmul: accumulate_into must be [M, N]");
-        std::copy(accumulate_into->data(), accumulate_into->data() + M * N, y.mutable_data());
-    }
+    py::array_t<float> y = product_output(M, N, accumulate_into);
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
     const void* wp = w.data();
     const float* xp = x.data();
@@ -241,12 +247,7 @@ public:
                               std::optional<FloatArray> accumulate_into) const {
         if (x.ndim() != 2 || x.shape(1) != w_.in()) throw std::invalid_argument("matmul: need x [M, in]");
         const int64_t M = x.shape(0), N = w_.out(), K = w_.in();
-        py::array_t<float> y({M, N});
-        if (accumulate_into) {
-            if (accumulate_into->ndim() != 2 || accumulate_into->shape(0) != M || accumulate_into->shape(1) != N)
-                throw std::invalid_argument("matmul: accumulate_into must be [M, N]");
-            std::copy(accumulate_into->data(), accumulate_into->data() + M * N, y.mutable_data());
-        }
+        py::array_t<float> y = product_output(M, N, accumulate_into);
         const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
         const float* xp = x.data();
         float* yp = y.mutable_data();
