@@ -2,7 +2,7 @@
 
 #include <sched.h>
 
-#include <fstream>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <utility>
@@ -121,6 +121,19 @@ void ThreadPool::split(int64_t n, int part, int nparts, int64_t align, int64_t& 
     end = ue * align < n ? ue * align : n;
 }
 
+namespace {
+// C stdio rather than <fstream>: iostreams go through libstdc++'s locale facets, which crashed
+// in operator>> when a toolchain linked libstdc++ into _core statically and exported it (see
+// CMakeLists.txt, --exclude-libs). Reading one integer from sysfs needs none of that machinery.
+bool read_int(const std::string& path, int* value) {
+    std::FILE* f = std::fopen(path.c_str(), "r");
+    if (!f) return false;
+    bool ok = std::fscanf(f, "%d", value) == 1;
+    std::fclose(f);
+    return ok;
+}
+}  // namespace
+
 int physical_cores() {
     cpu_set_t set;
     int allowed = 0;
@@ -130,9 +143,9 @@ int physical_cores() {
     for (int cpu = 0; cpu < CPU_SETSIZE && allowed > 0; ++cpu) {
         if (!CPU_ISSET(cpu, &set)) continue;
         std::string base = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
-        std::ifstream c(base + "core_id"), p(base + "physical_package_id");
         int core = -1, pkg = -1;
-        if (!(c >> core) || !(p >> pkg)) return allowed;  // no topology: trust the affinity count
+        if (!read_int(base + "core_id", &core) || !read_int(base + "physical_package_id", &pkg))
+            return allowed;  // no topology: trust the affinity count
         cores.insert({pkg, core});
     }
     if (!cores.empty()) return int(cores.size());
