@@ -28,9 +28,9 @@ try:
 except ImportError:
     sys.path.insert(0, str(_REPO / "python"))
 
-from llama_local.byte_level import bytes_to_unicode  # noqa: E402
+from llama_local.tokenizer.byte_level import bytes_to_unicode  # noqa: E402
 from llama_local.fsutil import atomic_output_dir  # noqa: E402
-from llama_local.safetensors_io import Checkpoint, LazyTensor, write_safetensors  # noqa: E402
+from llama_local.formats.safetensors_io import Checkpoint, LazyTensor, write_safetensors  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 GENERATOR_VERSION = 2  # bump when the generated files change, so cached copies are rebuilt
@@ -424,7 +424,7 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
 
 def ensure_bf16_dir(gguf_path: Path, workdir: Path, log=print) -> Path:
     """`llama-local convert` of a GGUF file into `workdir` (bf16 HF directory), once."""
-    from llama_local.gguf_import import convert_gguf
+    from llama_local.formats.gguf_import import convert_gguf
     out = Path(workdir) / f"{Path(gguf_path).stem}.bf16-hf"
     if not (out / "config.json").is_file() or out.stat().st_mtime < Path(gguf_path).stat().st_mtime:
         log(f"converting {gguf_path} -> {out}")

@@ -22,7 +22,7 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2 converted to a Hugging Face-layout directory, once per test session (~5 s)."""
-    from llama_local.gguf_import import convert_gguf
+    from llama_local.formats.gguf_import import convert_gguf
 
     return convert_gguf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "model", progress=False)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llama_local import LLM, ContextOverflowError, ModelFormatError
-from llama_local.safetensors_io import SafetensorsFile, write_safetensors
+from llama_local.formats.safetensors_io import SafetensorsFile, write_safetensors
 from tiny_models import make_tiny_llama
 
 pytest.importorskip("torch")

@@ -60,7 +60,7 @@ def test_synthetic_vocab_is_llama3_shaped():
 
 
 def test_permute_is_inverse_of_the_importers_unpermute():
-    from llama_local.gguf_import import unpermute_qk
+    from llama_local.formats.gguf_import import unpermute_qk
 
     w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
     for heads in (1, 2, 8):
@@ -71,7 +71,7 @@ def test_permute_is_inverse_of_the_importers_unpermute():
 
 def test_gguf_holds_the_hf_weights(tiny):
     hf, path = tiny
-    from llama_local.safetensors_io import Checkpoint
+    from llama_local.formats.safetensors_io import Checkpoint
 
     ckpt = Checkpoint(hf)
     r = gguf.GGUFReader(path)
@@ -94,8 +94,8 @@ def test_gguf_holds_the_hf_weights(tiny):
 def test_gguf_round_trips_through_the_importer(tiny, tmp_path, ftype):
     """Our GGUF, converted back by llama_local's own importer, gives the same HF weights
     (bit-exact through BF16; through F16 up to f16's subnormals)."""
-    from llama_local.gguf_import import convert_gguf
-    from llama_local.safetensors_io import Checkpoint
+    from llama_local.formats.gguf_import import convert_gguf
+    from llama_local.formats.safetensors_io import Checkpoint
 
     hf, _ = tiny
     path = bm.ensure_gguf(hf, ftype, out_dir=tmp_path, log=lambda *a: None)

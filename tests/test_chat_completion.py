@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from llama3_reference import our_tokenizer
-from llama_local.chat import chat_completion
-from llama_local.chat_format import Llama3ChatFormat
+from llama_local.chat.completion import chat_completion
+from llama_local.chat.llama3_format import Llama3ChatFormat
 
 EOT, EOM, EOS, PYTHON_TAG = 128009, 128008, 128001, 128010
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather",

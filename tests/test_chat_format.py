@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from llama3_reference import PROMPT_FORMAT_MD, meta_chat_format, meta_system_messages, our_tokenizer
-from llama_local.chat_format import Llama3ChatFormat
+from llama_local.chat.llama3_format import Llama3ChatFormat
 
 from llama_models.datatypes import BuiltinTool, RawMessage, RawTextItem, StopReason, ToolCall, ToolPromptFormat  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_local import chat_template as ct
+from llama_local.chat import template as ct
 from llama_local.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers", reason="transformers (the reference) is not installed")
@@ -62,7 +62,7 @@ def smollm2(smollm2_gguf, tmp_path_factory):
 def llama31(tmp_path_factory):
     """transformers and ours over the same Llama 3 tokenizer.json, with Meta's 3.1 Instruct template."""
     from llama3_reference import TOKENIZER_MODEL
-    from llama_local.tiktoken_convert import convert_tokenizer_model
+    from llama_local.tokenizer.tiktoken_convert import convert_tokenizer_model
 
     d = tmp_path_factory.mktemp("llama31_tok")
     convert_tokenizer_model(TOKENIZER_MODEL).save(str(d / "tokenizer.json"))

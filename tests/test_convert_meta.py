@@ -18,7 +18,7 @@ import pytest
 
 from tiny_models import rounds_bf16_activations
 
-from llama_local.convert_meta import convert_meta_original, ffn_hidden_dim
+from llama_local.formats.meta_original import convert_meta_original, ffn_hidden_dim
 from llama_local.errors import ModelFormatError
 
 torch = pytest.importorskip("torch", reason="torch is needed to write Meta-layout checkpoints")
@@ -170,7 +170,7 @@ def test_config_and_files(converted):
     assert (cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]) == (2, 16, 1e-5)
     gen = json.loads((converted / "generation_config.json").read_text())
     assert gen["temperature"] == 0.6 and gen["top_p"] == 0.9 and gen["eos_token_id"] == [128001, 128008, 128009]
-    from llama_local.safetensors_io import SafetensorsFile
+    from llama_local.formats.safetensors_io import SafetensorsFile
 
     st = SafetensorsFile(converted / "model.safetensors")
     assert str(st.info("model.layers.1.self_attn.k_proj.weight")[0]) == "bfloat16"
@@ -191,7 +191,7 @@ def test_tokenizer_files(converted):
 
 
 def test_single_shard_and_llama2_embedding_layout_agree(weights, converted, tmp_path):
-    from llama_local.safetensors_io import SafetensorsFile
+    from llama_local.formats.safetensors_io import SafetensorsFile
 
     one = convert_meta_original(write_meta_dir(tmp_path / "one", weights, PARAMS), tmp_path / "one_hf", progress=False)
     split_dim1 = write_meta_dir(tmp_path / "l2", weights, PARAMS, n_shards=2, embedding_axis=1)

@@ -17,11 +17,11 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from llama_local import gguf_file, gguf_import, gguf_weights  # noqa: E402
+from llama_local.formats import gguf_file, gguf_import, gguf_weights  # noqa: E402
 from llama_local.errors import ModelFormatError  # noqa: E402
-from llama_local.gguf_import import convert_gguf  # noqa: E402
-from llama_local.gguf_weights import GGUFWeights, side_files_cache_dir, side_files_dir  # noqa: E402
-from llama_local.safetensors_io import Checkpoint  # noqa: E402
+from llama_local.formats.gguf_import import convert_gguf  # noqa: E402
+from llama_local.formats.gguf_weights import GGUFWeights, side_files_cache_dir, side_files_dir  # noqa: E402
+from llama_local.formats.safetensors_io import Checkpoint  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
 
@@ -131,7 +131,7 @@ TINY = dict(hidden=256, heads=2, kv_heads=1, head_dim=128, ffn=96, layers=2, ctx
 
 def _byte_vocab() -> tuple[list[str], list[int], list[str]]:
     """A byte-level BPE vocabulary: the 256 byte symbols, two merges, BOS/EOS control tokens."""
-    from llama_local.byte_level import bytes_to_unicode
+    from llama_local.tokenizer.byte_level import bytes_to_unicode
     tokens = list(bytes_to_unicode().values()) + ["Ġt", "Ġth", "<|bos|>", "<|eos|>"]
     types = [1] * (len(tokens) - 2) + [3, 3]
     return tokens, types, ["Ġ t", "Ġt h"]
@@ -313,7 +313,7 @@ def test_tiny_config_and_tokenizer(tiny, tmp_path):
 def test_sentencepiece_vocabulary_encodes_like_transformers(tmp_path):
     """A Llama 2-style ("llama") vocabulary: merges rebuilt from scores, byte fallback, BOS added."""
     transformers = pytest.importorskip("transformers")
-    from llama_local.gguf_tokenizer import build_tokenizer
+    from llama_local.tokenizer.gguf_vocab import build_tokenizer
 
     pieces = ["▁", "t", "h", "e", "▁t", "he", "▁the", "▁a", "a", "n", "d", "▁an", "▁and", "o", "r",
               "l", "w", "▁w", "or", "ld", "▁wor", "▁world", "<tag>"]

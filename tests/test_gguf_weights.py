@@ -17,7 +17,7 @@ pytest.importorskip("accelerate", reason="transformers needs accelerate to load 
 
 import llama_local  # noqa: E402
 from llama_local.errors import ModelFormatError  # noqa: E402
-from llama_local.gguf_weights import GGUFWeights  # noqa: E402
+from llama_local.formats.gguf_weights import GGUFWeights  # noqa: E402
 
 from gguf_quantize import quantize  # noqa: E402
 from test_gguf_import import gguf_name, random_hf_llama, write_tiny_gguf  # noqa: E402

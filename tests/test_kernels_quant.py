@@ -20,7 +20,7 @@ gguf = pytest.importorskip("gguf")
 
 from llama_local import _core  # noqa: E402
 from llama_local.errors import ModelFormatError  # noqa: E402
-from llama_local.gguf_file import SUPPORTED_TYPES  # noqa: E402
+from llama_local.formats.gguf_file import SUPPORTED_TYPES  # noqa: E402
 
 K_ = _core.kernels
 ISAS = _core.build_info()["isas_supported"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from llama_local.errors import ModelFormatError, UnsafeCheckpointError
-from llama_local.pth_io import load_pth, load_state_dict
+from llama_local.formats.pth_io import load_pth, load_state_dict
 
 torch = pytest.importorskip("torch", reason="torch is needed to write the test checkpoints")
 

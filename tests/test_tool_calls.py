@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llama3_reference import meta_chat_format
-from llama_local.tool_calls import ToolCallStreamFilter, parse_assistant_text
+from llama_local.chat.tool_calls import ToolCallStreamFilter, parse_assistant_text
 
 from llama_models.datatypes import StopReason  # noqa: E402
 

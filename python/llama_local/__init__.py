@@ -25,7 +25,7 @@ def __getattr__(name):
         from .llm import LLM
         return LLM
     if name == "Tokenizer":
-        from .tokenizer import Tokenizer
+        from .tokenizer.tokenizer import Tokenizer
         return Tokenizer
     if name == "system_info":
         from .llm import system_info

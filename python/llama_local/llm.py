@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import ContextOverflowError, LlamaLocalError, ModelFormatError
-from .safetensors_io import Checkpoint
+from .formats.safetensors_io import Checkpoint
 from .sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Sampler, SamplingParams
 from .streaming import IncrementalDecoder, StopStringMatcher
 
@@ -80,12 +80,12 @@ def open_model(path: str | os.PathLike, progress: bool = True):
         raise ModelFormatError(f"{p}: no such file or directory")
     if p.is_file():
         if p.suffix.lower() == ".gguf":
-            from .gguf_weights import GGUFWeights, side_files_dir
+            from .formats.gguf_weights import GGUFWeights, side_files_dir
             weights = GGUFWeights(p)
             return side_files_dir(weights), weights
         raise ModelFormatError(f"{p}: expected a model directory or a .gguf file")
     if not (p / "config.json").is_file():
-        from .convert_meta import ensure_converted_meta, find_original_dir
+        from .formats.meta_original import ensure_converted_meta, find_original_dir
         original = find_original_dir(p)
         if original is None:
             raise ModelFormatError(
@@ -118,7 +118,7 @@ class LLM:
                                    f"(quant_method {method!r}) are not supported yet")
         self.model = _core().Model(self.config.core_dict(), self.weights.core_tensors(), n_ctx,
                                    n_threads=n_threads or 0, isa=isa, n_batch=n_batch)
-        from .tokenizer import Tokenizer
+        from .tokenizer.tokenizer import Tokenizer
         self.tokenizer = Tokenizer.load(self.path)
         self.generation_defaults = self._generation_defaults()
         self._cached: list[int] = []   # token ids whose keys/values the KV cache holds
@@ -267,7 +267,7 @@ class LLM:
              tools: list[dict[str, Any]] | None = None, **sampling: Any):
         """OpenAI-style chat completion using the model's chat template (or Meta's Llama 3.1
         format). Returns a chat.completion dict, or with stream=True yields chunk dicts."""
-        from .chat import chat_completion
+        from .chat.completion import chat_completion
         return chat_completion(self, messages, tools=tools, stream=stream, **sampling)
 
     # ---- description ----

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Iterator
 
-from .chat_format import Llama3ChatFormat
+from .llama3_format import Llama3ChatFormat
 from .tool_calls import ToolCallStreamFilter
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 from .gguf_reader import GGUFFormatError, GGUFHeader
-from .gguf_tokenizer import build_tokenizer
+from ..tokenizer.gguf_vocab import build_tokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # Tensor types llama_local reads: the floats, and every block type the core repacks exactly.

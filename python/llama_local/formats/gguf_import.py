@@ -19,10 +19,10 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from .errors import ModelFormatError
-from .fsutil import atomic_output_dir
+from ..errors import ModelFormatError
+from ..fsutil import atomic_output_dir
 from .gguf_file import GGUFFile, _gguf, unpermute_qk
-from .progress import byte_progress
+from ..progress import byte_progress
 from .safetensors_io import LazyTensor, write_safetensors
 
 DEFAULT_MAX_SHARD_BYTES = 4 * 10**9

@@ -19,7 +19,7 @@ import ml_dtypes
 import numpy as np
 
 from . import conversion_cache
-from .fsutil import atomic_output_dir
+from ..fsutil import atomic_output_dir
 from .gguf_file import GGUFFile
 
 # Bump when the side files derived from a GGUF change, so that stale cached copies are not reused.

@@ -29,9 +29,9 @@ import ml_dtypes
 import numpy as np
 
 from . import conversion_cache
-from .errors import ModelFormatError
-from .fsutil import atomic_output_dir
-from .progress import byte_progress
+from ..errors import ModelFormatError
+from ..fsutil import atomic_output_dir
+from ..progress import byte_progress
 from .pth_io import load_state_dict
 from .safetensors_io import LazyTensor, write_safetensors
 
@@ -214,7 +214,7 @@ def hf_config(params: dict) -> dict:
 def _write_tokenizer(tokenizer_model: Path, out: Path) -> None:
     from tokenizers import processors
 
-    from .tiktoken_convert import convert_tokenizer_model
+    from ..tokenizer.tiktoken_convert import convert_tokenizer_model
 
     tok = convert_tokenizer_model(tokenizer_model)
     # What Meta's HF release does: BOS is added by the post-processor, so transformers'

@@ -27,7 +27,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from .errors import ModelFormatError, UnsafeCheckpointError
+from ..errors import ModelFormatError, UnsafeCheckpointError
 
 # torch.<X>Storage (legacy typed storages, what torch.save writes for common dtypes) → dtype.
 _STORAGE_DTYPES = {

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 import ml_dtypes
 import numpy as np
 
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 # safetensors dtype name <-> numpy dtype
 DTYPES: dict[str, np.dtype] = {

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from .byte_level import bytes_to_unicode
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 # llama.cpp token types (gguf.TokenType)
 CONTROL, USER_DEFINED = 3, 4

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .byte_level import bytes_to_unicode
-from .errors import ModelFormatError
+from ..errors import ModelFormatError
 
 # Meta's pre-tokenizer regex (llama_models/llama3/tokenizer.py, `pat_str`).
 LLAMA3_SPLIT_PATTERN = (

@@ -21,8 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import chat_template as ct
-from .errors import ModelFormatError
+from ..chat import template as ct
+from ..errors import ModelFormatError
 
 LLAMA3_BOS_ID = 128000
 LLAMA3_EOS_ID = 128001  # <|end_of_text|>
@@ -404,7 +404,7 @@ class Tokenizer:
                 f"{self.source or 'this tokenizer'} has no chat_template (tokenizer_config.json) "
                 "and is not a Llama 3 vocabulary; pass chat_template=..."
             )
-        from .chat_format import Llama3ChatFormat
+        from ..chat.llama3_format import Llama3ChatFormat
 
         allowed = {"tool_prompt_format", "date_string"}
         unknown = set(template_kwargs) - allowed

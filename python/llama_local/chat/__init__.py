@@ -1,0 +1,1 @@
+"""Chat: the OpenAI-shaped completion layer, Llama 3.1's format and tool calls, HF templates."""

@@ -1,0 +1,1 @@
+"""Checkpoint formats: HF safetensors, GGUF read in place, Meta original/; each yields the core's weight specs."""
