@@ -28,8 +28,11 @@ try:
 except ImportError:
     sys.path.insert(0, str(_REPO / "python"))
 
+from llama_local import llama3, rope  # noqa: E402
 from llama_local.tokenizer.byte_level import bytes_to_unicode  # noqa: E402
 from llama_local.fsutil import atomic_output_dir  # noqa: E402
+from llama_local.formats import llama_layout  # noqa: E402
+from llama_local.formats.llama_layout import GGUF_ROPE_FREQS, gguf_name  # noqa: E402
 from llama_local.formats.safetensors_io import Checkpoint, LazyTensor, write_safetensors  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -50,15 +53,12 @@ class SyntheticSpec:
     heads: int
     kv_heads: int
     head_dim: int
-    vocab: int = 128256
+    vocab: int = llama3.VOCAB_SIZE
     tied: bool = True
-    rope_theta: float = 500000.0
-    # Llama 3.2's rope_scaling (Llama 3.1's uses factor 8)
-    rope_scaling: dict = field(default_factory=lambda: {
-        "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+    rope_theta: float = rope.LLAMA3_THETA
+    rope_scaling: dict = field(default_factory=lambda: dict(rope.LLAMA32_SCALING))
     rms_eps: float = 1e-5
-    max_positions: int = 131072
+    max_positions: int = rope.LLAMA31_CONTEXT
     std: float = 0.02
     # Per-projection std overrides (e.g. {"q_proj": 0.2}); the --verify model uses them to
     # make attention sharp, so that a wrong q/k permutation or RoPE changes the logits.
@@ -82,19 +82,9 @@ VERIFY_SMALL = SyntheticSpec(name="llama-verify-small", hidden=256, intermediate
                                             ("o_proj", 0.06)))
 
 
-def llama3_special_tokens() -> list[str]:
-    """The 256 special tokens of the Llama 3 vocabulary (ids 128000..128255)."""
-    named = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 4: "<|finetune_right_pad_id|>",
-             6: "<|start_header_id|>", 7: "<|end_header_id|>", 8: "<|eom_id|>", 9: "<|eot_id|>",
-             10: "<|python_tag|>"}
-    out, reserved = [], 0
-    for i in range(256):
-        if i in named:
-            out.append(named[i])
-        else:
-            out.append(f"<|reserved_special_token_{reserved}|>")
-            reserved += 1
-    return out
+def special_token_id(vocab_size: int, token: str) -> int:
+    """The id of a Llama 3 special token in a synthetic vocabulary (the specials come last)."""
+    return llama3.token_id(token, first=vocab_size - llama3.NUM_SPECIAL_TOKENS)
 
 
 def synthetic_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
@@ -102,10 +92,11 @@ def synthetic_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
 
     Ids 0..255 are the 256 byte tokens (so any text tokenizes), then the 676 lower-case letter
     pairs with their merges (llama.cpp refuses a "gpt2" vocabulary without merges), the last 256
-    ids are Llama 3's special tokens, the rest are unique filler words that no merge reaches.
-    The benchmark feeds token ids; the tokenizer only has to be valid in both engines.
+    ids are Llama 3's special tokens (as the Llama 3.1 release names them), the rest are unique
+    filler words that no merge reaches. The benchmark feeds token ids; the tokenizer only has to
+    be valid in both engines.
     """
-    specials = llama3_special_tokens()
+    specials = llama3.special_tokens(with_step_and_image=False)
     letters = "abcdefghijklmnopqrstuvwxyz"
     pairs = [a + b for a in letters for b in letters]
     n_normal = vocab_size - len(specials)
@@ -176,8 +167,8 @@ def hf_config(spec: SyntheticSpec) -> dict:
         "mlp_bias": False,
         "pretraining_tp": 1,
         "initializer_range": spec.std,
-        "bos_token_id": spec.vocab - 256,
-        "eos_token_id": spec.vocab - 255,
+        "bos_token_id": special_token_id(spec.vocab, llama3.BEGIN_OF_TEXT),
+        "eos_token_id": special_token_id(spec.vocab, llama3.END_OF_TEXT),
         "torch_dtype": "bfloat16",
         "use_cache": True,
     }
@@ -194,10 +185,10 @@ def _write_tokenizer(directory: Path, vocab_size: int) -> None:
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t, ty in zip(tokens, types) if ty == 3])
     tok.save(str(directory / "tokenizer.json"))
-    bos, eos = tokens[vocab_size - 256], tokens[vocab_size - 255]
+    bos, eos = llama3.BEGIN_OF_TEXT, llama3.END_OF_TEXT
     (directory / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "eos_token": eos,
-        "model_max_length": 131072, "clean_up_tokenization_spaces": True}, indent=2))
+        "model_max_length": rope.LLAMA31_CONTEXT, "clean_up_tokenization_spaces": True}, indent=2))
     (directory / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": bos, "eos_token": eos}, indent=2))
 
@@ -216,7 +207,8 @@ def ensure_synthetic_hf(spec: SyntheticSpec, workdir: Path, log=print) -> Path:
         write_safetensors(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2))
         (tmp / "generation_config.json").write_text(json.dumps({
-            "bos_token_id": spec.vocab - 256, "eos_token_id": spec.vocab - 255,
+            "bos_token_id": special_token_id(spec.vocab, llama3.BEGIN_OF_TEXT),
+            "eos_token_id": special_token_id(spec.vocab, llama3.END_OF_TEXT),
             "do_sample": False}, indent=2))
         _write_tokenizer(tmp, spec.vocab)
         (tmp / "bench_spec.json").write_text(json.dumps(asdict(spec), indent=2))
@@ -227,58 +219,12 @@ def ensure_synthetic_hf(spec: SyntheticSpec, workdir: Path, log=print) -> Path:
 # HF bf16 directory -> GGUF for llama.cpp
 # --------------------------------------------------------------------------------------------
 
-def permute_for_llamacpp(w: np.ndarray, n_head: int) -> np.ndarray:
-    """convert_hf_to_gguf.py LlamaModel.permute: HF's rotate-half row order -> GGML's interleaved
-    (NORM) RoPE order, within each head. `n_head` is the head count of this projection."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(w.shape))
-
-
 def llama3_rope_factors(head_dim: int, theta: float, rs: dict) -> np.ndarray:
-    """The `rope_freqs.weight` tensor convert_hf_to_gguf.py writes for rope_type llama3."""
-    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
-    factor = rs.get("factor", 8.0)
-    low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
-    old_ctx = rs.get("original_max_position_embeddings", 8192)
-    low_wl, high_wl = old_ctx / low, old_ctx / high
-    out = []
-    for f in freqs:
-        wl = 2 * math.pi / f
-        if wl < high_wl:
-            out.append(1.0)
-        elif wl > low_wl:
-            out.append(factor)
-        else:
-            smooth = (old_ctx / wl - low) / (high - low)
-            out.append(1 / ((1 - smooth) / factor + smooth))
-    return np.asarray(out, dtype=np.float32)
-
-
-_LAYER_MAP = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-
-
-def _gguf_name(hf_name: str) -> str:
-    if hf_name == "model.embed_tokens.weight":
-        return "token_embd.weight"
-    if hf_name == "model.norm.weight":
-        return "output_norm.weight"
-    if hf_name == "lm_head.weight":
-        return "output.weight"
-    parts = hf_name.split(".")
-    if parts[:2] == ["model", "layers"] and ".".join(parts[3:]) in _LAYER_MAP:
-        return f"blk.{parts[2]}.{_LAYER_MAP['.'.join(parts[3:])]}"
-    raise ValueError(f"no GGUF name for tensor {hf_name!r}")
+    """The `rope_freqs.weight` tensor convert_hf_to_gguf.py writes for rope_type llama3 (it
+    falls back to Llama 3.1's values for a field config.json leaves out)."""
+    p = {**rope.LLAMA31_SCALING, **rs}
+    return rope.llama3_factors(theta, head_dim, p["factor"], p["low_freq_factor"], p["high_freq_factor"],
+                               p["original_max_position_embeddings"])
 
 
 def _rope_scaling(cfg: dict) -> dict | None:
@@ -295,13 +241,13 @@ def _add_synthetic_kv(w, cfg: dict, ftype: int, name: str) -> None:
     w.add_name(name)
     w.add_type("model")
     w.add_vocab_size(cfg["vocab_size"])
-    w.add_context_length(cfg.get("max_position_embeddings", 8192))
+    w.add_context_length(cfg.get("max_position_embeddings", rope.LLAMA3_CONTEXT))
     w.add_embedding_length(cfg["hidden_size"])
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(cfg["num_attention_heads"])
     w.add_head_count_kv(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
-    w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+    w.add_rope_freq_base(float(cfg.get("rope_theta", rope.DEFAULT_THETA)))
     w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-5)))
     w.add_rope_dimension_count(head_dim)
     w.add_key_length(head_dim)
@@ -313,8 +259,8 @@ def _add_synthetic_kv(w, cfg: dict, ftype: int, name: str) -> None:
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
-    w.add_bos_token_id(cfg.get("bos_token_id", cfg["vocab_size"] - 256))
-    w.add_eos_token_id(cfg.get("eos_token_id", cfg["vocab_size"] - 255))
+    w.add_bos_token_id(cfg.get("bos_token_id", special_token_id(cfg["vocab_size"], llama3.BEGIN_OF_TEXT)))
+    w.add_eos_token_id(cfg.get("eos_token_id", special_token_id(cfg["vocab_size"], llama3.END_OF_TEXT)))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
@@ -358,11 +304,11 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
     if cfg.get("tie_word_embeddings") and "lm_head.weight" in names:
         names.remove("lm_head.weight")
 
-    def order(n: str):
-        g = _gguf_name(n)
-        if g.startswith("blk."):
-            return (1, int(g.split(".")[1]), g)
-        return (0 if g == "token_embd.weight" else 2, 0, g)
+    def order(n: str):  # the embedding, then the layers by index, then the rest by GGUF name
+        g = gguf_name(n)
+        if n.startswith("model.layers."):
+            return (1, int(n.split(".")[2]), g)
+        return (0 if n == "model.embed_tokens.weight" else 2, 0, g)
 
     names.sort(key=order)
 
@@ -371,9 +317,9 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
         if a.ndim == 1:
             return a.astype(np.float32)
         if permute_qk and hf_name.endswith("q_proj.weight"):
-            a = permute_for_llamacpp(a, n_head)
+            a = llama_layout.permute_qk(a, n_head)
         elif permute_qk and hf_name.endswith("k_proj.weight"):
-            a = permute_for_llamacpp(a, n_kv)
+            a = llama_layout.permute_qk(a, n_kv)
         if ftype == "f16":
             return a.astype(np.float32).astype(np.float16)
         return np.ascontiguousarray(a.astype(BF16)).view(np.uint16)
@@ -381,8 +327,8 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
     extra: list[tuple[str, np.ndarray]] = []
     rs = _rope_scaling(cfg)
     if rs is not None and rope_factors:
-        extra.append(("rope_freqs.weight",
-                      llama3_rope_factors(head_dim, float(cfg.get("rope_theta", 10000.0)), rs)))
+        extra.append((GGUF_ROPE_FREQS,
+                      llama3_rope_factors(head_dim, float(cfg.get("rope_theta", rope.DEFAULT_THETA)), rs)))
 
     w = gguf.GGUFWriter(None, "llama")
     if kv_from is not None:
@@ -394,11 +340,11 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
     for n in names:
         dt, shape = ckpt.info(n)
         if len(shape) == 1:
-            w.add_tensor_info(_gguf_name(n), shape, np.dtype(np.float32), 4 * shape[0])
+            w.add_tensor_info(gguf_name(n), shape, np.dtype(np.float32), 4 * shape[0])
         elif ftype == "f16":
-            w.add_tensor_info(_gguf_name(n), shape, np.dtype(np.float16), 2 * math.prod(shape))
+            w.add_tensor_info(gguf_name(n), shape, np.dtype(np.float16), 2 * math.prod(shape))
         else:
-            w.add_tensor_info(_gguf_name(n), shape, np.dtype(np.uint16), 2 * math.prod(shape),
+            w.add_tensor_info(gguf_name(n), shape, np.dtype(np.uint16), 2 * math.prod(shape),
                               raw_dtype=qtype)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -505,12 +451,12 @@ def gguf_bytes_per_token(path: Path) -> int:
 
     r = gguf.GGUFReader(path)
     total = 0
-    has_output = any(t.name == "output.weight" for t in r.tensors)
+    has_output = any(t.name == gguf_name("lm_head.weight") for t in r.tensors)
     for t in r.tensors:
         nb = int(t.n_bytes)
-        if t.name == "rope_freqs.weight":
+        if t.name == GGUF_ROPE_FREQS:
             continue
-        if t.name == "token_embd.weight":
+        if t.name == gguf_name("model.embed_tokens.weight"):
             rows = int(t.shape[-1])  # GGUF shapes are [in, out]
             total += nb // rows
             if not has_output:

@@ -230,12 +230,10 @@ def test_rope_scaling_field_that_is_not_a_number(model_copy):
 
 
 def test_gguf_merge_naming_a_token_outside_the_vocabulary(tmp_path, monkeypatch):
-    import test_gguf_import as T
+    pytest.importorskip("gguf")
+    from tiny_models import GGUF_SMALL, make_tiny_gguf
     monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
-    c, state = T.random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    tokens, types, _ = T._byte_vocab()
-    monkeypatch.setattr(T, "_byte_vocab", lambda: (tokens, types, ["Ġ t", "Ġt zz"]))
-    path = T.write_tiny_gguf(tmp_path / "m.gguf", c, state)
+    path = make_tiny_gguf(tmp_path / "m.gguf", **GGUF_SMALL, merges=["Ġ t", "Ġt zz"]).path
     with pytest.raises(ModelFormatError, match=r"m\.gguf: tokenizer\.ggml\.merges\[1\] = 'Ġt zz' names 'zz', "
                                                r"which is not in tokenizer\.ggml\.tokens"):
         LLM(path)

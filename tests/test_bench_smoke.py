@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_cpu  # noqa: E402
 import bench_models as bm  # noqa: E402
+from tiny_models import llamacpp_permute  # noqa: E402
 
 gguf = pytest.importorskip("gguf")
 
@@ -53,20 +54,22 @@ def test_synthetic_vocab_is_llama3_shaped():
     assert len(tokens) == len(types) == 128256
     assert len(set(tokens)) == len(tokens)
     assert tokens[128000] == "<|begin_of_text|>" and tokens[128009] == "<|eot_id|>"
+    # Named as the Llama 3.1 release's tokenizer.json names them (no <|step_id|>, no <|image|>).
+    assert tokens[128005] == "<|reserved_special_token_2|>" and tokens[128011] == "<|reserved_special_token_3|>"
+    assert tokens[128255] == "<|reserved_special_token_247|>"
     assert all(t == 3 for t in types[128000:]) and all(t == 1 for t in types[:128000])
     for m in merges:
         a, b = m.split(" ")
         assert a + b in tokens[:128000]
 
 
-def test_permute_is_inverse_of_the_importers_unpermute():
-    from llama_local.formats.gguf_import import unpermute_qk
-
-    w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
-    for heads in (1, 2, 8):
-        p = bm.permute_for_llamacpp(w, heads)
-        assert not np.array_equal(p, w)
-        np.testing.assert_array_equal(unpermute_qk(p, heads), w)
+def test_bench_config_names_the_synthetic_special_tokens(tiny):
+    hf, _ = tiny
+    cfg = json.loads((hf / "config.json").read_text())
+    tokens, _, _ = bm.synthetic_vocab(TINY.vocab)
+    assert (tokens[cfg["bos_token_id"]], tokens[cfg["eos_token_id"]]) == ("<|begin_of_text|>", "<|end_of_text|>")
+    assert cfg["rope_scaling"] == {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
 def test_gguf_holds_the_hf_weights(tiny):
@@ -79,9 +82,9 @@ def test_gguf_holds_the_hf_weights(tiny):
     assert "output.weight" not in t  # tied
     assert len(t) == 1 + 1 + 9 * TINY.layers + 1  # embd, rope_freqs, layers, output_norm
     q = ckpt.tensor("model.layers.1.self_attn.q_proj.weight")
-    assert_f16_of(t["blk.1.attn_q.weight"].data, bm.permute_for_llamacpp(q, TINY.heads))
+    assert_f16_of(t["blk.1.attn_q.weight"].data, llamacpp_permute(q, TINY.heads))
     k = ckpt.tensor("model.layers.0.self_attn.k_proj.weight")
-    assert_f16_of(t["blk.0.attn_k.weight"].data, bm.permute_for_llamacpp(k, TINY.kv_heads))
+    assert_f16_of(t["blk.0.attn_k.weight"].data, llamacpp_permute(k, TINY.kv_heads))
     d = ckpt.tensor("model.layers.0.mlp.down_proj.weight")
     assert_f16_of(t["blk.0.ffn_down.weight"].data, d)
     assert t["blk.0.ffn_down.weight"].data.shape == (TINY.hidden, TINY.intermediate)

@@ -1,7 +1,7 @@
 """Meta original/ → HF conversion, checked against Meta's own forward pass on the original weights.
 
-The tests write tiny checkpoints in Meta's layout with torch (params.json, consolidated.NN.pth,
-the real tokenizer.model). transformers' LlamaForCausalLM on the converted directory must give
+The tests write tiny checkpoints in Meta's layout with torch (tiny_models.write_meta_dir:
+params.json, consolidated.NN.pth, the real tokenizer.model). transformers' LlamaForCausalLM on the converted directory must give
 the logits of a pure-torch copy of Meta's reference model (llama_models/llama3/model.py:
 interleaved complex RoPE with apply_scaling) on the unconverted weights — which holds only if
 the q/k rows were permuted right and the shards were put back together along the right axes.
@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tiny_models import rounds_bf16_activations
+from tiny_models import meta_weights, rounds_bf16_activations, write_meta_dir
 
 from llama_local.formats.meta_original import convert_meta_original, ffn_hidden_dim
 from llama_local.errors import ModelFormatError
@@ -29,55 +29,6 @@ PARAMS = {
     "dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 128256, "multiple_of": 32,
     "ffn_dim_multiplier": 1.3, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True,
 }
-
-
-def meta_weights(params, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d, hd = params["dim"], params["dim"] // params["n_heads"]
-    ffn = ffn_hidden_dim(d, params["multiple_of"], params["ffn_dim_multiplier"])
-
-    def rnd(*shape, scale=0.08):
-        return (torch.randn(*shape, generator=g) * scale).bfloat16()
-
-    w = {"tok_embeddings.weight": rnd(params["vocab_size"], d, scale=1.0),
-         "norm.weight": (1 + rnd(d, scale=0.1).float()).bfloat16(),
-         "output.weight": rnd(params["vocab_size"], d)}
-    for i in range(params["n_layers"]):
-        p = f"layers.{i}."
-        w[p + "attention.wq.weight"] = rnd(params["n_heads"] * hd, d, scale=0.3)
-        w[p + "attention.wk.weight"] = rnd(params["n_kv_heads"] * hd, d, scale=0.3)
-        w[p + "attention.wv.weight"] = rnd(params["n_kv_heads"] * hd, d)
-        w[p + "attention.wo.weight"] = rnd(d, params["n_heads"] * hd)
-        w[p + "feed_forward.w1.weight"] = rnd(ffn, d)
-        w[p + "feed_forward.w2.weight"] = rnd(d, ffn)
-        w[p + "feed_forward.w3.weight"] = rnd(ffn, d)
-        w[p + "attention_norm.weight"] = (1 + rnd(d, scale=0.1).float()).bfloat16()
-        w[p + "ffn_norm.weight"] = (1 + rnd(d, scale=0.1).float()).bfloat16()
-    return w
-
-
-# Which axis each rank slices (Llama 3's model.py; `embedding_axis` 1 is Llama 2's layout).
-def shard_axis(name, embedding_axis=0):
-    if name.endswith(("wq.weight", "wk.weight", "wv.weight", "w1.weight", "w3.weight", "output.weight")):
-        return 0
-    if name.endswith(("wo.weight", "w2.weight")):
-        return 1
-    if name == "tok_embeddings.weight":
-        return embedding_axis
-    return None  # norms: replicated
-
-
-def write_meta_dir(path, weights, params, n_shards=1, embedding_axis=0):
-    path.mkdir(parents=True)
-    (path / "params.json").write_text(json.dumps(params))
-    shutil.copy(TOKENIZER_MODEL, path / "tokenizer.model")
-    for r in range(n_shards):
-        shard = {}
-        for name, t in weights.items():
-            axis = shard_axis(name, embedding_axis)
-            shard[name] = t.clone() if axis is None else t.chunk(n_shards, dim=axis)[r].clone()
-        torch.save(shard, path / f"consolidated.{r:02d}.pth")
-    return path
 
 
 # --- Meta's reference forward (llama_models/llama3/model.py), single device, no KV cache ---------

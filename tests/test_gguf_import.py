@@ -1,15 +1,14 @@
 """GGUF -> Hugging Face directory: tokenizer, weights, config and errors.
 
 Two kinds of model: the real SmolLM2-135M-Instruct Q4_1 GGUF (held against transformers loading the
-same file), and tiny GGUFs written here with gguf.GGUFWriter from random HF-layout weights, with q/k
-permuted exactly as llama.cpp's converter does, so that the round trip proves the un-permutation.
+same file), and tiny GGUFs (tiny_models.make_tiny_gguf) written from random HF-layout weights, with
+q/k permuted exactly as llama.cpp's converter does, so that the round trip proves the un-permutation.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -17,11 +16,14 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from llama_local.formats import gguf_file, gguf_import, gguf_weights  # noqa: E402
+from llama_local import rope  # noqa: E402
+from llama_local.formats import gguf_import, llama_layout  # noqa: E402
 from llama_local.errors import ModelFormatError  # noqa: E402
 from llama_local.formats.gguf_import import convert_gguf  # noqa: E402
 from llama_local.formats.gguf_weights import GGUFWeights, side_files_cache_dir, side_files_dir  # noqa: E402
 from llama_local.formats.safetensors_io import Checkpoint  # noqa: E402
+from tiny_models import GGUF_SMALL as SMALL  # noqa: E402
+from tiny_models import byte_vocab, gguf_tensor_name, llamacpp_permute, make_tiny_gguf  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
 
@@ -124,118 +126,9 @@ def test_smollm2_tensors_equal_transformers_gguf_loader(smollm2_hf_model, smollm
 
 
 # ---------------------------------------------------------------------------------------------
-# Tiny GGUFs written here
+# Tiny GGUFs (tiny_models.make_tiny_gguf)
 
-TINY = dict(hidden=256, heads=2, kv_heads=1, head_dim=128, ffn=96, layers=2, ctx=4096, theta=500000.0)
-
-
-def _byte_vocab() -> tuple[list[str], list[int], list[str]]:
-    """A byte-level BPE vocabulary: the 256 byte symbols, two merges, BOS/EOS control tokens."""
-    from llama_local.tokenizer.byte_level import bytes_to_unicode
-    tokens = list(bytes_to_unicode().values()) + ["Ġt", "Ġth", "<|bos|>", "<|eos|>"]
-    types = [1] * (len(tokens) - 2) + [3, 3]
-    return tokens, types, ["Ġ t", "Ġt h"]
-
-
-def llamacpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """llama.cpp convert_hf_to_gguf.py `LlamaModel.permute`, as written there."""
-    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def random_hf_llama(seed=0, tie=False, **cfg) -> tuple[dict, dict[str, np.ndarray]]:
-    c = {**TINY, **cfg}
-    rng = np.random.default_rng(seed)
-    vocab = len(_byte_vocab()[0])
-    h, hd, q, kv = c["hidden"], c["head_dim"], c["heads"] * c["head_dim"], c["kv_heads"] * c["head_dim"]
-    shapes = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
-    if not tie:
-        shapes["lm_head.weight"] = (vocab, h)
-    for i in range(c["layers"]):
-        p = f"model.layers.{i}."
-        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-                       p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-                       p + "mlp.gate_proj.weight": (c["ffn"], h), p + "mlp.up_proj.weight": (c["ffn"], h),
-                       p + "mlp.down_proj.weight": (h, c["ffn"])})
-    state = {k: (rng.standard_normal(s) * (0.02 if len(s) == 2 else 0.1) + (1.0 if len(s) == 1 else 0))
-             .astype(np.float32) for k, s in shapes.items()}
-    assert hd % 2 == 0
-    return c, state
-
-
-_TO_GGUF = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-            "lm_head.weight": "output.weight"}
-_LAYER_TO_GGUF = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-                  "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                  "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                  "mlp.down_proj": "ffn_down"}
-
-
-def gguf_name(hf: str) -> str:
-    if hf in _TO_GGUF:
-        return _TO_GGUF[hf]
-    _, _, i, rest = hf.split(".", 3)
-    return f"blk.{i}.{_LAYER_TO_GGUF[rest.removesuffix('.weight')]}.weight"
-
-
-def write_tiny_gguf(path: Path, c: dict, state: dict[str, np.ndarray], types=None, arch="llama",
-                    drop_keys=(), rope_factors=None, extra_kv=None, pre="llama-bpe") -> Path:
-    """A GGUF as llama.cpp's converter writes one: metadata, byte-level vocab, permuted q/k."""
-    types = types or {}
-    w = gguf.GGUFWriter(str(path), arch)
-    kv = {f"{arch}.context_length": c["ctx"], f"{arch}.embedding_length": c["hidden"],
-          f"{arch}.block_count": c["layers"], f"{arch}.feed_forward_length": c["ffn"],
-          f"{arch}.attention.head_count": c["heads"], f"{arch}.attention.head_count_kv": c["kv_heads"],
-          f"{arch}.rope.dimension_count": c["head_dim"], f"{arch}.attention.key_length": c["head_dim"]}
-    for key, value in kv.items():
-        if key not in drop_keys:
-            w.add_uint32(key, value)
-    for key, value in {f"{arch}.rope.freq_base": c["theta"], f"{arch}.attention.layer_norm_rms_epsilon": 1e-5}.items():
-        if key not in drop_keys:
-            w.add_float32(key, value)
-    tokens, token_types, merges = _byte_vocab()
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(token_types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(len(tokens) - 2)
-    w.add_eos_token_id(len(tokens) - 1)
-    w.add_add_bos_token(True)
-    w.add_chat_template("{{ messages[0]['content'] }}")
-    for key, value in (extra_kv or {}).items():
-        if isinstance(value, str):
-            w.add_string(key, value)
-        elif isinstance(value, int):
-            w.add_uint32(key, value)
-        else:
-            w.add_float32(key, value)
-    for name, arr in state.items():
-        if ".q_proj." in name:
-            arr = llamacpp_permute(arr, c["heads"])
-        elif ".k_proj." in name:
-            arr = llamacpp_permute(arr, c["kv_heads"])
-        qtype = types.get(name, Q.F32)
-        w.add_tensor(gguf_name(name), encode(arr, qtype), raw_dtype=qtype)
-    if rope_factors is not None:
-        w.add_tensor("rope_freqs.weight", np.asarray(rope_factors, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-def encode(arr: np.ndarray, qtype) -> np.ndarray:
-    """arr in GGML type qtype: gguf-py's quantizer where it has one, else random blocks (for types
-    only an error path reads)."""
-    if qtype == Q.F32:
-        return arr
-    try:
-        return gguf.quants.quantize(arr, qtype)
-    except NotImplementedError:
-        shape = gguf.quant_shape_to_byte_shape(arr.shape, qtype)
-        return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+N_TOKENS = len(byte_vocab()[0])
 
 
 def bf16(a: np.ndarray) -> np.ndarray:
@@ -249,14 +142,34 @@ MIXED_TYPES = {"model.embed_tokens.weight": Q.Q8_0, "model.layers.0.self_attn.q_
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(config, original HF weights, GGUF path) of a tiny random Llama with mixed tensor types."""
-    c, state = random_hf_llama()
-    path = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", c, state, MIXED_TYPES)
-    return c, state, path
+    """A tiny random Llama with mixed tensor types (path, config, original HF weights)."""
+    return make_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", types=MIXED_TYPES)
+
+
+def test_tensor_names_are_gguf_pys(tiny):
+    # llama_layout's table against gguf-py's own name map, both ways.
+    assert tiny.config["tie_word_embeddings"] is False  # so lm_head.weight is among the names
+    for name in tiny.weights:
+        want = gguf_tensor_name(name, tiny.config["num_hidden_layers"])
+        assert llama_layout.gguf_name(name) == want, name
+        assert llama_layout.hf_name(want) == name, want
+    assert llama_layout.GGUF_ROPE_FREQS == gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+    assert llama_layout.hf_name("blk.0.attn_q.bias") is None and llama_layout.hf_name("blk.0.ssm_a.weight") is None
+    with pytest.raises(ValueError, match="rotary_emb"):
+        llama_layout.gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq")
+
+
+@pytest.mark.parametrize("heads", [1, 2, 8])
+def test_qk_permutation_is_llamacpps(heads):
+    w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
+    permuted = llamacpp_permute(w, heads)
+    assert not np.array_equal(permuted, w)
+    np.testing.assert_array_equal(llama_layout.permute_qk(w, heads), permuted)
+    np.testing.assert_array_equal(llama_layout.unpermute_qk(permuted, heads), w)
 
 
 def test_tiny_round_trip_recovers_hf_weights(tiny, tmp_path):
-    c, state, path = tiny
+    path, state = tiny.path, tiny.weights
     out = convert_gguf(path, tmp_path / "out", progress=True)  # the progress bar runs too
     ck = Checkpoint(out)
     assert set(ck.keys()) == set(state)
@@ -281,7 +194,7 @@ def test_tiny_matches_transformers_gguf_loader(tiny, tmp_path):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
     pytest.importorskip("accelerate", reason="transformers needs accelerate to load a GGUF")
-    c, state, path = tiny
+    path = tiny.path
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                             dtype=torch.float32).state_dict()
     ck = Checkpoint(convert_gguf(path, tmp_path / "out", progress=False))
@@ -293,11 +206,11 @@ def test_tiny_matches_transformers_gguf_loader(tiny, tmp_path):
 
 def test_tiny_config_and_tokenizer(tiny, tmp_path):
     transformers = pytest.importorskip("transformers")
-    c, state, path = tiny
+    path = tiny.path
     out = convert_gguf(path, tmp_path / "out", progress=False)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["rope_scaling"] is None and cfg["tie_word_embeddings"] is False
-    assert cfg["vocab_size"] == len(_byte_vocab()[0])
+    assert cfg["vocab_size"] == N_TOKENS
     hf = transformers.LlamaConfig.from_pretrained(str(out))
     assert (hf.hidden_size, hf.num_attention_heads, hf.num_key_value_heads, hf.head_dim) == (256, 2, 1, 128)
     # Llama 3-style vocabulary: BOS added, special tokens whole, the llama-bpe regex applied.
@@ -307,7 +220,7 @@ def test_tiny_config_and_tokenizer(tiny, tmp_path):
         for special in (True, False):
             assert ours(text, add_special_tokens=special)["input_ids"] == \
                 ref(text, add_special_tokens=special)["input_ids"], (text, special)
-    assert ours("x")["input_ids"][0] == len(_byte_vocab()[0]) - 2
+    assert ours("x")["input_ids"][0] == N_TOKENS - 2
 
 
 def test_sentencepiece_vocabulary_encodes_like_transformers(tmp_path):
@@ -344,52 +257,84 @@ def test_sentencepiece_vocabulary_encodes_like_transformers(tmp_path):
 
 @pytest.mark.parametrize("factor", [8.0, 32.0])
 def test_llama3_rope_scaling_recovered_from_rope_freqs(factor, tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True)
-    table = gguf_file.llama3_rope_factors(c["theta"], c["head_dim"], factor, 1.0, 4.0, 8192)
+    table = rope.llama3_factors(500000.0, 128, factor, 1.0, 4.0, 8192)
     assert (table == 1).sum() == 29 and (table == factor).sum() == 29  # Meta's 29 / 29 / 6 split
-    path = write_tiny_gguf(tmp_path / "l31.gguf", c, state, rope_factors=table.astype(np.float32))
+    path = make_tiny_gguf(tmp_path / "l31.gguf", num_hidden_layers=1, tie_word_embeddings=True,
+                          head_dim=128, rope_theta=500000.0, rope_factors=table).path
     cfg = json.loads((convert_gguf(path, tmp_path / "out", progress=False) / "config.json").read_text())
     assert cfg["rope_scaling"] == {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
     assert cfg["tie_word_embeddings"] is True
 
 
+def convert_hf_to_gguf_rope_factors(hparams: dict, rope_scaling: dict):
+    """llama.cpp convert_hf_to_gguf.py `LlamaModel.generate_extra_tensors` (rope_type llama3), as written there."""
+    import torch
+    base = hparams.get("rope_theta", 10000.0)
+    if (dim := hparams.get("head_dim")) is None:
+        dim = hparams["hidden_size"] // hparams["num_attention_heads"]
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor = rope_scaling.get("factor", 8.0)
+    low_freq_factor = rope_scaling.get("low_freq_factor", 1.0)
+    high_freq_factor = rope_scaling.get("high_freq_factor", 4.0)
+    old_context_len = hparams.get("original_max_position_embeddings", 8192)
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    rope_factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            rope_factors.append(1)
+        elif wavelen > low_freq_wavelen:
+            rope_factors.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            rope_factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(rope_factors, dtype=torch.float32).numpy()
+
+
+@pytest.mark.parametrize("theta, head_dim, factor", [(500000.0, 128, 8.0), (500000.0, 64, 32.0), (10000.0, 32, 8.0)])
+def test_rope_table_is_llamacpps(theta, head_dim, factor):
+    pytest.importorskip("torch")
+    want = convert_hf_to_gguf_rope_factors({"rope_theta": theta, "head_dim": head_dim}, {"factor": factor})
+    got = rope.llama3_factors(theta, head_dim, factor, 1.0, 4.0, 8192)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)  # torch's and numpy's float32 pow may differ by an ulp
+
+
 def test_rope_freqs_that_are_not_llama3_are_refused(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True)
-    table = np.linspace(1, 8, c["head_dim"] // 2, dtype=np.float32)
-    path = write_tiny_gguf(tmp_path / "odd.gguf", c, state, rope_factors=table)
+    table = np.linspace(1, 8, 128 // 2, dtype=np.float32)
+    path = make_tiny_gguf(tmp_path / "odd.gguf", num_hidden_layers=1, tie_word_embeddings=True, head_dim=128,
+                          rope_factors=table).path
     with pytest.raises(ModelFormatError, match="rope_freqs"):
         convert_gguf(path, tmp_path / "out", progress=False)
 
 
 def test_linear_rope_scaling_metadata(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True)
-    path = write_tiny_gguf(tmp_path / "lin.gguf", c, state,
-                           extra_kv={"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0})
+    path = make_tiny_gguf(tmp_path / "lin.gguf", num_hidden_layers=1, tie_word_embeddings=True,
+                          extra_kv={"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0}).path
     cfg = json.loads((convert_gguf(path, tmp_path / "out", progress=False) / "config.json").read_text())
     assert cfg["rope_scaling"] == {"rope_type": "linear", "factor": 2.0}
 
 
 def test_end_of_turn_ids_join_eos(tmp_path):
     # Llama 3 instruct GGUFs keep <|eot_id|> / <|eom_id|> under their own keys; generation must stop on them.
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    eos = len(_byte_vocab()[0]) - 1
-    path = write_tiny_gguf(tmp_path / "eot.gguf", c, state,
-                           extra_kv={"tokenizer.ggml.eot_token_id": 5, "tokenizer.ggml.eom_token_id": eos})
+    eos = N_TOKENS - 1
+    path = make_tiny_gguf(tmp_path / "eot.gguf", **SMALL,
+                          extra_kv={"tokenizer.ggml.eot_token_id": 5, "tokenizer.ggml.eom_token_id": eos}).path
     out = convert_gguf(path, tmp_path / "out", progress=False)
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [eos, 5]
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == [eos, 5]
 
 
 def test_unknown_pre_tokenizer_is_refused(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    path = write_tiny_gguf(tmp_path / "pre.gguf", c, state, pre="mystery-bpe")
+    path = make_tiny_gguf(tmp_path / "pre.gguf", **SMALL, pre="mystery-bpe").path
     with pytest.raises(ModelFormatError, match="tokenizer.ggml.pre 'mystery-bpe'"):
         convert_gguf(path, tmp_path / "out", progress=False)
 
 
 def test_sharded_output(tiny, tmp_path):
-    c, state, path = tiny
+    path, state = tiny.path, tiny.weights
     whole = Checkpoint(convert_gguf(path, tmp_path / "one", progress=False))
     out = convert_gguf(path, tmp_path / "many", progress=False, max_shard_bytes=200_000)
     shards = sorted(p.name for p in out.glob("*.safetensors"))
@@ -408,20 +353,18 @@ def test_sharded_output(tiny, tmp_path):
 
 @pytest.fixture()
 def small(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    return c, state, write_tiny_gguf(tmp_path / "small.gguf", c, state)
+    return make_tiny_gguf(tmp_path / "small.gguf", **SMALL)
 
 
 def test_other_architecture_is_refused(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    path = write_tiny_gguf(tmp_path / "mamba.gguf", c, state, arch="mamba")
+    path = make_tiny_gguf(tmp_path / "mamba.gguf", **SMALL, arch="mamba").path
     with pytest.raises(ModelFormatError, match=r"mamba.gguf.*'mamba'"):
         convert_gguf(path, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_truncated_gguf_is_refused(small, tmp_path):
-    _, _, path = small
+    path = small.path
     data = path.read_bytes()
     # Inside the magic, after the fixed header, inside the metadata, inside the tensor data, and
     # inside the last tensor (16 KiB of float32, so no alignment padding follows it to cut instead).
@@ -434,7 +377,7 @@ def test_truncated_gguf_is_refused(small, tmp_path):
 
 
 def test_corrupt_header_is_refused(small, tmp_path):
-    _, _, path = small
+    path = small.path
     data = bytearray(path.read_bytes())
     data[16:24] = (2**40).to_bytes(8, "little")  # kv_count far beyond what the file holds
     bad = tmp_path / "bad.gguf"
@@ -447,8 +390,8 @@ def test_corrupt_header_is_refused(small, tmp_path):
 
 
 def test_unsupported_tensor_type_is_refused(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=256, head_dim=32, ffn=256)
-    path = write_tiny_gguf(tmp_path / "iq2.gguf", c, state, {"model.layers.0.mlp.up_proj.weight": Q.IQ2_XXS})
+    path = make_tiny_gguf(tmp_path / "iq2.gguf", **{**SMALL, "hidden_size": 256, "intermediate_size": 256},
+                          types={"model.layers.0.mlp.up_proj.weight": Q.IQ2_XXS}).path
     with pytest.raises(ModelFormatError, match=r"blk\.0\.ffn_up\.weight.*IQ2_XXS"):
         convert_gguf(path, tmp_path / "out", progress=False)
     with pytest.raises(ModelFormatError, match=r"blk\.0\.ffn_up\.weight.*IQ2_XXS"):
@@ -456,21 +399,19 @@ def test_unsupported_tensor_type_is_refused(tmp_path):
 
 
 def test_missing_metadata_key_is_named(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    path = write_tiny_gguf(tmp_path / "nokey.gguf", c, state, drop_keys={"llama.feed_forward_length"})
+    path = make_tiny_gguf(tmp_path / "nokey.gguf", **SMALL, drop_keys={"llama.feed_forward_length"}).path
     with pytest.raises(ModelFormatError, match="llama.feed_forward_length"):
         convert_gguf(path, tmp_path / "out", progress=False)
 
 
 def test_metadata_contradicting_tensors_is_refused(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    path = write_tiny_gguf(tmp_path / "wrong.gguf", {**c, "ffn": 32}, state)
+    path = make_tiny_gguf(tmp_path / "wrong.gguf", **SMALL, header={"intermediate_size": 32}).path
     with pytest.raises(ModelFormatError, match=r"ffn_gate.*shape \[64, 64\].*expected \[32, 64\]"):
         convert_gguf(path, tmp_path / "out", progress=False)
 
 
 def test_existing_out_dir_needs_force(small, tmp_path):
-    _, _, path = small
+    path = small.path
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -482,7 +423,7 @@ def test_existing_out_dir_needs_force(small, tmp_path):
 
 
 def test_interrupted_conversion_leaves_nothing(small, tmp_path, monkeypatch):
-    _, _, path = small
+    path = small.path
     real_load, calls = gguf_import._load, []
 
     def load_then_interrupt(*args):
@@ -504,7 +445,7 @@ def test_interrupted_conversion_leaves_nothing(small, tmp_path, monkeypatch):
 # The side-file cache behind LLM("x.gguf"): config and tokenizer only, never weights
 
 def test_cache_dir_follows_file_identity(small, tmp_path, monkeypatch):
-    _, _, path = small
+    path = small.path
     monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
     d = side_files_cache_dir(path)
     assert d.parent == tmp_path / "cache" / "gguf-meta" and d.name.startswith("small-")
@@ -516,7 +457,7 @@ def test_cache_dir_follows_file_identity(small, tmp_path, monkeypatch):
 
 
 def test_side_files_written_once_without_weights(small, tmp_path, monkeypatch):
-    _, _, path = small
+    path = small.path
     monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
     d = side_files_cache_dir(path)
     stale = d.parent / f".{d.name}.partial-killed"  # what a SIGKILLed run leaves

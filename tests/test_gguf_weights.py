@@ -1,8 +1,9 @@
 """GGUF files loaded in place: tiny random models of every block type against transformers
 loading the same file, the repacked weights as the model holds them, and bad files.
 
-The tiny models are written as llama.cpp's converter writes them (q/k rows permuted), so that a
-wrong un-permutation, a wrong block decoder or a wrong embedding lookup changes the logits.
+The tiny models (tiny_models.make_tiny_gguf) are written as llama.cpp's converter writes them (q/k
+rows permuted), so that a wrong un-permutation, a wrong block decoder or a wrong embedding lookup
+changes the logits; K-quants come from the tests' own quantizer (gguf_quantize).
 """
 
 from __future__ import annotations
@@ -19,21 +20,10 @@ import llama_local  # noqa: E402
 from llama_local.errors import ModelFormatError  # noqa: E402
 from llama_local.formats.gguf_weights import GGUFWeights  # noqa: E402
 
-from gguf_quantize import quantize  # noqa: E402
-from test_gguf_import import gguf_name, random_hf_llama, write_tiny_gguf  # noqa: E402
+from tiny_models import GGUF_SMALL as SMALL  # noqa: E402
+from tiny_models import make_tiny_gguf  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
-
-
-def write_model(path, c, state, types):
-    """write_tiny_gguf with any block type (K-quants through the test quantizer)."""
-    import test_gguf_import
-    real = test_gguf_import.encode
-    test_gguf_import.encode = lambda arr, qtype: arr if qtype == Q.F32 else quantize(arr, qtype)
-    try:
-        return write_tiny_gguf(path, c, state, types)
-    finally:
-        test_gguf_import.encode = real
 
 
 def all_layers(layers: int, qtype) -> dict:
@@ -60,15 +50,14 @@ CASES = {
 def test_tiny_model_in_place_matches_transformers(case, tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_LOCAL_CACHE", str(tmp_path / "cache"))
     qtype, embed_type, tie = CASES[case]
-    c, state = random_hf_llama(seed=3, tie=tie, hidden=256, heads=4, kv_heads=2, head_dim=64, ffn=256, layers=2)
-    # Sharper attention than the default init, so that q/k mistakes show in the logits.
-    for name in state:
-        if ".q_proj." in name or ".k_proj." in name:
-            state[name] *= 8
-    types = all_layers(c["layers"], qtype) | {"model.embed_tokens.weight": embed_type}
+    types = all_layers(2, qtype) | {"model.embed_tokens.weight": embed_type}
     if not tie:
         types["lm_head.weight"] = qtype
-    path = write_model(tmp_path / f"{case}.gguf", c, state, types)
+    # Sharper attention than the default init (qk_scale), so that q/k mistakes show in the logits.
+    tiny = make_tiny_gguf(tmp_path / f"{case}.gguf", seed=3, tie_word_embeddings=tie, hidden_size=256,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=64, intermediate_size=256,
+                          num_hidden_layers=2, qk_scale=8, types=types)
+    path, state = tiny.path, tiny.weights
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name,
                                                             dtype=torch.float32).eval()
     ids = np.random.default_rng(0).integers(0, c_vocab(state), 48).tolist()
@@ -124,9 +113,10 @@ def format_name(qtype) -> str:
 
 
 def test_weights_are_repacked_once_and_the_file_pages_released(tmp_path):
-    c, state = random_hf_llama(seed=4, tie=False, hidden=256, heads=4, kv_heads=2, head_dim=64, ffn=256)
-    path = write_model(tmp_path / "m.gguf", c, state, all_layers(c["layers"], Q.Q4_K)
-                       | {"model.embed_tokens.weight": Q.Q6_K, "lm_head.weight": Q.Q6_K})
+    path = make_tiny_gguf(tmp_path / "m.gguf", seed=4, tie_word_embeddings=False, hidden_size=256,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=64, intermediate_size=256,
+                          types=all_layers(2, Q.Q4_K) | {"model.embed_tokens.weight": Q.Q6_K,
+                                                         "lm_head.weight": Q.Q6_K}).path
     llm = llama_local.LLM(path, n_ctx=64, progress=False)
     info = llm.info()
     # The core holds each projection once, in its own layout; the untied embedding is looked up
@@ -145,8 +135,7 @@ def test_weights_are_repacked_once_and_the_file_pages_released(tmp_path):
 
 @pytest.fixture()
 def small(tmp_path):
-    c, state = random_hf_llama(layers=1, tie=True, hidden=64, head_dim=32, ffn=64)
-    path = write_tiny_gguf(tmp_path / "small.gguf", c, state, {"model.layers.0.mlp.up_proj.weight": Q.Q8_0})
+    path = make_tiny_gguf(tmp_path / "small.gguf", **SMALL, types={"model.layers.0.mlp.up_proj.weight": Q.Q8_0}).path
     return path, gguf.GGUFReader(path)
 
 
@@ -199,7 +188,7 @@ def test_unsupported_and_unknown_types_are_named(small, tmp_path):
     bad = edit_tensor_info(path, r, "blk.0.ffn_up.weight", 4, 77, tmp_path / "unknown.gguf")
     with pytest.raises(ModelFormatError, match=r"'blk\.0\.ffn_up\.weight' has unknown GGML type 77"):
         llama_local.LLM(bad)
-    c, state = random_hf_llama(layers=1, tie=True, hidden=256, head_dim=32, ffn=256)
-    iq2 = write_tiny_gguf(tmp_path / "iq2.gguf", c, state, {"model.layers.0.mlp.down_proj.weight": Q.IQ2_XXS})
+    iq2 = make_tiny_gguf(tmp_path / "iq2.gguf", **{**SMALL, "hidden_size": 256, "intermediate_size": 256},
+                         types={"model.layers.0.mlp.down_proj.weight": Q.IQ2_XXS}).path
     with pytest.raises(ModelFormatError, match=r"'blk\.0\.ffn_down\.weight' has type IQ2_XXS"):
         llama_local.LLM(iq2)

@@ -30,6 +30,23 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("factor, head_dim", [(8.0, 64), (32.0, 128)])
+def test_llama3_rope_frequencies_match_transformers(factor, head_dim):
+    # The table behind every scaled-RoPE case above, against transformers' own rope init.
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from llama_local.config import ModelConfig
+
+    scaling = {**LLAMA31_SCALING, "factor": factor, "original_max_position_embeddings": 8192}
+    cfg = LlamaConfig(hidden_size=4 * head_dim, num_attention_heads=4, head_dim=head_dim, rope_theta=500000.0,
+                      rope_scaling=scaling, max_position_embeddings=131072)
+    want, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, "cpu")
+    got = ModelConfig.from_dict(cfg.to_dict()).inv_freq()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)  # torch's and numpy's float32 pow may differ by an ulp
+
+
 def torch_logits(model, ids):
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()

@@ -4,13 +4,13 @@ and the RoPE frequencies it implies (plain, linear, or Llama 3.1 scaled)."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import rope
 from .errors import ModelFormatError
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM"}
@@ -98,10 +98,10 @@ class ModelConfig:
         # rope_theta plus an optional rope_scaling dict (with "type" in older files).
         params = d.get("rope_parameters")
         if isinstance(params, dict):
-            theta = params.get("rope_theta", d.get("rope_theta", 10000.0))
+            theta = params.get("rope_theta", d.get("rope_theta", rope.DEFAULT_THETA))
             scaling = dict(params)
         else:
-            theta = d.get("rope_theta", 10000.0)
+            theta = d.get("rope_theta", rope.DEFAULT_THETA)
             scaling = dict(d["rope_scaling"]) if isinstance(d.get("rope_scaling"), dict) else {}
         if not isinstance(theta, (int, float)) or isinstance(theta, bool) or theta <= 0:
             raise ModelFormatError(f"{source}: field 'rope_theta' must be a positive number, got {theta!r}")
@@ -138,10 +138,7 @@ class ModelConfig:
 
     def inv_freq(self) -> np.ndarray:
         """head_dim/2 RoPE frequencies, float32, computed as transformers computes them."""
-        dim = self.head_dim
-        inv = (1.0 / (np.float32(self.rope_theta) **
-                      (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim))))
-        inv = inv.astype(np.float32)
+        inv = rope.inv_freq(self.rope_theta, self.head_dim)
         s = self.rope_scaling
         if s is None:
             return inv
@@ -150,8 +147,8 @@ class ModelConfig:
             if kind == "linear":
                 return (inv / np.float32(s["factor"])).astype(np.float32)
             if kind == "llama3":
-                return _llama3_scaled(inv, float(s["factor"]), float(s["low_freq_factor"]),
-                                      float(s["high_freq_factor"]), float(s["original_max_position_embeddings"]))
+                return rope.llama3_scaled(inv, float(s["factor"]), float(s["low_freq_factor"]),
+                                          float(s["high_freq_factor"]), float(s["original_max_position_embeddings"]))
         except KeyError as e:
             raise ModelFormatError(f"{self.source}: rope scaling {kind!r} lacks field {e.args[0]!r}") from None
         except (TypeError, ValueError):
@@ -182,15 +179,3 @@ class ModelConfig:
         head = 0 if self.tie_word_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
 
-
-def _llama3_scaled(inv: np.ndarray, factor: float, low: float, high: float, old_len: float) -> np.ndarray:
-    """Meta's apply_scaling for Llama 3.1: long wavelengths divided by `factor`, short ones kept,
-    the band between blended (transformers' _compute_llama3_parameters, in float32)."""
-    low_wavelen = old_len / low
-    high_wavelen = old_len / high
-    wavelen = (2 * math.pi / inv).astype(np.float32)
-    scaled = np.where(wavelen > low_wavelen, inv / np.float32(factor), inv).astype(np.float32)
-    smooth = ((old_len / wavelen - low) / (high - low)).astype(np.float32)
-    smoothed = ((1 - smooth) * scaled / np.float32(factor) + smooth * scaled).astype(np.float32)
-    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-    return np.where(medium, smoothed, scaled).astype(np.float32)

@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Iterator
 
+from .. import llama3
 from .llama3_format import Llama3ChatFormat
 from .tool_calls import ToolCallStreamFilter
 
@@ -33,13 +34,13 @@ def build_prompt(tokenizer, messages: list, tools: list | None, chat_template_kw
     return tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, **kwargs)
 
 
-class _Reply:
+class Reply:
     """Accumulates one generation: text through the tool-call filter, ids, finish state."""
 
     def __init__(self, tokenizer, parse_tools: bool):
         self.tokenizer = tokenizer
         self.is_llama3 = tokenizer.is_llama3
-        self.python_tag_id = tokenizer.token_to_id("<|python_tag|>") if self.is_llama3 else None
+        self.python_tag_id = tokenizer.token_to_id(llama3.PYTHON_TAG) if self.is_llama3 else None
         self.filter = ToolCallStreamFilter(parse_tools=parse_tools)
         self.completion_tokens = 0
         self.finish_reason: str | None = None
@@ -53,7 +54,7 @@ class _Reply:
         if self.python_tag_id is not None and chunk.token_id == self.python_tag_id:
             self.filter.parse_tools = True  # a tool call whether or not tools were offered
             self.filter.mark_python_tag()
-            text = chunk.text.replace("<|python_tag|>", "")
+            text = chunk.text.replace(llama3.PYTHON_TAG, "")
         else:
             text = chunk.text
         return self.filter.feed(text)
@@ -63,7 +64,7 @@ class _Reply:
             return None
         if self.finish_reason == "length" or self.finish_reason is None:
             return "out_of_tokens"
-        if self.last_token == self.tokenizer.token_to_id("<|eom_id|>"):
+        if self.last_token == self.tokenizer.token_to_id(llama3.EOM):
             return "end_of_message"
         return "end_of_turn"
 
@@ -74,7 +75,7 @@ class _Reply:
         return rest, tool_calls, finish_reason, stop_reason
 
 
-def _generation_kwargs(tokenizer, sampling: dict) -> dict:
+def generation_kwargs(tokenizer, sampling: dict) -> dict:
     kwargs = dict(sampling)
     # Stop on every id the model's files (and, for Llama 3, Meta) name as an end of reply.
     stop_ids = set(kwargs.pop("stop_token_ids", None) or ()) | set(tokenizer.eos_token_ids)
@@ -99,7 +100,7 @@ def chat_completion(
     """
     tokenizer = llm.tokenizer
     prompt_ids = build_prompt(tokenizer, messages, tools, chat_template_kwargs)
-    gen_kwargs = _generation_kwargs(tokenizer, sampling)
+    gen_kwargs = generation_kwargs(tokenizer, sampling)
     meta = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
@@ -109,7 +110,7 @@ def chat_completion(
     if stream:
         return _stream(llm, tokenizer, prompt_ids, gen_kwargs, parse_tools, meta)
 
-    reply = _Reply(tokenizer, parse_tools)
+    reply = Reply(tokenizer, parse_tools)
     content = "".join(reply.feed(chunk) for chunk in llm.generate(prompt_ids, **gen_kwargs))
     rest, tool_calls, finish_reason, stop_reason = reply.finish()
     message: dict[str, Any] = {"role": "assistant", "content": None if tool_calls else content + rest}
@@ -135,7 +136,7 @@ def _stream(llm, tokenizer, prompt_ids, gen_kwargs, parse_tools, meta) -> Iterat
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, **extra}],
         }
 
-    reply = _Reply(tokenizer, parse_tools)
+    reply = Reply(tokenizer, parse_tools)
     yield chunk({"role": "assistant", "content": ""})
     gen = llm.generate(prompt_ids, **gen_kwargs)
     try:

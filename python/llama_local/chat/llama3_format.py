@@ -24,6 +24,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from .. import llama3
 from .tool_calls import BUILTIN_TOOLS, parse_assistant_text
 
 TOOL_PROMPT_FORMATS = ("json", "function_tag")
@@ -211,18 +212,19 @@ class Llama3ChatFormat:
 
     def __init__(self, tokenizer):
         if not getattr(tokenizer, "is_llama3", False):
-            raise ValueError("Llama3ChatFormat needs a Llama 3 vocabulary (<|begin_of_text|>=128000, <|eot_id|>=128009)")
+            raise ValueError(f"Llama3ChatFormat needs a Llama 3 vocabulary ({llama3.BEGIN_OF_TEXT}={llama3.BOS_ID}, "
+                             f"{llama3.EOT}={llama3.EOT_ID})")
         self.tokenizer = tokenizer
         sid = tokenizer.token_to_id
-        self.bos_id = sid("<|begin_of_text|>")
-        self.start_header_id = sid("<|start_header_id|>")
-        self.end_header_id = sid("<|end_header_id|>")
-        self.eot_id = sid("<|eot_id|>")
-        self.eom_id = sid("<|eom_id|>")
-        self.eos_id = sid("<|end_of_text|>")
-        self.python_tag_id = sid("<|python_tag|>")
+        self.bos_id = sid(llama3.BEGIN_OF_TEXT)
+        self.start_header_id = sid(llama3.START_HEADER)
+        self.end_header_id = sid(llama3.END_HEADER)
+        self.eot_id = sid(llama3.EOT)
+        self.eom_id = sid(llama3.EOM)
+        self.eos_id = sid(llama3.END_OF_TEXT)
+        self.python_tag_id = sid(llama3.PYTHON_TAG)
         # Meta's stop tokens: a Llama 3.1 reply ends on any of these.
-        self.stop_token_ids = frozenset({self.eos_id, self.eom_id, self.eot_id})
+        self.stop_token_ids = frozenset(sid(t) for t in llama3.STOP_TOKENS)
 
     def encode_header(self, role: str) -> list[int]:
         role = "ipython" if role == "tool" else role

@@ -22,10 +22,9 @@ import re
 import uuid
 from dataclasses import dataclass
 
-PYTHON_TAG = "<|python_tag|>"
-EOT = "<|eot_id|>"
-EOM = "<|eom_id|>"
-ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+from ..llama3 import END_HEADER, EOM, EOT, PYTHON_TAG, START_HEADER
+
+ASSISTANT_HEADER = f"{START_HEADER}assistant{END_HEADER}\n\n"
 BUILTIN_TOOLS = ("brave_search", "wolfram_alpha", "photogen", "code_interpreter")
 
 # Meta's patterns, verbatim (tool_utils.py).

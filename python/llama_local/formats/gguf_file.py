@@ -13,15 +13,15 @@ in-place loader (gguf_weights) read them, each its own way.
 from __future__ import annotations
 
 import json
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import rope
 from ..errors import ModelFormatError
 from .gguf_reader import GGUFFormatError, GGUFHeader
+from .llama_layout import GGUF_ROPE_FREQS, gguf_name, hf_name
 from ..tokenizer.gguf_vocab import build_tokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -100,11 +100,11 @@ def _model_config(meta: _Metadata, reader, arch: str) -> dict:
         raise ModelFormatError(f"{meta.path}: {n_heads} attention heads, {n_kv} KV heads and head_dim "
                                f"{head_dim} do not make a Llama attention layer")
     tensors = {t.name: t for t in reader.tensors}
-    embed = tensors.get("token_embd.weight")
+    embed = tensors.get(gguf_name("model.embed_tokens.weight"))
     if embed is None:
-        raise ModelFormatError(f"{meta.path}: tensor 'token_embd.weight' is missing")
+        raise ModelFormatError(f"{meta.path}: tensor {gguf_name('model.embed_tokens.weight')!r} is missing")
     vocab_size = int(embed.shape[1])
-    theta = _f32(meta.get(p + "rope.freq_base", 10000.0))
+    theta = _f32(meta.get(p + "rope.freq_base", rope.DEFAULT_THETA))
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -117,10 +117,10 @@ def _model_config(meta: _Metadata, reader, arch: str) -> dict:
         "hidden_act": "silu",
         "rms_norm_eps": _f32(meta.require(p + "attention.layer_norm_rms_epsilon")),
         "rope_theta": theta,
-        "rope_scaling": _rope_scaling(meta, tensors.get("rope_freqs.weight"), arch, theta, head_dim),
+        "rope_scaling": _rope_scaling(meta, tensors.get(GGUF_ROPE_FREQS), arch, theta, head_dim),
         "max_position_embeddings": int(meta.require(p + "context_length")),
         "vocab_size": vocab_size,
-        "tie_word_embeddings": "output.weight" not in tensors,
+        "tie_word_embeddings": gguf_name("lm_head.weight") not in tensors,
         "attention_bias": False,
         "mlp_bias": False,
         "initializer_range": 0.02,
@@ -133,7 +133,9 @@ def _rope_scaling(meta: _Metadata, freqs_tensor, arch: str, theta: float, head_d
     p = f"{arch}.rope.scaling."
     if freqs_tensor is not None:
         factors = _gguf().quants.dequantize(freqs_tensor.data, freqs_tensor.tensor_type).reshape(-1)
-        original = int(meta.get(p + "original_context_length", 8192))
+        # llama.cpp's converter records no original length; every Llama 3.x release uses 3.1's.
+        original = int(meta.get(p + "original_context_length",
+                                rope.LLAMA31_SCALING["original_max_position_embeddings"]))
         return _llama3_scaling_from_factors(factors, theta, head_dim, original, meta.path)
     kind = meta.get(p + "type")
     if kind in (None, "none"):
@@ -148,24 +150,14 @@ def _rope_scaling(meta: _Metadata, freqs_tensor, arch: str, theta: float, head_d
                            f"scaling stored as a rope_freqs tensor)")
 
 
-def llama3_rope_factors(theta: float, head_dim: int, factor: float, low: float, high: float,
-                        original: int) -> np.ndarray:
-    """The per-frequency divisors llama.cpp's converter stores as `rope_freqs.weight` (Llama 3.1)."""
-    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
-    wavelen = 2 * math.pi / freqs.astype(np.float64)
-    smooth = (original / wavelen - low) / (high - low)
-    blended = 1.0 / ((1 - smooth) / factor + smooth)
-    return np.where(wavelen < original / high, 1.0, np.where(wavelen > original / low, factor, blended))
-
-
 def _llama3_scaling_from_factors(factors: np.ndarray, theta: float, head_dim: int, original: int,
                                  path: Path) -> dict | None:
     """Recover Llama 3.1's rope_scaling parameters from the table llama.cpp stores instead of them.
 
     The table is 1 for short wavelengths, `factor` for long ones, and in between 1/f is linear in
     1/wavelength: 1/f = 1/factor + s(1 - 1/factor) with s = (original/wavelen - low)/(high - low).
-    A line through the blended entries gives low and high (original is the converter's 8192 unless
-    the file says otherwise); the result is then checked by rebuilding the table from it.
+    A line through the blended entries gives low and high (original is Llama 3.1's unless the file
+    says otherwise); the result is then checked by rebuilding the table from it.
     """
     f = np.asarray(factors, dtype=np.float64)
     if f.shape != (head_dim // 2,):
@@ -173,16 +165,16 @@ def _llama3_scaling_from_factors(factors: np.ndarray, theta: float, head_dim: in
     factor = float(f.max())
     if np.allclose(f, 1.0):
         return None
-    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))
-    wavelen = 2 * math.pi / freqs.astype(np.float64)
+    wavelen = 2 * np.pi / rope.inv_freq(theta, head_dim).astype(np.float64)
     mid = (f > 1 + 1e-4) & (f < factor * (1 - 1e-4))
-    low, high = 1.0, 4.0  # Meta's values, kept when the table has too few blended entries to fit
+    # Meta's values, kept when the table has too few blended entries to fit.
+    low, high = rope.LLAMA31_SCALING["low_freq_factor"], rope.LLAMA31_SCALING["high_freq_factor"]
     if mid.sum() >= 2:
         s = (1 / f[mid] - 1 / factor) / (1 - 1 / factor)
         slope, intercept = np.polyfit(1 / wavelen[mid], s, 1)
         width = original / slope
         low, high = round(-intercept * width, 4), round(-intercept * width + width, 4)
-    rebuilt = llama3_rope_factors(theta, head_dim, factor, low, high, original)
+    rebuilt = rope.llama3_factors(theta, head_dim, factor, low, high, original)
     if not np.allclose(rebuilt, f, rtol=1e-3, atol=1e-4):
         raise ModelFormatError(f"{path}: rope_freqs.weight is not a Llama 3 RoPE scaling table "
                                f"(no factor/low/high/original_context_length reproduces it)")
@@ -197,7 +189,7 @@ def _tokenizer_files(meta: _Metadata, config: dict) -> tuple[str, dict, dict]:
     tokens = meta.require("tokenizer.ggml.tokens")
     n = len(tokens)
     if n > config["vocab_size"]:
-        raise ModelFormatError(f"{meta.path}: {n} tokens but token_embd.weight has only "
+        raise ModelFormatError(f"{meta.path}: {n} tokens but {gguf_name('model.embed_tokens.weight')} has only "
                                f"{config['vocab_size']} rows")
 
     def token_id(key: str) -> int | None:
@@ -242,15 +234,6 @@ def _tokenizer_files(meta: _Metadata, config: dict) -> tuple[str, dict, dict]:
 # ---------------------------------------------------------------------------------------------
 # Weights
 
-_GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-                 "output.weight": "lm_head.weight"}
-_LAYER_NAMES = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-                "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                "ffn_down": "mlp.down_proj"}
-_LAYER_RE = re.compile(r"blk\.(\d+)\.(\w+)\.weight")
-
-
 def _expected_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     """HF name -> numpy shape [out, in] of every tensor a Llama with config `c` has."""
     h, hd, ffn = c["hidden_size"], c["head_dim"], c["intermediate_size"]
@@ -267,32 +250,15 @@ def _expected_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _hf_name(gguf_name: str) -> str | None:
-    if gguf_name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[gguf_name]
-    m = _LAYER_RE.fullmatch(gguf_name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.weight"
-    return None
-
-
-def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Inverse of llama.cpp's `LlamaModel.permute`, which interleaves the two rotary halves of each
-    head's rows: [n_heads, 2, hd/2, in] -> [n_heads, hd/2, 2, in]. Rows of each head go back to the
-    half-split order that HF's rotate_half expects."""
-    out_dim = w.shape[0]
-    return w.reshape(n_heads, out_dim // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _weight_plan(reader, config: dict, path: Path) -> list[tuple[str, Any, int | None]]:
     """(HF name, GGUF tensor, heads to un-permute or None) for every tensor, in HF order, checked."""
     supported = _types()
     expected = _expected_shapes(config)
     plan = {}
     for t in reader.tensors:
-        if t.name == "rope_freqs.weight":  # becomes config.rope_scaling
+        if t.name == GGUF_ROPE_FREQS:  # becomes config.rope_scaling
             continue
-        name = _hf_name(t.name)
+        name = hf_name(t.name)
         if name is None or name not in expected:
             raise ModelFormatError(f"{path}: tensor {t.name!r} is not part of a Llama model with "
                                    f"{config['num_hidden_layers']} layers")

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from ..fsutil import atomic_output_dir
-from .gguf_file import GGUFFile, _gguf, unpermute_qk
+from .gguf_file import GGUFFile, _gguf
+from .llama_layout import unpermute_qk
 from ..progress import byte_progress
 from .safetensors_io import LazyTensor, write_safetensors
 

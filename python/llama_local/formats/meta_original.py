@@ -29,9 +29,11 @@ import ml_dtypes
 import numpy as np
 
 from . import conversion_cache
+from .. import llama3, rope
 from ..errors import ModelFormatError
 from ..fsutil import atomic_output_dir
 from ..progress import byte_progress
+from .llama_layout import unpermute_qk
 from .pth_io import load_state_dict
 from .safetensors_io import LazyTensor, write_safetensors
 
@@ -39,15 +41,6 @@ from .safetensors_io import LazyTensor, write_safetensors
 CONVERTER_VERSION = 1
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
-LLAMA3_STOP_IDS = [128001, 128008, 128009]
-# Meta's apply_scaling constants for Llama 3.1 (llama_models/llama3/model.py).
-LLAMA31_ROPE_SCALING = {
-    "rope_type": "llama3",
-    "factor": 8.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 4.0,
-    "original_max_position_embeddings": 8192,
-}
 
 
 def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -> int:
@@ -75,23 +68,13 @@ def read_params(path: Path) -> dict:
     p.setdefault("multiple_of", 256)
     p.setdefault("ffn_dim_multiplier", None)
     p.setdefault("norm_eps", 1e-5)
-    p.setdefault("rope_theta", 500000.0)
+    p.setdefault("rope_theta", rope.LLAMA3_THETA)
     p.setdefault("use_scaled_rope", False)
     if p["dim"] % p["n_heads"] or p["n_heads"] % p["n_kv_heads"] or (p["dim"] // p["n_heads"]) % 2:
         raise ModelFormatError(
             f"{path}: dim {p['dim']}, n_heads {p['n_heads']}, n_kv_heads {p['n_kv_heads']} do not divide evenly"
         )
     return p
-
-
-def rope_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Meta's interleaved-pair rows → transformers' rotate_half rows, within each head.
-
-    Row 2i of a head (real part of pair i) moves to row i, row 2i+1 (imaginary part) to i + d/2.
-    """
-    rows, cols = w.shape
-    head_dim = rows // n_heads
-    return w.reshape(n_heads, head_dim // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
 
 
 def _shard_paths(src: Path) -> list[Path]:
@@ -196,15 +179,15 @@ def hf_config(params: dict) -> dict:
         "vocab_size": params["vocab_size"],
         "rms_norm_eps": params["norm_eps"],
         "rope_theta": float(params["rope_theta"]),
-        "rope_scaling": dict(LLAMA31_ROPE_SCALING) if scaled else None,
+        "rope_scaling": dict(rope.LLAMA31_SCALING) if scaled else None,
         # Llama 3.1 is trained to 128K positions with the scaled RoPE; Llama 3 to 8K.
-        "max_position_embeddings": 131072 if scaled else 8192,
+        "max_position_embeddings": rope.LLAMA31_CONTEXT if scaled else rope.LLAMA3_CONTEXT,
         "hidden_act": "silu",
         "tie_word_embeddings": False,
         "attention_bias": False,
         "mlp_bias": False,
-        "bos_token_id": 128000,
-        "eos_token_id": 128001,
+        "bos_token_id": llama3.BOS_ID,
+        "eos_token_id": llama3.EOS_ID,
         "initializer_range": 0.02,
         "torch_dtype": "bfloat16",
         "use_cache": True,
@@ -222,19 +205,19 @@ def _write_tokenizer(tokenizer_model: Path, out: Path) -> None:
     tok.post_processor = processors.Sequence([
         processors.ByteLevel(trim_offsets=False),
         processors.TemplateProcessing(
-            single="<|begin_of_text|> $A",
-            pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
-            special_tokens=[("<|begin_of_text|>", 128000)],
+            single=f"{llama3.BEGIN_OF_TEXT} $A",
+            pair=f"{llama3.BEGIN_OF_TEXT} $A {llama3.BEGIN_OF_TEXT} $B:1",
+            special_tokens=[(llama3.BEGIN_OF_TEXT, llama3.BOS_ID)],
         ),
     ])
     tok.save(str(out / "tokenizer.json"))
     config = {
-        "bos_token": "<|begin_of_text|>",
-        "eos_token": "<|end_of_text|>",
+        "bos_token": llama3.BEGIN_OF_TEXT,
+        "eos_token": llama3.END_OF_TEXT,
         "add_bos_token": True,
         "clean_up_tokenization_spaces": True,
         "model_input_names": ["input_ids", "attention_mask"],
-        "model_max_length": 131072,
+        "model_max_length": rope.LLAMA31_CONTEXT,
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -262,28 +245,29 @@ def convert_meta_original(
     total = sum(2 * math.prod(merger.full_shape(meta_name)) for _, meta_name, _ in plan)
     with byte_progress(progress, total, src.name) as advance:
 
-        def produce(meta_name: str, rope: str | None):
+        def produce(meta_name: str, qk: str | None):
             def load() -> np.ndarray:
                 w = merger.merged(meta_name)
-                if rope == "q":
-                    w = rope_permute(w, params["n_heads"])
-                elif rope == "k":
-                    w = rope_permute(w, params["n_kv_heads"])
+                # Meta's rows are in the interleaved order that llama.cpp's permutation makes.
+                if qk == "q":
+                    w = unpermute_qk(w, params["n_heads"])
+                elif qk == "k":
+                    w = unpermute_qk(w, params["n_kv_heads"])
                 w = np.ascontiguousarray(w).astype(BF16, copy=False)
                 advance(w.nbytes)
                 return w
             return load
 
         tensors = [
-            (hf_name, LazyTensor(BF16, merger.full_shape(meta_name), produce(meta_name, rope)))
-            for hf_name, meta_name, rope in plan
+            (hf_name, LazyTensor(BF16, merger.full_shape(meta_name), produce(meta_name, qk)))
+            for hf_name, meta_name, qk in plan
         ]
         with atomic_output_dir(out, force=force) as tmp:
             write_safetensors(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
             (tmp / "config.json").write_text(json.dumps(hf_config(params), indent=2) + "\n", encoding="utf-8")
             generation = {
-                "bos_token_id": 128000,
-                "eos_token_id": LLAMA3_STOP_IDS,
+                "bos_token_id": llama3.BOS_ID,
+                "eos_token_id": sorted(llama3.STOP_IDS),
                 "do_sample": True,
                 "temperature": 0.6,
                 "top_p": 0.9,

@@ -16,14 +16,13 @@ from typing import Callable, Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from .. import llama3
 from .byte_level import bytes_to_unicode
 from ..errors import ModelFormatError
 
 # llama.cpp token types (gguf.TokenType)
 CONTROL, USER_DEFINED = 3, 4
 
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
@@ -56,7 +55,7 @@ def _digits_then_gpt2() -> pre_tokenizers.PreTokenizer:
 PRE_TOKENIZERS: dict[str, Callable[[], pre_tokenizers.PreTokenizer]] = {
     **dict.fromkeys(["default", "gpt-2", "gpt2", "mpt", "olmo", "jais"], _gpt2),
     **dict.fromkeys(["llama-bpe", "llama3", "llama-v3", "smaug-bpe", "dbrx", "falcon3"],
-                    lambda: _split_then_bytes(_LLAMA3_SPLIT)),
+                    lambda: _split_then_bytes(llama3.SPLIT_PATTERN)),
     **dict.fromkeys(["smollm", "starcoder", "refact", "command-r", "codeshell"], _digits_then_gpt2),
     **dict.fromkeys(["qwen2", "deepseek-r1-qwen", "stablelm2"], lambda: _split_then_bytes(_QWEN2_SPLIT)),
     "tekken": lambda: _split_then_bytes(_TEKKEN_SPLIT),

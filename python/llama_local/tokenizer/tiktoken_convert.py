@@ -15,41 +15,9 @@ import base64
 import os
 from pathlib import Path
 
+from .. import llama3
 from .byte_level import bytes_to_unicode
 from ..errors import ModelFormatError
-
-# Meta's pre-tokenizer regex (llama_models/llama3/tokenizer.py, `pat_str`).
-LLAMA3_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-NUM_RESERVED_SPECIAL_TOKENS = 256
-
-# The named special tokens in Meta's order; the rest of the 256 are reserved_special_token_{2+i}.
-_NAMED_SPECIAL_TOKENS = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|reserved_special_token_0|>",
-    "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>",
-    "<|step_id|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eom_id|>",
-    "<|eot_id|>",
-    "<|python_tag|>",
-    "<|image|>",
-]
-
-
-def llama3_special_tokens() -> list[str]:
-    """The 256 special-token strings, in id order (first id = number of BPE ranks)."""
-    reserved = [
-        f"<|reserved_special_token_{2 + i}|>"
-        for i in range(NUM_RESERVED_SPECIAL_TOKENS - len(_NAMED_SPECIAL_TOKENS))
-    ]
-    return _NAMED_SPECIAL_TOKENS + reserved
 
 
 def load_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
@@ -119,7 +87,7 @@ def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tupl
 def convert_tiktoken(
     ranks: dict[bytes, int],
     special_tokens: list[str] | None = None,
-    pattern: str = LLAMA3_SPLIT_PATTERN,
+    pattern: str = llama3.SPLIT_PATTERN,
 ):
     """Build a `tokenizers.Tokenizer` equivalent to tiktoken with these ranks and specials.
 
@@ -130,7 +98,7 @@ def convert_tiktoken(
     from tokenizers import Tokenizer as HFTokenizer
 
     if special_tokens is None:
-        special_tokens = llama3_special_tokens()
+        special_tokens = llama3.special_tokens()
     vocab, merges = vocab_and_merges(ranks)
     bpe = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False, ignore_merges=True)
     tok = HFTokenizer(bpe)

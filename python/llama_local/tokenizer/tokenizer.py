@@ -21,14 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .. import llama3
 from ..chat import template as ct
 from ..errors import ModelFormatError
-
-LLAMA3_BOS_ID = 128000
-LLAMA3_EOS_ID = 128001  # <|end_of_text|>
-LLAMA3_EOM_ID = 128008
-LLAMA3_EOT_ID = 128009
-LLAMA3_STOP_IDS = frozenset({LLAMA3_EOS_ID, LLAMA3_EOM_ID, LLAMA3_EOT_ID})
 
 # Meta's tokenizer.py: tiktoken panics on very long inputs and on very long runs of one class
 # (https://github.com/openai/tiktoken/issues/195), so Meta cuts the text first. The cut changes
@@ -125,13 +120,13 @@ class Tokenizer:
         self._added_tokens = {i: t for i, t in added.items()}
 
         self.is_llama3: bool = (
-            hf_tokenizer.token_to_id("<|begin_of_text|>") == LLAMA3_BOS_ID
-            and hf_tokenizer.token_to_id("<|eot_id|>") == LLAMA3_EOT_ID
+            hf_tokenizer.token_to_id(llama3.BEGIN_OF_TEXT) == llama3.BOS_ID
+            and hf_tokenizer.token_to_id(llama3.EOT) == llama3.EOT_ID
         )
         if bos_token is None and self.is_llama3:
-            bos_token = "<|begin_of_text|>"
+            bos_token = llama3.BEGIN_OF_TEXT
         if eos_token is None and self.is_llama3:
-            eos_token = "<|end_of_text|>"
+            eos_token = llama3.END_OF_TEXT
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.bos_id: int | None = self._required_id(bos_token, "bos_token")
@@ -141,7 +136,7 @@ class Tokenizer:
         if self.eos_id is not None:
             eos_ids.add(self.eos_id)
         if self.is_llama3:
-            eos_ids |= LLAMA3_STOP_IDS
+            eos_ids |= llama3.STOP_IDS
         self.eos_token_ids: frozenset[int] = frozenset(i for i in eos_ids if 0 <= i < self.vocab_size)
 
         if add_bos_token is None:

@@ -1,0 +1,148 @@
+"""Type stub of the compiled module llama_local._core (csrc/bindings.cpp).
+
+The Llama forward pass (Model) and, in `kernels`, each CPU kernel for the tests. Array arguments
+typed ArrayLike are converted to the dtype named in their comment (C-contiguous) on the way in;
+NDArray ones must already be numpy arrays. Errors in a model file or spec raise
+llama_local.ModelFormatError, a prompt past n_ctx llama_local.ContextOverflowError.
+
+tests/test_core_stub.py holds this file to the compiled module: every public name, and each
+function's parameters, must match. Names with a leading underscore exist only here, for typing.
+"""
+
+from types import ModuleType
+from typing import Any, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+_F32 = npt.NDArray[np.float32]
+# A weight as Model and kernels.Packed take it: a float32/float16/bfloat16 array, or a dict spec:
+#   {"format": "gguf", "ggml_type": int, "data": uint8 blocks, "shape": [out, in]}
+#   {"format": "int", "codes": uint8 [out, in], "scales": f32 [out, groups], "mins": f32 | None,
+#    "bits": 4 | 8, "group": 32 | 64 | 128, "zero": int}
+#   {"format": "fp8", "data": E4M3 codes [out, in], "scales": f32 [out] or [out, blocks], "block": int}
+#   {"format": "float", "data": float array}
+# each with optional "qk_heads" (undo llama.cpp's q/k row permutation) and "releasable".
+_TensorSpec = npt.NDArray[Any] | dict[str, Any]
+
+class _BuildInfo(TypedDict):
+    version: str
+    compiler: str
+    isas_supported: list[str]
+    best_isa: str
+    physical_cores: int
+    cuda_compiled: bool
+    cuda_archs: str
+    cuda_devices: int
+    cuda_device_names: list[str]
+    cuda_unavailable_reason: str | None
+
+def build_info() -> _BuildInfo:
+    """Version, ISAs and CUDA support of this build and machine."""
+
+def default_isa() -> str:
+    """The ISA models use: LLAMA_LOCAL_ISA if set, else the best this CPU supports."""
+
+class Model:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tensors: dict[str, _TensorSpec],
+        n_ctx: int,
+        n_threads: int = 0,
+        isa: str | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        """config: ModelConfig.core_dict() (sizes, rms_norm_eps, tie_word_embeddings, inv_freq);
+        tensors: Hugging Face name -> weight. n_threads 0: one per physical core."""
+    def forward(self, tokens: npt.ArrayLike, start_pos: int | None = None, all_logits: bool = False) -> _F32:
+        """Evaluate tokens (int32, 1-D) at positions [start_pos or n_past, ...), append them to the
+        KV cache, and return float32 logits: [vocab] for the last token, or [T, vocab] with all_logits."""
+    def reset(self) -> None: ...
+    def truncate(self, n: int) -> None: ...
+    @property
+    def n_past(self) -> int: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def weight_bytes(self) -> int: ...
+    @property
+    def weight_formats(self) -> list[tuple[str, int]]:
+        """[(format, bytes)] of the weights as held, e.g. [('Q4_K', ...), ('f32', ...)]."""
+    @property
+    def kv_bytes(self) -> int: ...
+    @property
+    def scratch_bytes(self) -> int: ...
+
+class _QuantizedActs(TypedDict):
+    q: npt.NDArray[np.int8]  # codes [M, Kp]
+    d: _F32  # block scales [M, Kp / 32]
+    s: _F32  # half-block sums [M, Kp / 16]
+    isum: npt.NDArray[np.int32]  # half-block code sums [M, Kp / 16]
+    r: npt.NDArray[np.int8]  # residual codes [M, Kp]
+    flags: npt.NDArray[np.uint64]  # residual blocks, bit sets [M, words]
+
+class _Kernels(ModuleType):
+    """The submodule `kernels`: each CPU kernel, for tests against numpy. `isa` None: default_isa()."""
+
+    class Packed:
+        """A weight built from a spec exactly as the model builds it."""
+
+        def __init__(self, spec: dict[str, Any], n_threads: int = 1) -> None: ...
+        def dequantize(self, isa: str | None = None) -> _F32:
+            """The weight as float32 [out, in]."""
+        def matmul(
+            self,
+            x: npt.ArrayLike,
+            isa: str | None = None,
+            n_threads: int = 1,
+            accumulate_into: npt.ArrayLike | None = None,
+        ) -> _F32:
+            """x [M, in] float32 . W^T -> [M, out]."""
+        def time_matmul(
+            self, M: int, isa: str | None = None, n_threads: int = 1, iters: int = 10, repeats: int = 5
+        ) -> float:
+            """Seconds per product with M activation rows (micro-benchmark)."""
+        @property
+        def format(self) -> str: ...
+        @property
+        def nbytes(self) -> int: ...
+        @property
+        def layout(self) -> str: ...
+
+    @staticmethod
+    def matmul(
+        x: npt.ArrayLike,
+        w: npt.NDArray[Any],
+        isa: str | None = None,
+        n_threads: int = 1,
+        accumulate_into: npt.ArrayLike | None = None,
+    ) -> _F32:
+        """x [M, K] float32 . w [N, K]^T (w float32/float16/bfloat16) -> [M, N]."""
+    @staticmethod
+    def rmsnorm(x: npt.ArrayLike, w: npt.ArrayLike, eps: float, isa: str | None = None) -> _F32:
+        """x [M, n], w [n], float32."""
+    @staticmethod
+    def rope(x: npt.ArrayLike, cos: npt.ArrayLike, sin: npt.ArrayLike, isa: str | None = None) -> _F32:
+        """x [T, H, hd]; cos, sin [T, hd / 2]; float32."""
+    @staticmethod
+    def swiglu(gate: npt.ArrayLike, up: npt.ArrayLike, isa: str | None = None) -> _F32:
+        """gate [n], up [n], float32."""
+    @staticmethod
+    def gemm_nn(a: npt.ArrayLike, b: npt.ArrayLike, isa: str | None = None) -> _F32:
+        """a [M, K] . b [K, N], float32 (b's rows may be strided)."""
+    @staticmethod
+    def softmax(s: npt.ArrayLike, scale: float = 1.0, isa: str | None = None) -> _F32:
+        """s [n] float32, non-empty."""
+    @staticmethod
+    def to_f32(w: npt.NDArray[Any], isa: str | None = None) -> _F32:
+        """A float32/float16/bfloat16 array, flattened to float32."""
+    @staticmethod
+    def quantize_acts(x: npt.ArrayLike, isa: str | None = None) -> _QuantizedActs:
+        """x [M, K] float32 -> the int8 blocks the integer kernels take."""
+
+kernels: _Kernels
