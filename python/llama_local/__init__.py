@@ -12,7 +12,7 @@ from .errors import ContextOverflowError, LlamaLocalError, ModelFormatError, Uns
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM", "Tokenizer", "system_info",
+    "LLM", "ChatSession", "Tokenizer", "system_info",
     "LlamaLocalError", "ModelFormatError", "UnsafeCheckpointError", "ContextOverflowError",
     "__version__",
 ]
@@ -24,6 +24,9 @@ def __getattr__(name):
     if name == "LLM":
         from .llm import LLM
         return LLM
+    if name == "ChatSession":
+        from .chat.session import ChatSession
+        return ChatSession
     if name == "Tokenizer":
         from .tokenizer.tokenizer import Tokenizer
         return Tokenizer

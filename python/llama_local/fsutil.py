@@ -36,3 +36,20 @@ def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+
+
+def atomic_write_text(dst: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `dst` through a temporary sibling renamed at the end: a reader (or a
+    crash) never sees half a file, and an existing `dst` stays intact until the new one is whole."""
+    dst = Path(dst).expanduser()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.partial-", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return dst

@@ -71,15 +71,15 @@ def system_info() -> dict[str, Any]:
 
 
 def open_model(path: str | os.PathLike, progress: bool = True):
-    """(directory with config.json and the tokenizer files, the weights) for any accepted input.
+    """(directory with config.json and the tokenizer files, the weights) for any accepted input:
+    a path, or a model name found in the Hugging Face cache or the Ollama store (formats/locate.py).
 
     A .gguf file is read in place (only its small side files are cached); a Meta original/
     directory is converted once into a cache; a Hugging Face directory is used as it is."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelFormatError(f"{p}: no such file or directory")
+    from .formats.locate import is_gguf_file, resolve_model
+    p = resolve_model(path)
     if p.is_file():
-        if p.suffix.lower() == ".gguf":
+        if p.suffix.lower() == ".gguf" or is_gguf_file(p):
             from .formats.gguf_weights import GGUFWeights, side_files_dir
             weights = GGUFWeights(p)
             return side_files_dir(weights), weights
@@ -110,7 +110,12 @@ class LLM:
         self.device = "cpu"
         self.source = Path(path)
         self.path, self.weights = open_model(path, progress=progress)
-        self.model_name = self.source.stem if self.source.is_file() else self.source.name
+        if not Path(path).expanduser().exists():
+            self.model_name = str(path).removeprefix("ollama:")  # a name found in a model store
+        elif self.source.is_file():
+            self.model_name = self.source.stem
+        else:
+            self.model_name = self.source.name
         self.config = ModelConfig.load(self.path)
         if self.config.quantization_config:
             method = self.config.quantization_config.get("quant_method", "?")
@@ -161,6 +166,7 @@ class LLM:
                 break
             common += 1
         start = min(common, len(ids) - 1)
+        self.last_stats["reused_tokens"] = start
         self._cached = self._cached[:start]
         logits = self.model.forward(np.asarray(ids[start:], dtype=np.int32), start_pos=start)
         self._cached = list(ids)
@@ -227,7 +233,9 @@ class LLM:
     def _generate(self, ids: list[int], max_tokens: int, sampler: Sampler, stops: list[str],
                   stop_ids: set[int], generation: int) -> Iterator[Chunk]:
         max_tokens = min(max_tokens, self.n_ctx - len(ids))
-        stats = {"prompt_tokens": len(ids), "completion_tokens": 0, "prefill_s": 0.0, "decode_s": 0.0}
+        # reused_tokens: the prompt's prefix whose keys/values were already cached (not prefilled).
+        stats = {"prompt_tokens": len(ids), "reused_tokens": 0, "completion_tokens": 0,
+                 "prefill_s": 0.0, "decode_s": 0.0}
         self.last_stats = stats
         if max_tokens == 0:
             return

@@ -8,8 +8,9 @@ from typing import Sequence
 
 from ..errors import LlamaLocalError
 from . import chat, convert, generate, info
+from . import list as list_models
 
-COMMANDS = (chat, generate, info, convert)
+COMMANDS = (chat, generate, list_models, info, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,8 +13,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
 
 
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, default=256)
+def add_sampling_options(p: argparse.ArgumentParser, max_tokens: int = 256, stop: bool = True) -> None:
+    p.add_argument("--max-tokens", type=int, default=max_tokens, help=f"default {max_tokens}")
     p.add_argument("--temperature", type=float, default=None,
                    help="0 = greedy (default: the model's generation_config, else 0.6)")
     p.add_argument("--top-p", type=float, default=None)
@@ -22,13 +22,14 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, default=None)
     p.add_argument("--repeat-penalty", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    if stop:
+        p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                 top_k=args.top_k, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                seed=args.seed, stop=args.stop)
+                seed=args.seed, stop=getattr(args, "stop", None))
 
 
 def load_model(args: argparse.Namespace, model: str | None):
