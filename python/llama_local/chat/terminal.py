@@ -196,6 +196,12 @@ class TerminalChat:
                     self.out.flush()
         except KeyboardInterrupt:
             interrupted = True
+        except (LlamaLocalError, ValueError) as e:  # the engine refused mid-turn: say so, go on
+            if stream is not None:
+                stream.close()
+                stream = None
+            self.error(str(e))
+            return
         finally:
             deltas.close()
         note = "[interrupted]" if interrupted else ""
