@@ -141,9 +141,12 @@ def test_terminal_session(child, tmp_path):
     # Ctrl-C in the middle of a long reply returns to the prompt; the next question is answered.
     child.sendline("/system You are a storyteller.")
     child.expect("new conversation")
+    child.sendline("/set max_tokens 2000")
+    child.expect("max_tokens = 2000")
+    child.expect(PROMPT)
     child.sendline("Write a very long essay about the history of Rome.")
     child.expect_exact(END_OF_INPUT)  # past prompt_toolkit's redraws of the question
-    child.expect(r"\w+ \w+ \w+ \w+")  # the reply is streaming
+    child.expect(r"(\w+[ ,.]+){12}")  # well into the streaming reply (seconds of it are left)
     child.sendintr()
     child.expect(r"\[interrupted\]")
     child.expect(PROMPT)
