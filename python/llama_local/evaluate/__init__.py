@@ -1,0 +1,1 @@
+"""Measuring a model's quality: perplexity as llama.cpp's perplexity tool computes it."""
