@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, TextIO
 
@@ -159,6 +161,11 @@ class TerminalChat:
     # ---- the loop ----
 
     def run(self) -> int:
+        if self.interactive and threading.current_thread() is threading.main_thread():
+            # A program started in the background by a script (`cmd &`) inherits SIGINT ignored,
+            # and Python then never raises KeyboardInterrupt. In a terminal chat Ctrl-C must stop
+            # a reply whatever the parent did.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self.banner()
         while True:
             try:
