@@ -118,10 +118,12 @@ class LLM:
             self.model_name = self.source.name
         self.config = ModelConfig.load(self.path)
         if self.config.quantization_config:
-            method = self.config.quantization_config.get("quant_method", "?")
-            raise ModelFormatError(f"{self.path}/config.json: quantized checkpoints "
-                                   f"(quant_method {method!r}) are not supported yet")
-        self.model = _core().Model(self.config.core_dict(), self.weights.core_tensors(), n_ctx,
+            from .formats import fp8_checkpoints
+            tensors = fp8_checkpoints.core_tensors(self.weights, self.config.quantization_config,
+                                                   f"{self.path}/config.json")
+        else:
+            tensors = self.weights.core_tensors()
+        self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,
                                    n_threads=n_threads or 0, isa=isa, n_batch=n_batch)
         from .tokenizer.tokenizer import Tokenizer
         self.tokenizer = Tokenizer.load(self.path)
