@@ -424,7 +424,7 @@ def test_existing_out_dir_needs_force(small, tmp_path):
 
 def test_interrupted_conversion_leaves_nothing(small, tmp_path, monkeypatch):
     path = small.path
-    real_load, calls = gguf_import._load, []
+    real_load, calls = gguf_import.load_tensor, []
 
     def load_then_interrupt(*args):
         calls.append(1)
@@ -432,7 +432,7 @@ def test_interrupted_conversion_leaves_nothing(small, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_load(*args)
 
-    monkeypatch.setattr(gguf_import, "_load", load_then_interrupt)
+    monkeypatch.setattr(gguf_import, "load_tensor", load_then_interrupt)
     out = tmp_path / "conv" / "out"
     with pytest.raises(KeyboardInterrupt):
         convert_gguf(path, out, progress=False)

@@ -23,6 +23,10 @@ def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[P
         raise FileExistsError(f"{dst} already exists (pass force=True / --force to replace it)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    # mkdtemp makes the directory private (0700); the finished one gets a directory's usual mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if dst.exists():

@@ -7,10 +7,10 @@ import sys
 from typing import Sequence
 
 from ..errors import LlamaLocalError
-from . import chat, convert, generate, info, perplexity
+from . import chat, convert, generate, info, perplexity, quantize
 from . import list as list_models
 
-COMMANDS = (chat, generate, list_models, info, convert, perplexity)
+COMMANDS = (chat, generate, list_models, info, convert, quantize, perplexity)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,14 +29,15 @@ from .safetensors_io import LazyTensor, write_safetensors
 DEFAULT_MAX_SHARD_BYTES = 4 * 10**9
 
 
-def _load(t, heads: int | None, shape: tuple[int, ...], path: Path) -> np.ndarray:
+def load_tensor(t, heads: int | None, shape: tuple[int, ...], path: Path, dtype=ml_dtypes.bfloat16) -> np.ndarray:
+    """One tensor of the plan, dequantized by gguf-py, q/k rows un-permuted, in `dtype`."""
     try:
         w = _gguf().quants.dequantize(t.data, t.tensor_type).reshape(shape)
     except (ValueError, OSError) as e:
         raise ModelFormatError(f"{path}: tensor {t.name!r} cannot be read ({e})") from None
     if heads is not None:
         w = unpermute_qk(w, heads)
-    return w.astype(ml_dtypes.bfloat16)
+    return w.astype(dtype)
 
 
 def _shards(sizes: list[int], max_bytes: int) -> list[list[int]]:
@@ -64,7 +65,7 @@ def _write_weights(out: Path, plan, path: Path, max_shard_bytes: int, progress: 
             name, t, heads = plan[i]
 
             def load() -> np.ndarray:
-                w = _load(t, heads, expected[i], path)
+                w = load_tensor(t, heads, expected[i], path)
                 advance(sizes[i])
                 return w
             return LazyTensor(bf16, expected[i], load)

@@ -1,0 +1,33 @@
+"""`llama-local quantize SRC DST --format fp8`: a compressed-tensors checkpoint that vLLM,
+transformers and llama_local load."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    from ..quant import writer
+    q = sub.add_parser("quantize", help="quantize a model into a compressed-tensors checkpoint",
+                       description=writer.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("src", help="anything LLM() loads: an HF directory, a .gguf file, a Meta original/ directory")
+    q.add_argument("dst", help="the output directory (refused if it exists, unless --force)")
+    q.add_argument("--format", choices=writer.FORMATS, required=True,
+                   help="fp8: E4M3 weights with per-channel scales (W8A16)")
+    q.add_argument("--force", action="store_true", help="replace DST if it exists")
+    q.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..quant.writer import quantize
+    with Progress(TextColumn(f"quantizing to {args.format}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("tensors"), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task("", total=None)
+        out = quantize(args.src, args.dst, fmt=args.format, force=args.force,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Quantizing checkpoints into the ecosystem's on-disk formats (compressed-tensors)."""

@@ -1,0 +1,129 @@
+"""`llama-local quantize`: a checkpoint rewritten in compressed-tensors' format, one tensor at a time.
+
+The decoder layers' linear weights are quantized; embeddings, norms and the LM head stay bf16, as
+llm-compressor leaves them. The output is a Hugging Face directory that vLLM and transformers
+(with compressed-tensors installed) load, and so does LLM(). It is written into a temporary
+directory renamed at the end: an interrupted run leaves nothing, and the source is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import ml_dtypes
+import numpy as np
+
+from ..errors import LlamaLocalError
+from ..fsutil import atomic_output_dir
+from ..formats.safetensors_io import LazyTensor, write_safetensors
+from . import fp8
+from .source import Source
+
+FORMATS = ("fp8",)
+DEFAULT_MAX_SHARD_BYTES = 4 * 10**9
+# The linear layers llm-compressor's "Linear" target reaches in a Llama decoder (lm_head is ignored).
+LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$")
+
+
+def quantization_config(fmt: str) -> dict:
+    """config.json's quantization_config, in compressed-tensors' schema."""
+    if fmt == "fp8":
+        weights, compression = fp8.weight_config(), "float-quantized"
+    else:
+        raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+    return {
+        "quant_method": "compressed-tensors",
+        "format": compression,
+        "quantization_status": "compressed",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
+                                      "input_activations": None, "output_activations": None,
+                                      "format": compression}},
+        "ignore": ["lm_head"],
+        "kv_cache_scheme": None,
+    }
+
+
+def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], fmt: str):
+    """(name, dtype, shape, produce) for each tensor the output holds in place of source `name`."""
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    if LINEAR.match(name) and len(shape) == 2:
+        cache: dict[str, tuple] = {}
+
+        def parts():
+            if "v" not in cache:
+                cache["v"] = fp8.quantize_fp8_channel(load())
+            return cache["v"]
+
+        def codes():
+            return parts()[0]
+
+        def scale():
+            out = parts()[1]
+            cache.clear()  # the pair is written back to back: let it go
+            return out
+        prefix = name[: -len("weight")]
+        return [(name, np.dtype(ml_dtypes.float8_e4m3fn), shape, codes),
+                (prefix + "weight_scale", bf16, (shape[0], 1), scale)]
+    return [(name, bf16, shape, lambda: load().astype(ml_dtypes.bfloat16))]
+
+
+def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", force: bool = False,
+             progress: Callable[[int, int], None] | None = None,
+             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
+    """Write `dst`, a compressed-tensors checkpoint of `src` in `fmt`. progress(done, total) is
+    called with source tensors done."""
+    if fmt not in FORMATS:
+        raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+    source = Source(str(src))
+    dst = Path(dst).expanduser()
+    if dst.resolve() == source.path.resolve():
+        raise LlamaLocalError(f"{dst}: the output would replace the source")
+    if dst.exists() and not force:
+        raise FileExistsError(f"{dst} already exists (pass --force to replace it)")
+    tensors = list(source.tensors())
+    if not any(LINEAR.match(t.name) for t in tensors):
+        raise LlamaLocalError(f"{source.path}: no Llama decoder linear weights to quantize")
+    outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt)]
+    sizes = [math.prod(shape) * dtype.itemsize for _, dtype, shape, _ in outputs]
+    groups: list[list[int]] = [[]]
+    total = 0
+    for i, n in enumerate(sizes):
+        if groups[-1] and total + n > max_shard_bytes:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += n
+    names = (["model.safetensors"] if len(groups) == 1 else
+             [f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))])
+    done = [0]
+    n_src = len(tensors)
+
+    def lazy(i: int) -> LazyTensor:
+        name, dtype, shape, produce = outputs[i]
+
+        def load():
+            arr = produce()
+            if not name.endswith("weight_scale"):
+                done[0] += 1
+                if progress:
+                    progress(done[0], n_src)
+            return arr
+        return LazyTensor(dtype, shape, load)
+
+    with atomic_output_dir(dst, force=force) as tmp:
+        source.write_side_files(tmp)
+        config = json.loads((tmp / "config.json").read_text())
+        config["quantization_config"] = quantization_config(fmt)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        for fname, group in zip(names, groups):
+            write_safetensors(tmp / fname, [(outputs[i][0], lazy(i)) for i in group], metadata={"format": "pt"})
+        if len(groups) > 1:
+            index = {"metadata": {"total_size": sum(sizes)},
+                     "weight_map": {outputs[i][0]: names[k] for k, g in enumerate(groups) for i in g}}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return dst
