@@ -123,8 +123,9 @@ def test_fp8_checkpoint_matches_its_dequantized_weights(tiny, tmp_path, scheme):
 
 
 @pytest.mark.parametrize("qconfig, why", [
-    ({"quant_method": "awq", "bits": 4}, "quant_method 'awq'"),
-    ({**compressed_tensors_config("group"), "format": "pack-quantized"}, "format 'pack-quantized'"),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "quant_method 'bitsandbytes'"),
+    ({"quant_method": "gptq", "bits": 3, "group_size": 128}, "GPTQ checkpoints with 3-bit weights"),
+    ({**compressed_tensors_config("group"), "format": "marlin-24"}, "format 'marlin-24'"),
     (compressed_tensors_config("channel") | {"config_groups": {"g": {"weights": {"num_bits": 4, "type": "int"}}}},
      "4-bit int weights"),
 ])

@@ -21,7 +21,7 @@ from llama_local.errors import ModelFormatError  # noqa: E402
 from llama_local.formats.gguf_weights import GGUFWeights  # noqa: E402
 
 from tiny_models import GGUF_SMALL as SMALL  # noqa: E402
-from tiny_models import make_tiny_gguf  # noqa: E402
+from tiny_models import logits_with_q8_0_activations, make_tiny_gguf  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
 
@@ -83,28 +83,6 @@ def test_tiny_model_in_place_matches_transformers(case, tmp_path, monkeypatch):
 
 def c_vocab(state) -> int:
     return state["model.embed_tokens.weight"].shape[0]
-
-
-def q8_0(x: "torch.Tensor") -> "torch.Tensor":
-    """x with its last axis rounded to Q8_0 blocks (32 values, scale max|x| / 127), as llama.cpp
-    rounds the activations of its quantized products."""
-    K = x.shape[-1]
-    xb = torch.nn.functional.pad(x, (0, -K % 32)).reshape(*x.shape[:-1], -1, 32)
-    d = xb.abs().amax(-1, keepdim=True) / 127
-    q = torch.where(d > 0, torch.round(xb / torch.where(d > 0, d, 1)), 0)
-    return (q * d).reshape(*x.shape[:-1], -1)[..., :K]
-
-
-def logits_with_q8_0_activations(model, ids) -> np.ndarray:
-    """transformers' logits with every Linear's input rounded as llama.cpp rounds it."""
-    hooks = [m.register_forward_pre_hook(lambda mod, args: (q8_0(args[0]),))
-             for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    try:
-        with torch.no_grad():
-            return model(torch.tensor([ids])).logits[0].numpy()
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 def format_name(qtype) -> str:

@@ -293,3 +293,31 @@ def torch_bf16_error(model, ids, ref) -> float:
     with torch.no_grad():
         got = m(torch.tensor([ids])).logits[0].float().numpy()
     return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+def q8_0(x: "torch.Tensor") -> "torch.Tensor":
+    """x with its last axis rounded to Q8_0 blocks (32 values, scale max|x| / 127), as llama.cpp
+    rounds the activations of its quantized products."""
+    import torch
+
+    K = x.shape[-1]
+    xb = torch.nn.functional.pad(x, (0, -K % 32)).reshape(*x.shape[:-1], -1, 32)
+    d = xb.abs().amax(-1, keepdim=True) / 127
+    q = torch.where(d > 0, torch.round(xb / torch.where(d > 0, d, 1)), 0)
+    return (q * d).reshape(*x.shape[:-1], -1)[..., :K]
+
+
+def logits_with_q8_0_activations(model, ids, only=None) -> np.ndarray:
+    """transformers' logits with the input of every Linear (or of those named in `only`) rounded
+    as llama.cpp rounds it: the error a llama.cpp-style integer kernel makes on these weights."""
+    import torch
+
+    hooks = [m.register_forward_pre_hook(lambda mod, args: (q8_0(args[0]),))
+             for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and (only is None or name in only)]
+    try:
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0].numpy()
+    finally:
+        for h in hooks:
+            h.remove()

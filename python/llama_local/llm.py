@@ -118,9 +118,9 @@ class LLM:
             self.model_name = self.source.name
         self.config = ModelConfig.load(self.path)
         if self.config.quantization_config:
-            from .formats import fp8_checkpoints
-            tensors = fp8_checkpoints.core_tensors(self.weights, self.config.quantization_config,
-                                                   f"{self.path}/config.json")
+            from .formats import quantized_checkpoints
+            tensors = quantized_checkpoints.core_tensors(self.weights, self.config.quantization_config,
+                                                         f"{self.path}/config.json")
         else:
             tensors = self.weights.core_tensors()
         self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,

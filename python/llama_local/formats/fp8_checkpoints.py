@@ -28,19 +28,20 @@ SKIPPED_SUFFIXES = (".input_scale", ".input_scale_ub", ".weight_zero_point", ".i
 
 
 def supported(qconfig: dict) -> str | None:
-    """None if this quantization_config is loaded here, else why not."""
+    """None if this quantization_config is an FP8 one loaded here, else why not (quantized_checkpoints
+    routes the INT4 ones, compressed-tensors pack-quantized included, to int4_checkpoints)."""
     method = qconfig.get("quant_method")
     if method == "fbgemm_fp8":
         return None
     if method == "compressed-tensors":
         fmt = qconfig.get("format")
         if fmt != "float-quantized":
-            return f"compressed-tensors format {fmt!r} (only 'float-quantized' FP8 is supported so far)"
+            return f"compressed-tensors format {fmt!r} (FP8 checkpoints are 'float-quantized')"
         for name, group in (qconfig.get("config_groups") or {}).items():
             w = (group or {}).get("weights") or {}
             if w.get("type") != "float" or w.get("num_bits") != 8:
                 return (f"compressed-tensors config group {name!r}: {w.get('num_bits')}-bit "
-                        f"{w.get('type')} weights (only 8-bit float is supported so far)")
+                        f"{w.get('type')} weights in a 'float-quantized' checkpoint (it holds 8-bit floats)")
         return None
     return f"quant_method {method!r}"
 
