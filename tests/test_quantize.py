@@ -42,9 +42,9 @@ def test_transformers_loads_it_and_agrees(smol_fp8):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("compressed_tensors")
-    llm = LLM(smol_fp8, n_ctx=512, progress=False)
+    llm = LLM(smol_fp8, n_ctx=2048, progress=False)
     assert "fp8_e4m3" in llm.info()["weight_formats"]
-    ids = llm.tokenizer.encode(PROSE.read_text())[:300]
+    ids = llm.tokenizer.encode(PROSE.read_text())  # all of it: 1,179 tokens
     ours = llm.logits(ids)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(smol_fp8), dtype=torch.float32).eval()
     with torch.no_grad():
@@ -132,3 +132,90 @@ def test_bad_sources_are_refused(smol_fp8, smollm2_gguf, tmp_path):
     assert r.returncode == 2 and "no such file or directory" in r.stderr
     r = run("quantize", str(smollm2_gguf), str(tmp_path / "o"), "--format", "int3")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# ---- INT4 (W4A16, pack-quantized) ----
+
+@pytest.fixture(scope="module")
+def smol_int4(smollm2_gguf, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q4") / "smollm2-int4-g32-sym"
+    r = run("quantize", str(smollm2_gguf), str(out), "--format", "int4", "--group-size", "32", "--symmetric")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_int4_loads_in_transformers_and_agrees(smol_int4):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("compressed_tensors")
+    llm = LLM(smol_int4, n_ctx=2048, progress=False)
+    ids = llm.tokenizer.encode(PROSE.read_text())  # all of it: 1,179 tokens
+    ours = llm.logits(ids)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(smol_int4), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].float().numpy()
+    assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.97
+
+
+@pytest.mark.parametrize("symmetric, group", [(True, 32), (False, 64), (False, 128)])
+def test_int4_matches_the_compressed_tensors_compressor(symmetric, group):
+    # The library's own compressor, given our scales (and zero points) and the weights they
+    # represent exactly ((q - zero) * scale, in fp32), must pack them into our bytes bit for bit,
+    # and its decompressor must give back our dequantized weights.
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("compressed_tensors")
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llama_local.quant import int4
+    w = np.random.default_rng(group).standard_normal((40, 256)).astype(np.float32) * 0.05
+    w[3] = 0.0                    # a row of zeros: the smallest scale
+    w[5, :group] = np.abs(w[5, :group])  # a group with no negative values (zero point at the edge)
+    q, scale, zero = int4.quantize_int4(w, group, symmetric)
+    s = scale.astype(np.float32).repeat(group, axis=1)
+    z = 0 if symmetric else zero.astype(np.float32).repeat(group, axis=1)
+    exact = (q - z) * s
+    if symmetric:
+        # The scale search never does worse, group by group, than compressed-tensors' max/7.5.
+        s0 = (np.abs(w).reshape(40, -1, group).max(axis=2) / 7.5)
+        s0 = np.where(s0 == 0, int4.ZERO_SCALE, s0).astype(ml_dtypes.bfloat16).astype(np.float32)
+        s0 = s0.repeat(group, axis=1)
+        err0 = ((np.clip(np.round(w / s0), -8, 7) * s0 - w) ** 2).reshape(40, -1, group).sum(axis=2)
+        err = ((exact - w) ** 2).reshape(40, -1, group).sum(axis=2)
+        assert np.all(err <= err0 * (1 + 1e-6) + 1e-30) and err.sum() < err0.sum()
+    else:  # min-max: every value within a step (half for rounding, half for the rounded zero point)
+        assert np.abs(exact - w).max() <= s.max() * 1.0001
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(**int4.weight_config(group, symmetric)))
+    state = {"weight": torch.from_numpy(exact),
+             "weight_scale": torch.from_numpy(scale.astype(np.float32)).to(torch.bfloat16)}
+    if not symmetric:
+        state["weight_zero_point"] = torch.from_numpy(zero.astype(np.int8))
+    theirs = PackedQuantizationCompressor.compress(state, scheme)
+    packed = int4.pack_int4(q, 1)
+    assert np.array_equal(theirs["weight_packed"].numpy(), packed)
+    ours = {"weight_packed": torch.from_numpy(packed), "weight_scale": state["weight_scale"],
+            "weight_shape": torch.tensor([40, 256])}
+    if not symmetric:
+        assert np.array_equal(theirs["weight_zero_point"].numpy(), int4.pack_int4(zero, 0))
+        ours["weight_zero_point"] = torch.from_numpy(int4.pack_int4(zero, 0))
+    deq = PackedQuantizationCompressor.decompress(ours, scheme)["weight"].float().numpy()
+    want = exact.astype(ml_dtypes.bfloat16).astype(np.float32)  # the library dequantizes in bf16
+    np.testing.assert_array_equal(deq, want)
+
+
+def test_int4_asymmetric_output_loads_and_answers(smollm2_gguf, tmp_path):
+    out = tmp_path / "int4-g64"
+    r = run("quantize", str(smollm2_gguf), str(out), "--format", "int4", "--group-size", "64")
+    assert r.returncode == 0, r.stderr
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["format"] == "pack-quantized" and qc["config_groups"]["group_0"]["weights"]["symmetric"] is False
+    assert "model.layers.0.mlp.up_proj.weight_zero_point" in Checkpoint(out).keys()
+    llm = LLM(out, n_ctx=256, progress=False)
+    text = "".join(c.text for c in llm.generate("The capital of France is", max_tokens=6, temperature=0))
+    assert "Paris" in text
+
+
+def test_a_group_that_does_not_divide_is_refused_naming_the_tensor(smollm2_gguf, tmp_path):
+    r = run("quantize", str(smollm2_gguf), str(tmp_path / "o"), "--format", "int4", "--group-size", "128")
+    assert r.returncode == 2
+    assert "'model.layers.0.self_attn.q_proj.weight': its input dimension 576" in r.stderr and "try 32 or 64" in r.stderr
+    assert not (tmp_path / "o").exists()

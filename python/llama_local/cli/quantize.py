@@ -13,7 +13,11 @@ def register(sub) -> None:
     q.add_argument("src", help="anything LLM() loads: an HF directory, a .gguf file, a Meta original/ directory")
     q.add_argument("dst", help="the output directory (refused if it exists, unless --force)")
     q.add_argument("--format", choices=writer.FORMATS, required=True,
-                   help="fp8: E4M3 weights with per-channel scales (W8A16)")
+                   help="fp8: E4M3 weights with per-channel scales (W8A16); "
+                        "int4: 4-bit group-wise weights (W4A16, pack-quantized)")
+    q.add_argument("--group-size", type=int, default=128, choices=[32, 64, 128],
+                   help="int4: input columns per scale (default 128)")
+    q.add_argument("--symmetric", action="store_true", help="int4: no zero points (default: one per group)")
     q.add_argument("--force", action="store_true", help="replace DST if it exists")
     q.set_defaults(func=run)
 
@@ -27,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
                   TextColumn("tensors"), TimeRemainingColumn(), console=Console(stderr=True),
                   transient=True) as bar:
         task = bar.add_task("", total=None)
-        out = quantize(args.src, args.dst, fmt=args.format, force=args.force,
+        out = quantize(args.src, args.dst, fmt=args.format, force=args.force, group_size=args.group_size,
+                       symmetric=args.symmetric,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     print(f"wrote {out}")
     return 0

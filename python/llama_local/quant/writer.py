@@ -21,19 +21,21 @@ import numpy as np
 from ..errors import LlamaLocalError
 from ..fsutil import atomic_output_dir
 from ..formats.safetensors_io import LazyTensor, write_safetensors
-from . import fp8
+from . import fp8, int4
 from .source import Source
 
-FORMATS = ("fp8",)
+FORMATS = ("fp8", "int4")
 DEFAULT_MAX_SHARD_BYTES = 4 * 10**9
 # The linear layers llm-compressor's "Linear" target reaches in a Llama decoder (lm_head is ignored).
 LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$")
 
 
-def quantization_config(fmt: str) -> dict:
+def quantization_config(fmt: str, group: int = 128, symmetric: bool = False) -> dict:
     """config.json's quantization_config, in compressed-tensors' schema."""
     if fmt == "fp8":
         weights, compression = fp8.weight_config(), "float-quantized"
+    elif fmt == "int4":
+        weights, compression = int4.weight_config(group, symmetric), "pack-quantized"
     else:
         raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     return {
@@ -48,9 +50,12 @@ def quantization_config(fmt: str) -> dict:
     }
 
 
-def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], fmt: str):
+def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], fmt: str,
+             group: int, symmetric: bool):
     """(name, dtype, shape, produce) for each tensor the output holds in place of source `name`."""
     bf16 = np.dtype(ml_dtypes.bfloat16)
+    if fmt == "int4" and LINEAR.match(name) and len(shape) == 2:
+        return _int4_outputs(name, shape, load, group, symmetric)
     if LINEAR.match(name) and len(shape) == 2:
         cache: dict[str, tuple] = {}
 
@@ -72,9 +77,36 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
     return [(name, bf16, shape, lambda: load().astype(ml_dtypes.bfloat16))]
 
 
+def _int4_outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], group: int, symmetric: bool):
+    """weight_packed, weight_scale, weight_shape (and weight_zero_point) of one INT4 linear weight."""
+    n, k = shape
+    prefix = name[: -len("weight")]
+    cache: dict[str, tuple] = {}
+
+    def parts():
+        if "v" not in cache:
+            cache["v"] = int4.quantize_int4(load(), group, symmetric, name)
+        return cache["v"]
+
+    def last(value):
+        cache.clear()  # the tensors of one weight are written back to back: let them go
+        return value
+    out = [(prefix + "weight_packed", np.dtype(np.int32), (n, -(-k // 8)), lambda: int4.pack_int4(parts()[0], 1)),
+           (prefix + "weight_scale", np.dtype(ml_dtypes.bfloat16), (n, k // group), lambda: parts()[1])]
+    if symmetric:
+        out.append((prefix + "weight_shape", np.dtype(np.int64), (2,),
+                    lambda: last(np.array([n, k], dtype=np.int64))))
+    else:
+        out.append((prefix + "weight_shape", np.dtype(np.int64), (2,), lambda: np.array([n, k], dtype=np.int64)))
+        out.append((prefix + "weight_zero_point", np.dtype(np.int32), (-(-n // 8), k // group),
+                    lambda: last(int4.pack_int4(parts()[2], 0))))
+    return out
+
+
 def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", force: bool = False,
              progress: Callable[[int, int], None] | None = None,
-             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Path:
+             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, group_size: int = 128,
+             symmetric: bool = False) -> Path:
     """Write `dst`, a compressed-tensors checkpoint of `src` in `fmt`. progress(done, total) is
     called with source tensors done."""
     if fmt not in FORMATS:
@@ -88,7 +120,17 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
     tensors = list(source.tensors())
     if not any(LINEAR.match(t.name) for t in tensors):
         raise LlamaLocalError(f"{source.path}: no Llama decoder linear weights to quantize")
-    outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt)]
+    if fmt == "int4":  # refuse before writing anything
+        if group_size not in int4.GROUP_SIZES:
+            raise LlamaLocalError(f"--group-size {group_size}: expected one of "
+                                  f"{', '.join(map(str, int4.GROUP_SIZES))}")
+        for t in tensors:
+            if LINEAR.match(t.name) and t.shape[1] % group_size:
+                fits = [g for g in int4.GROUP_SIZES if t.shape[1] % g == 0]
+                raise LlamaLocalError(f"tensor {t.name!r}: its input dimension {t.shape[1]} is not a multiple "
+                                      f"of --group-size {group_size}" +
+                                      (f" (try {' or '.join(map(str, fits))})" if fits else ""))
+    outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt, group_size, symmetric)]
     sizes = [math.prod(shape) * dtype.itemsize for _, dtype, shape, _ in outputs]
     groups: list[list[int]] = [[]]
     total = 0
@@ -108,7 +150,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
 
         def load():
             arr = produce()
-            if not name.endswith("weight_scale"):
+            if name.endswith(".weight") or name.endswith(".weight_packed"):
                 done[0] += 1
                 if progress:
                     progress(done[0], n_src)
@@ -118,7 +160,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
     with atomic_output_dir(dst, force=force) as tmp:
         source.write_side_files(tmp)
         config = json.loads((tmp / "config.json").read_text())
-        config["quantization_config"] = quantization_config(fmt)
+        config["quantization_config"] = quantization_config(fmt, group_size, symmetric)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         for fname, group in zip(names, groups):
             write_safetensors(tmp / fname, [(outputs[i][0], lazy(i)) for i in group], metadata={"format": "pt"})
