@@ -11,7 +11,6 @@ convert: it reads the file in place, see gguf_weights.)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..fsutil import atomic_output_dir
 from .gguf_file import GGUFFile, _gguf
 from .llama_layout import unpermute_qk
 from ..progress import byte_progress
-from .safetensors_io import LazyTensor, write_safetensors
+from .safetensors_io import LazyTensor, write_checkpoint
 
 DEFAULT_MAX_SHARD_BYTES = 4 * 10**9
 
@@ -40,26 +39,10 @@ def load_tensor(t, heads: int | None, shape: tuple[int, ...], path: Path, dtype=
     return w.astype(dtype)
 
 
-def _shards(sizes: list[int], max_bytes: int) -> list[list[int]]:
-    """Consecutive groups of tensor indices, each under max_bytes (a bigger tensor gets its own)."""
-    groups: list[list[int]] = [[]]
-    total = 0
-    for i, n in enumerate(sizes):
-        if groups[-1] and total + n > max_bytes:
-            groups.append([])
-            total = 0
-        groups[-1].append(i)
-        total += n
-    return groups
-
-
 def _write_weights(out: Path, plan, path: Path, max_shard_bytes: int, progress: bool) -> None:
     bf16 = np.dtype(ml_dtypes.bfloat16)
     expected = [tuple(int(d) for d in reversed(t.shape)) for _, t, _ in plan]
     sizes = [math.prod(s) * bf16.itemsize for s in expected]
-    groups = _shards(sizes, max_shard_bytes)
-    names = (["model.safetensors"] if len(groups) == 1 else
-             [f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))])
     with byte_progress(progress, sum(sizes), path.name) as advance:
         def lazy(i: int) -> LazyTensor:
             name, t, heads = plan[i]
@@ -70,12 +53,7 @@ def _write_weights(out: Path, plan, path: Path, max_shard_bytes: int, progress: 
                 return w
             return LazyTensor(bf16, expected[i], load)
 
-        for fname, group in zip(names, groups):
-            write_safetensors(out / fname, [(plan[i][0], lazy(i)) for i in group], metadata={"format": "pt"})
-    if len(groups) > 1:
-        index = {"metadata": {"total_size": sum(sizes)},
-                 "weight_map": {plan[i][0]: names[k] for k, g in enumerate(groups) for i in g}}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_checkpoint(out, [(plan[i][0], lazy(i)) for i in range(len(plan))], max_shard_bytes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -236,3 +236,27 @@ def write_safetensors(path: str | os.PathLike,
         if tmp.exists():
             tmp.unlink()
         raise
+
+
+def write_checkpoint(out_dir: str | os.PathLike, tensors: list[tuple[str, LazyTensor]], max_shard_bytes: int) -> None:
+    """model.safetensors, or shards of at most max_shard_bytes (a bigger tensor gets its own) with
+    model.safetensors.index.json, as transformers writes them. Tensors are produced one at a time."""
+    out = Path(out_dir)
+    sizes = [math.prod(t.shape) * np.dtype(t.dtype).itemsize for _, t in tensors]
+    groups: list[list[int]] = [[]]
+    total = 0
+    for i, n in enumerate(sizes):
+        if groups[-1] and total + n > max_shard_bytes:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += n
+    names = (["model.safetensors"] if len(groups) == 1 else
+             [f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))])
+    for fname, group in zip(names, groups):
+        write_safetensors(out / fname, [tensors[i] for i in group], metadata={"format": "pt"})
+    if len(groups) > 1:
+        index = {"metadata": {"total_size": sum(sizes)},
+                 "weight_map": {tensors[i][0]: names[k] for k, g in enumerate(groups) for i in g}}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+

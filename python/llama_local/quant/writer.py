@@ -9,7 +9,6 @@ directory renamed at the end: an interrupted run leaves nothing, and the source 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from ..errors import LlamaLocalError
 from ..fsutil import atomic_output_dir
-from ..formats.safetensors_io import LazyTensor, write_safetensors
+from ..formats.safetensors_io import LazyTensor, write_checkpoint
 from . import fp8, int4
 from .source import Source
 
@@ -131,17 +130,6 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
                                       f"of --group-size {group_size}" +
                                       (f" (try {' or '.join(map(str, fits))})" if fits else ""))
     outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt, group_size, symmetric)]
-    sizes = [math.prod(shape) * dtype.itemsize for _, dtype, shape, _ in outputs]
-    groups: list[list[int]] = [[]]
-    total = 0
-    for i, n in enumerate(sizes):
-        if groups[-1] and total + n > max_shard_bytes:
-            groups.append([])
-            total = 0
-        groups[-1].append(i)
-        total += n
-    names = (["model.safetensors"] if len(groups) == 1 else
-             [f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))])
     done = [0]
     n_src = len(tensors)
 
@@ -162,10 +150,5 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
         config = json.loads((tmp / "config.json").read_text())
         config["quantization_config"] = quantization_config(fmt, group_size, symmetric)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        for fname, group in zip(names, groups):
-            write_safetensors(tmp / fname, [(outputs[i][0], lazy(i)) for i in group], metadata={"format": "pt"})
-        if len(groups) > 1:
-            index = {"metadata": {"total_size": sum(sizes)},
-                     "weight_map": {outputs[i][0]: names[k] for k, g in enumerate(groups) for i in g}}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_checkpoint(tmp, [(outputs[i][0], lazy(i)) for i in range(len(outputs))], max_shard_bytes)
     return dst
