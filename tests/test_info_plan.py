@@ -59,6 +59,9 @@ def test_405b_needs_two_nodes_in_bf16_and_one_in_fp8():
         "vllm serve meta-llama/Llama-3.1-405B-Instruct --tensor-parallel-size 8 --max-model-len 8192 "
         "--pipeline-parallel-size 2")
     assert "--quantization fp8 --tensor-parallel-size 8" in vllm_command("x", "fp8", 8, 8192)
+    assert vllm_command("meta-llama/Llama-3.1-405B-Instruct", "int4", 4, 8192) == (
+        "llama-local quantize meta-llama/Llama-3.1-405B-Instruct Llama-3.1-405B-Instruct-int4-g128 --format int4 "
+        "--group-size 128 && vllm serve Llama-3.1-405B-Instruct-int4-g128 --tensor-parallel-size 4 --max-model-len 8192")
 
 
 def test_the_command_plans_from_a_config_only_directory(tmp_path):

@@ -101,11 +101,19 @@ def plan(c: ModelConfig, n_ctx: int, gpu_bytes: int, machine_bytes: int | None =
 
 def vllm_command(source: str, fmt: str, tp: int, n_ctx: int, already_fp8: bool = False) -> str:
     """The `vllm serve` line for a format: bf16 as stored; fp8 quantized by vLLM as it loads
-    (or already FP8, e.g. Meta's FP8 release); int4 from a compressed-tensors W4A16 checkpoint."""
+    (or already FP8, e.g. Meta's FP8 release); int4 from the compressed-tensors W4A16 checkpoint
+    that `llama-local quantize` writes first (it streams one tensor at a time, so a machine far
+    smaller than the model can write it)."""
     nodes = -(-tp // GPUS_PER_NODE)
-    target = source if fmt != "int4" else "<a compressed-tensors W4A16 checkpoint of it>"
+    target = source if fmt != "int4" else int4_output(source)
     extra = " --quantization fp8" if fmt == "fp8" and not already_fp8 else ""
     cmd = f"vllm serve {target}{extra} --tensor-parallel-size {min(tp, GPUS_PER_NODE)} --max-model-len {n_ctx}"
     if nodes > 1:
         cmd += f" --pipeline-parallel-size {nodes}"
+    if fmt == "int4":
+        cmd = f"llama-local quantize {source} {target} --format int4 --group-size {INT4_GROUP} && {cmd}"
     return cmd
+
+
+def int4_output(source: str) -> str:
+    return source.rstrip("/").rsplit("/", 1)[-1] + "-int4-g128"
