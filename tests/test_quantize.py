@@ -219,3 +219,21 @@ def test_a_group_that_does_not_divide_is_refused_naming_the_tensor(smollm2_gguf,
     assert r.returncode == 2
     assert "'model.layers.0.self_attn.q_proj.weight': its input dimension 576" in r.stderr and "try 32 or 64" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_fp8_dynamic_activations_change_only_the_config(smol_fp8, smollm2_gguf, tmp_path):
+    out = tmp_path / "fp8-dynamic"
+    r = run("quantize", str(smollm2_gguf), str(out), "--format", "fp8", "--dynamic-activations")
+    assert r.returncode == 0, r.stderr
+    assert digest(out / "model.safetensors") == digest(smol_fp8 / "model.safetensors")  # the same weights
+    group = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]
+    plain = json.loads((smol_fp8 / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]
+    assert plain["input_activations"] is None
+    assert group["input_activations"]["strategy"] == "token" and group["input_activations"]["dynamic"] is True
+    ct = pytest.importorskip("compressed_tensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert ct.QuantizationConfig.model_validate(qc).config_groups["group_0"].input_activations.dynamic is True
+    assert "Paris" in "".join(c.text for c in LLM(out, n_ctx=128, progress=False).generate(
+        "The capital of France is", max_tokens=6, temperature=0))
+    bad = run("quantize", str(smollm2_gguf), str(tmp_path / "x"), "--format", "int4", "--dynamic-activations")
+    assert bad.returncode == 2 and "--format fp8 only" in bad.stderr

@@ -18,6 +18,9 @@ def register(sub) -> None:
     q.add_argument("--group-size", type=int, default=128, choices=[32, 64, 128],
                    help="int4: input columns per scale (default 128)")
     q.add_argument("--symmetric", action="store_true", help="int4: no zero points (default: one per group)")
+    q.add_argument("--dynamic-activations", action="store_true",
+                   help="fp8: W8A8, per-token FP8 activation scales computed at run time (llm-compressor's "
+                        "FP8_DYNAMIC), for GPUs with FP8 products; llama_local's CPU path keeps fp32 activations")
     q.add_argument("--force", action="store_true", help="replace DST if it exists")
     q.set_defaults(func=run)
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
                   transient=True) as bar:
         task = bar.add_task("", total=None)
         out = quantize(args.src, args.dst, fmt=args.format, force=args.force, group_size=args.group_size,
-                       symmetric=args.symmetric,
+                       symmetric=args.symmetric, dynamic_activations=args.dynamic_activations,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     print(f"wrote {out}")
     return 0

@@ -29,8 +29,18 @@ DEFAULT_MAX_SHARD_BYTES = 4 * 10**9
 LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$")
 
 
-def quantization_config(fmt: str, group: int = 128, symmetric: bool = False) -> dict:
-    """config.json's quantization_config, in compressed-tensors' schema."""
+def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
+                        dynamic_activations: bool = False) -> dict:
+    """config.json's quantization_config, in compressed-tensors' schema. dynamic_activations
+    (fp8 only) makes it llm-compressor's FP8_DYNAMIC: W8A8, each token's activations scaled to
+    FP8 at run time by GPU kernels that gain from FP8 products (vLLM on Ada/Hopper); the weights
+    are the same, and llama_local's CPU kernels keep fp32 activations either way."""
+    activations = None
+    if dynamic_activations:
+        if fmt != "fp8":
+            raise LlamaLocalError("dynamic activation quantization goes with --format fp8 only")
+        activations = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True,
+                       "group_size": None, "block_structure": None, "observer": None, "actorder": None}
     if fmt == "fp8":
         weights, compression = fp8.weight_config(), "float-quantized"
     elif fmt == "int4":
@@ -42,7 +52,7 @@ def quantization_config(fmt: str, group: int = 128, symmetric: bool = False) -> 
         "format": compression,
         "quantization_status": "compressed",
         "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
-                                      "input_activations": None, "output_activations": None,
+                                      "input_activations": activations, "output_activations": None,
                                       "format": compression}},
         "ignore": ["lm_head"],
         "kv_cache_scheme": None,
@@ -105,11 +115,12 @@ def _int4_outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarr
 def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", force: bool = False,
              progress: Callable[[int, int], None] | None = None,
              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, group_size: int = 128,
-             symmetric: bool = False) -> Path:
+             symmetric: bool = False, dynamic_activations: bool = False) -> Path:
     """Write `dst`, a compressed-tensors checkpoint of `src` in `fmt`. progress(done, total) is
     called with source tensors done."""
     if fmt not in FORMATS:
         raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+    qconfig = quantization_config(fmt, group_size, symmetric, dynamic_activations)  # refuses bad combinations
     source = Source(str(src))
     dst = Path(dst).expanduser()
     if dst.resolve() == source.path.resolve():
@@ -148,7 +159,7 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
     with atomic_output_dir(dst, force=force) as tmp:
         source.write_side_files(tmp)
         config = json.loads((tmp / "config.json").read_text())
-        config["quantization_config"] = quantization_config(fmt, group_size, symmetric)
+        config["quantization_config"] = qconfig
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         write_checkpoint(tmp, [(outputs[i][0], lazy(i)) for i in range(len(outputs))], max_shard_bytes)
     return dst
