@@ -26,6 +26,7 @@ LLAMA_CPP = r"""
 import json, math, sys
 import numpy as np
 import llama_cpp
+from llama_local.evaluate.perplexity import token_nll  # the same per-token NLL for both engines
 path, text_file, ctx, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 llm = llama_cpp.Llama(model_path=path, n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, n_threads=threads,
                       logits_all=True, verbose=False)
@@ -40,10 +41,7 @@ for c in range(n_chunks):
         window[0] = bos
     llm.reset()
     llm.eval(window)
-    x = np.array(llm.scores[first:ctx - 1], dtype=np.float64)
-    m = x.max(axis=1, keepdims=True)
-    logz = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
-    nll.extend(logz - x[np.arange(len(x)), window[first + 1:]])
+    nll.extend(token_nll(np.asarray(llm.scores[first:ctx - 1]), np.asarray(window[first + 1:])))
 nll = np.array(nll)
 mean, var = nll.mean(), (nll * nll).mean() - nll.mean() ** 2
 ppl = math.exp(mean)

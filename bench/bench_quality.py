@@ -29,10 +29,9 @@ PROSE = HERE.parent / "tests" / "data" / "prose.txt"
 
 
 def nll(logits: np.ndarray, ids: list[int]) -> float:
-    x = logits[:-1].astype(np.float64)
-    m = x.max(axis=1, keepdims=True)
-    logp = x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
+    """Mean negative log-likelihood of each next token (the same code for both engines' logits)."""
+    from llama_local.evaluate.perplexity import token_nll
+    return float(token_nll(logits[:-1], np.asarray(ids[1:])).mean())
 
 
 def logits_of(engine: str, path: Path, ids: list[int], out: Path, threads: int) -> None:

@@ -172,10 +172,15 @@ class ModelConfig:
             "inv_freq": self.inv_freq().tolist(),
         }
 
-    def n_params(self) -> int:
+    def linear_params(self) -> int:
+        """Parameters of the decoder layers' linear weights (q, k, v, o, gate, up, down)."""
         d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * hd * (2 * self.num_attention_heads + 2 * self.num_key_value_heads)
-        per_layer = attn + 3 * d * f + 2 * d
+        return self.num_hidden_layers * (attn + 3 * d * f)
+
+    def n_params(self) -> int:
+        d = self.hidden_size
         head = 0 if self.tie_word_embeddings else self.vocab_size * d
-        return self.vocab_size * d + self.num_hidden_layers * per_layer + d + head
+        norms = self.num_hidden_layers * 2 * d + d
+        return self.vocab_size * d + self.linear_params() + norms + head
 

@@ -35,13 +35,6 @@ class FormatPlan:
     vllm_kv_bytes: int       # vLLM's bf16 KV cache for one sequence of n_ctx
 
 
-def linear_params(c: ModelConfig) -> int:
-    """Parameters in the decoder layers' linear weights (what gets quantized)."""
-    d, f, hd = c.hidden_size, c.intermediate_size, c.head_dim
-    attn = d * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
-    return c.num_hidden_layers * (attn + 3 * d * f)
-
-
 def linear_rows(c: ModelConfig) -> int:
     """Output rows of those linear weights (one per-channel scale each)."""
     d, hd = c.hidden_size, c.head_dim
@@ -50,7 +43,7 @@ def linear_rows(c: ModelConfig) -> int:
 
 
 def weight_bytes(c: ModelConfig, fmt: str) -> int:
-    total, lin = c.n_params(), linear_params(c)
+    total, lin = c.n_params(), c.linear_params()
     rest = total - lin                      # embeddings, norms, LM head: bf16 in every format
     if fmt == "bf16":
         return 2 * total

@@ -49,15 +49,6 @@ def pack_int4(q: np.ndarray, axis: int) -> np.ndarray:
     return np.ascontiguousarray(out.T if axis == 0 else out)
 
 
-def unpack_int4(words: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """The inverse of pack_int4: `n` signed values along `axis`."""
-    w = words.T if axis == 0 else words
-    u = w.view(np.uint32)
-    vals = np.stack([(u >> np.uint32(4 * i)) & 0xF for i in range(8)], axis=-1).reshape(u.shape[0], -1)[:, :n]
-    q = vals.astype(np.int8) - 8
-    return np.ascontiguousarray(q.T if axis == 0 else q)
-
-
 def quantize_int4(w: np.ndarray, group: int, symmetric: bool, name: str = "weight"):
     """(q int8 [N, K] in [-8, 7], scale bf16 [N, K / group], zero int8 [N, K / group] or None)."""
     if group not in GROUP_SIZES:

@@ -59,56 +59,44 @@ def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
     }
 
 
+class _Once:
+    """One weight's quantization, computed when the first of its output tensors is written and
+    dropped after the last (the outputs of a weight are written back to back)."""
+
+    def __init__(self, compute: Callable[[], tuple]):
+        self.compute, self.value = compute, None
+
+    def part(self, i: int, last: bool = False, then: Callable = lambda v: v) -> Callable[[], np.ndarray]:
+        def produce() -> np.ndarray:
+            if self.value is None:
+                self.value = self.compute()
+            out = then(self.value[i])
+            if last:
+                self.value = None
+            return out
+        return produce
+
+
 def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], fmt: str,
              group: int, symmetric: bool):
     """(name, dtype, shape, produce) for each tensor the output holds in place of source `name`."""
     bf16 = np.dtype(ml_dtypes.bfloat16)
-    if fmt == "int4" and LINEAR.match(name) and len(shape) == 2:
-        return _int4_outputs(name, shape, load, group, symmetric)
-    if LINEAR.match(name) and len(shape) == 2:
-        cache: dict[str, tuple] = {}
-
-        def parts():
-            if "v" not in cache:
-                cache["v"] = fp8.quantize_fp8_channel(load())
-            return cache["v"]
-
-        def codes():
-            return parts()[0]
-
-        def scale():
-            out = parts()[1]
-            cache.clear()  # the pair is written back to back: let it go
-            return out
-        prefix = name[: -len("weight")]
-        return [(name, np.dtype(ml_dtypes.float8_e4m3fn), shape, codes),
-                (prefix + "weight_scale", bf16, (shape[0], 1), scale)]
-    return [(name, bf16, shape, lambda: load().astype(ml_dtypes.bfloat16))]
-
-
-def _int4_outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], group: int, symmetric: bool):
-    """weight_packed, weight_scale, weight_shape (and weight_zero_point) of one INT4 linear weight."""
-    n, k = shape
+    if not (LINEAR.match(name) and len(shape) == 2):
+        return [(name, bf16, shape, lambda: load().astype(ml_dtypes.bfloat16))]
     prefix = name[: -len("weight")]
-    cache: dict[str, tuple] = {}
-
-    def parts():
-        if "v" not in cache:
-            cache["v"] = int4.quantize_int4(load(), group, symmetric, name)
-        return cache["v"]
-
-    def last(value):
-        cache.clear()  # the tensors of one weight are written back to back: let them go
-        return value
-    out = [(prefix + "weight_packed", np.dtype(np.int32), (n, -(-k // 8)), lambda: int4.pack_int4(parts()[0], 1)),
-           (prefix + "weight_scale", np.dtype(ml_dtypes.bfloat16), (n, k // group), lambda: parts()[1])]
-    if symmetric:
-        out.append((prefix + "weight_shape", np.dtype(np.int64), (2,),
-                    lambda: last(np.array([n, k], dtype=np.int64))))
-    else:
-        out.append((prefix + "weight_shape", np.dtype(np.int64), (2,), lambda: np.array([n, k], dtype=np.int64)))
+    if fmt == "fp8":
+        q = _Once(lambda: fp8.quantize_fp8_channel(load()))
+        return [(name, np.dtype(ml_dtypes.float8_e4m3fn), shape, q.part(0)),
+                (prefix + "weight_scale", bf16, (shape[0], 1), q.part(1, last=True))]
+    # int4: weight_packed, weight_scale, weight_shape (and weight_zero_point)
+    n, k = shape
+    q = _Once(lambda: int4.quantize_int4(load(), group, symmetric, name))
+    out = [(prefix + "weight_packed", np.dtype(np.int32), (n, -(-k // 8)), q.part(0, then=lambda v: int4.pack_int4(v, 1))),
+           (prefix + "weight_scale", bf16, (n, k // group), q.part(1, last=symmetric)),
+           (prefix + "weight_shape", np.dtype(np.int64), (2,), lambda: np.array([n, k], dtype=np.int64))]
+    if not symmetric:
         out.append((prefix + "weight_zero_point", np.dtype(np.int32), (-(-n // 8), k // group),
-                    lambda: last(int4.pack_int4(parts()[2], 0))))
+                    q.part(2, last=True, then=lambda v: int4.pack_int4(v, 0))))
     return out
 
 
