@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <memory>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -184,6 +185,27 @@ public:
             model_->forward(t, T, o, all_logits);
         }
         return out;
+    }
+
+    // Evaluates tokens from position 0 and calls observer(layer, which, x) with every decoder
+    // layer's linear inputs (x: float32 [T, K]; which as in LlamaCpu::set_input_observer).
+    // For calibration: no logits are computed, and the KV cache holds these tokens afterwards.
+    void observe_inputs(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
+                        const py::function& observer) {
+        if (tokens.ndim() != 1) throw std::invalid_argument("observe_inputs: tokens must be a 1-D array");
+        model_->truncate(0);
+        model_->set_input_observer([&observer](int64_t l, int which, const float* x, int64_t T, int64_t K) {
+            py::gil_scoped_acquire acquire;
+            py::array_t<float> a({T, K});
+            std::memcpy(a.mutable_data(), x, sizeof(float) * size_t(T * K));
+            observer(l, which, a);
+        });
+        struct Unset {
+            LlamaCpu& m;
+            ~Unset() { m.set_input_observer(nullptr); }
+        } unset{*model_};
+        py::gil_scoped_release release;
+        model_->forward(tokens.data(), tokens.shape(0), nullptr, false);
     }
 
     LlamaCpu& model() { return *model_; }
@@ -436,6 +458,9 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const py::dict&, const py::dict&, int64_t, int, const std::optional<std::string>&, int64_t>(),
              py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads") = 0,
              py::arg("isa") = py::none(), py::arg("n_batch") = 512)
+        .def("observe_inputs", &PyModel::observe_inputs, py::arg("tokens"), py::arg("observer"),
+             "Evaluate tokens from position 0, calling observer(layer, which, x[T, K]) with each decoder "
+             "layer's linear inputs: which 0 = q/k/v, 1 = o, 2 = gate/up, 3 = down")
         .def("forward", &PyModel::forward, py::arg("tokens"), py::arg("start_pos") = py::none(),
              py::arg("all_logits") = false,
              "Evaluate tokens at positions [start_pos or n_past, ...), append them to the KV cache, "

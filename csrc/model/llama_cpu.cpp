@@ -190,6 +190,7 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
         rows(T, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.attn_norm.data(), h + t * D, D, eps);
         });
+        if (observer_) observer_(l, 0, h, T, D);
         // K and V rows go straight into the cache at their positions.
         const LinearInput hin = input(h, D, T, D, {&L.q, &L.k, &L.v});
         pool_.run(mm_chunks, [&](int c, int nc) {
@@ -206,6 +207,7 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
             }
         });
         attention(l, T, p0);
+        if (observer_) observer_(l, 1, attn_.data(), T, qdim);
         // The output projection adds into the residual stream directly.
         const LinearInput ain = input(attn_.data(), qdim, T, qdim, {&L.o});
         pool_.run(mm_chunks, [&](int c, int nc) { linear_slice(k, L.o, ain, x, D, true, c, nc); });
@@ -215,6 +217,7 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
         // Each thread applies SwiGLU to the gate/up columns it just computed: no extra dispatch.
         // gate and up share the chunking (same row count and alignment) only when their formats
         // align alike; SwiGLU covers each chunk's gate rows, which up then has computed too.
+        if (observer_) observer_(l, 2, h, T, D);
         const LinearInput fin = input(h, D, T, D, {&L.gate, &L.up});
         const bool fused_swiglu = L.gate.row_align() == L.up.row_align();
         pool_.run(mm_chunks, [&](int c, int nc) {
@@ -231,6 +234,7 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
             rows(T, [&](int64_t b, int64_t e) {
                 for (int64_t t = b; t < e; ++t) k.swiglu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F);
             });
+        if (observer_) observer_(l, 3, gate_.data(), T, F);
         const LinearInput din = input(gate_.data(), F, T, F, {&L.down});
         pool_.run(mm_chunks, [&](int c, int nc) { linear_slice(k, L.down, din, x, D, true, c, nc); });
     }

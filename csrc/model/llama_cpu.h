@@ -57,6 +57,12 @@ public:
     size_t kv_bytes() const { return cache_.bytes(); }
     size_t scratch_bytes() const;
 
+    // When set, called during forward with the fp32 input of each decoder layer's linear products,
+    // [T, K] row-major: which = 0 (q, k, v), 1 (o), 2 (gate, up), 3 (down). Quantizers calibrate
+    // on these (GPTQ's Hessians); unset, it costs one branch per layer.
+    using InputObserver = std::function<void(int64_t layer, int which, const float* x, int64_t T, int64_t K)>;
+    void set_input_observer(InputObserver f) { observer_ = std::move(f); }
+
 private:
     struct Layer {
         std::vector<float> attn_norm, ffn_norm;
@@ -71,6 +77,7 @@ private:
     static constexpr int64_t kAttnBlock = 32;  // queries per attention work item
     int matmul_chunks() const { return pool_.size() == 1 ? 1 : 4 * pool_.size(); }
 
+    InputObserver observer_;
     LlamaConfig cfg_;
     const cpu::Kernels& k_;
     cpu::ThreadPool pool_;

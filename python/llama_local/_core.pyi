@@ -10,7 +10,7 @@ function's parameters, must match. Names with a leading underscore exist only he
 """
 
 from types import ModuleType
-from typing import Any, TypedDict
+from typing import Any, Callable, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,9 @@ class Model:
     def forward(self, tokens: npt.ArrayLike, start_pos: int | None = None, all_logits: bool = False) -> _F32:
         """Evaluate tokens (int32, 1-D) at positions [start_pos or n_past, ...), append them to the
         KV cache, and return float32 logits: [vocab] for the last token, or [T, vocab] with all_logits."""
+    def observe_inputs(self, tokens: npt.ArrayLike, observer: Callable[[int, int, _F32], None]) -> None:
+        """Evaluate tokens from position 0, calling observer(layer, which, x[T, K]) with each decoder
+        layer's linear inputs: which 0 = q/k/v, 1 = o, 2 = gate/up, 3 = down."""
     def reset(self) -> None: ...
     def truncate(self, n: int) -> None: ...
     @property

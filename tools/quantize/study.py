@@ -3,10 +3,12 @@
 
     python tools/quantize/study.py                         # SmolLM2-135M-Instruct, tests/data/prose.txt
     python tools/quantize/study.py --file wiki.test.raw --ctx 512 --json out.json
+    python tools/quantize/study.py --calibration my_text.txt     # GPTQ's calibration text
 
 The base is the model's bf16 Hugging Face directory (for the demo: its shipped Q4_1 GGUF converted,
 so every row below starts from the same weights). Each format is written by `llama-local quantize`
-(round to nearest; GPTQ is not implemented yet) and scored by `llama-local perplexity` (llama.cpp's
+(round to nearest; the GPTQ row calibrates on --calibration, by default Python's own reference
+documentation from the standard library, text unlike the prose it is scored on) and scored by `llama-local perplexity` (llama.cpp's
 method) on the same text. When llama-cpp-python is installed, llama.cpp's own quantizer makes its
 Q4_0, Q4_K_M and Q8_0 of the same weights for comparison (scored by the same perplexity code).
 bits/weight counts every byte of the decoder's linear layers (codes, scales, zero points) over
@@ -33,6 +35,7 @@ from llama_local.quant.writer import LINEAR, quantize  # noqa: E402
 VARIANTS = [
     ("fp8 (channel)", dict(fmt="fp8")),
     ("int4 g32 sym", dict(fmt="int4", group_size=32, symmetric=True)),
+    ("int4 g32 sym gptq", dict(fmt="int4", group_size=32, symmetric=True, method="gptq")),
     ("int4 g32 asym", dict(fmt="int4", group_size=32, symmetric=False)),
     ("int4 g64 sym", dict(fmt="int4", group_size=64, symmetric=True)),
     ("int4 g64 asym", dict(fmt="int4", group_size=64, symmetric=False)),
@@ -69,6 +72,8 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="a GGUF or HF directory (default: the SmolLM2 demo)")
     ap.add_argument("--file", default=str(ROOT / "tests" / "data" / "prose.txt"))
     ap.add_argument("--ctx", type=int, default=128)
+    ap.add_argument("--calibration", default=None, help="GPTQ's calibration text (default: pydoc_data's topics)")
+    ap.add_argument("--calibration-tokens", type=int, default=4096)
     ap.add_argument("--workdir", default=str(Path.home() / ".cache" / "llama_local" / "study"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -80,6 +85,11 @@ def main() -> int:
     src = Path(args.model)
     base = bm.ensure_bf16_dir(src, work) if src.is_file() else src
     text = Path(args.file).read_text(encoding="utf-8")
+    if args.calibration:
+        calibration = Path(args.calibration).read_text(encoding="utf-8")
+    else:
+        from pydoc_data.topics import topics
+        calibration = "\n\n".join(topics[k] for k in sorted(topics))
 
     rows = []
 
@@ -95,11 +105,13 @@ def main() -> int:
         out = work / f"{base.name}.{label.replace(' ', '-').replace('(', '').replace(')', '')}"
         try:
             if not (out / "config.json").is_file():
+                if kw.get("method") == "gptq":
+                    kw = dict(kw, calibration=calibration, calibration_tokens=args.calibration_tokens)
                 quantize(base, out, force=True, **kw)
         except Exception as e:  # e.g. a group size that does not divide the model's widths
             print(f"{label:>18}: skipped ({e})", file=sys.stderr)
             continue
-        score(label, out, "rtn")
+        score(label, out, kw.get("method", "rtn"))
     try:
         import llama_cpp  # noqa: F401
         bf16_gguf = bm.ensure_gguf(base, "bf16", kv_from=src if src.is_file() else None, out_dir=work)

@@ -24,9 +24,11 @@ from . import fp8, int4
 from .source import Source
 
 FORMATS = ("fp8", "int4")
+METHODS = ("rtn", "gptq")
 DEFAULT_MAX_SHARD_BYTES = 4 * 10**9
 # The linear layers llm-compressor's "Linear" target reaches in a Llama decoder (lm_head is ignored).
 LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$")
+LAYER_PROJ = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$")
 
 
 def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
@@ -78,7 +80,7 @@ class _Once:
 
 
 def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], fmt: str,
-             group: int, symmetric: bool):
+             group: int, symmetric: bool, quantizer: Callable | None = None):
     """(name, dtype, shape, produce) for each tensor the output holds in place of source `name`."""
     bf16 = np.dtype(ml_dtypes.bfloat16)
     if not (LINEAR.match(name) and len(shape) == 2):
@@ -90,7 +92,7 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
                 (prefix + "weight_scale", bf16, (shape[0], 1), q.part(1, last=True))]
     # int4: weight_packed, weight_scale, weight_shape (and weight_zero_point)
     n, k = shape
-    q = _Once(lambda: int4.quantize_int4(load(), group, symmetric, name))
+    q = _Once(lambda: quantizer(name, load()) if quantizer else int4.quantize_int4(load(), group, symmetric, name))
     out = [(prefix + "weight_packed", np.dtype(np.int32), (n, -(-k // 8)), q.part(0, then=lambda v: int4.pack_int4(v, 1))),
            (prefix + "weight_scale", bf16, (n, k // group), q.part(1, last=symmetric)),
            (prefix + "weight_shape", np.dtype(np.int64), (2,), lambda: np.array([n, k], dtype=np.int64))]
@@ -100,15 +102,40 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
     return out
 
 
+def _gptq_quantizer(source: Source, text: str, max_tokens: int, group: int, symmetric: bool,
+                    on_pass: Callable[[int, int], None] | None):
+    """quantizer(name, w) running GPTQ with the engine's Hessians for that weight's layer."""
+    from ..llm import LLM
+    from . import gptq
+    window = 512
+    llm = LLM(str(source.path), n_ctx=window, progress=False)
+    hessians = gptq.Hessians(llm, gptq.calibration_windows(llm, text, window, max_tokens), on_pass=on_pass)
+
+    def quantize_weight(name: str, w: np.ndarray):
+        layer, proj = LAYER_PROJ.match(name).groups()
+        return gptq.gptq_int4(w, hessians.get(int(layer), gptq.INPUT_OF[proj]), group, symmetric, name)
+    return quantize_weight
+
+
 def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", force: bool = False,
              progress: Callable[[int, int], None] | None = None,
              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, group_size: int = 128,
-             symmetric: bool = False, dynamic_activations: bool = False) -> Path:
+             symmetric: bool = False, dynamic_activations: bool = False, method: str = "rtn",
+             calibration: str | None = None, calibration_tokens: int = 4096,
+             on_calibration: Callable[[int, int], None] | None = None) -> Path:
     """Write `dst`, a compressed-tensors checkpoint of `src` in `fmt`. progress(done, total) is
-    called with source tensors done."""
+    called with source tensors done. method "gptq" (int4 only) calibrates on the text
+    `calibration` (its first calibration_tokens tokens) through the engine; on_calibration(done,
+    total) reports its passes over the layers."""
     if fmt not in FORMATS:
         raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     qconfig = quantization_config(fmt, group_size, symmetric, dynamic_activations)  # refuses bad combinations
+    if method not in METHODS:
+        raise LlamaLocalError(f"unknown method {method!r} (expected {', '.join(METHODS)})")
+    if method == "gptq" and (fmt != "int4" or not calibration):
+        raise LlamaLocalError("--method gptq goes with --format int4 and a --calibration text")
+    if method == "gptq" and calibration_tokens < 16:
+        raise LlamaLocalError(f"--calibration-tokens {calibration_tokens}: GPTQ needs a few hundred at least")
     source = Source(str(src))
     dst = Path(dst).expanduser()
     if dst.resolve() == source.path.resolve():
@@ -128,7 +155,10 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
                 raise LlamaLocalError(f"tensor {t.name!r}: its input dimension {t.shape[1]} is not a multiple "
                                       f"of --group-size {group_size}" +
                                       (f" (try {' or '.join(map(str, fits))})" if fits else ""))
-    outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt, group_size, symmetric)]
+    quantizer = None
+    if method == "gptq":
+        quantizer = _gptq_quantizer(source, calibration, calibration_tokens, group_size, symmetric, on_calibration)
+    outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt, group_size, symmetric, quantizer)]
     done = [0]
     n_src = len(tensors)
 
