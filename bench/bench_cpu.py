@@ -4,6 +4,8 @@
     python bench/bench_cpu.py                          # Llama-3.2-1B-shaped random model, 2 threads
     python bench/bench_cpu.py --model smollm2          # the real SmolLM2-135M-Instruct
     python bench/bench_cpu.py --verify                 # prove both engines' files hold the same weights
+    python bench/bench_cpu.py --weights q4_0 --context 8192   # long context: 8,192-token prompt,
+                                                       # decode at that depth and at depth 0
 
 Prefill: one call evaluating --prompt-tokens token ids from an empty context. Decode: then
 --gen-tokens single-token steps, each fed the argmax of the previous logits. Both engines get the
@@ -46,10 +48,11 @@ def log(*a):
 class LlamaLocalEngine:
     name = "llama_local"
 
-    def __init__(self, path: str, threads: int, n_ctx: int, n_batch: int = 512):
+    def __init__(self, path: str, threads: int, n_ctx: int, n_batch: int = 512, kv_cache: str = "f16"):
         import llama_local
 
-        self.llm = llama_local.LLM(path, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch)
+        self.llm = llama_local.LLM(path, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch, kv_cache=kv_cache,
+                                   allow_beyond_trained_context=True)
         self.model = self.llm.model
 
     def _forward(self, tokens, start_pos: int, all_logits: bool) -> np.ndarray:
@@ -107,7 +110,14 @@ def prompt_ids(n: int, vocab: int, seed: int) -> list[int]:
     return [int(t) for t in np.random.default_rng(seed).integers(0, vocab, size=n)]
 
 
-def timed_pass(engine, prompt: list[int], n_gen: int) -> dict:
+def timed_pass(engine, prompt: list[int], n_gen: int, depth0: bool = False) -> dict:
+    out = _timed_pass(engine, prompt, n_gen)
+    if depth0:  # decode from an empty context too: what a long context costs per token
+        out["decode0_tps"] = _timed_pass(engine, prompt[:1], n_gen)["decode_tps"]
+    return out
+
+
+def _timed_pass(engine, prompt: list[int], n_gen: int) -> dict:
     t0 = time.perf_counter()
     logits = engine.prefill(prompt)
     t1 = time.perf_counter()
@@ -148,9 +158,10 @@ def serve_engine(job: dict) -> None:
     t = time.perf_counter()
     try:
         if job["engine"] == "llama_local":
-            eng = LlamaLocalEngine(job["path"], threads, n_ctx, n_batch=job["prompt_tokens"])
+            eng = LlamaLocalEngine(job["path"], threads, n_ctx, n_batch=job["n_batch"],
+                                   kv_cache=job.get("kv_cache", "f16"))
         else:
-            eng = LlamaCppEngine(job["path"], threads, n_ctx, n_batch=job["prompt_tokens"],
+            eng = LlamaCppEngine(job["path"], threads, n_ctx, n_batch=job["n_batch"],
                                  flash_attn=job.get("flash_attn", False))
     except Exception as e:
         import traceback
@@ -166,7 +177,7 @@ def serve_engine(job: dict) -> None:
             if cmd == "warmup":
                 _reply(timed_pass(eng, prompt, min(8, job["gen_tokens"])))
             elif cmd == "pass":
-                _reply(timed_pass(eng, prompt, job["gen_tokens"]))
+                _reply(timed_pass(eng, prompt, job["gen_tokens"], depth0=job.get("depth0", False)))
             elif cmd == "info":
                 _reply(_engine_info(job, eng, prompt))
             elif cmd == "quit":
@@ -558,7 +569,8 @@ def benchmark(args) -> dict:
     models = prepare_models(args)
     common = {"threads": args.threads, "n_ctx": args.n_ctx,
               "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
-              "seed": args.seed, "vocab": models["vocab"], "flash_attn": args.llamacpp_flash_attn}
+              "seed": args.seed, "vocab": models["vocab"], "flash_attn": args.llamacpp_flash_attn,
+              "n_batch": min(args.prompt_tokens, 512), "kv_cache": args.kv_cache, "depth0": args.context > 0}
     load0 = os.getloadavg()
     # (label, engine, path, weight bytes per decoded token); a comparison's labels are its engines.
     engines = []
@@ -629,6 +641,8 @@ def benchmark(args) -> dict:
         # each pass against the faster of the two bandwidth samples that bracket its round
         frac = [g / max(bw_samples[x["round"]], bw_samples[x["round"] + 1]) for g, x in zip(gbps, r["runs"])]
         fig[label] = {"prefill_tps": pick(p, args.stat), "decode_tps": pick(d, args.stat),
+                      **({"decode0_tps": pick([x["decode0_tps"] for x in r["runs"]], args.stat)}
+                         if args.context else {}),
                       "prefill_all": p, "decode_all": d,
                       "decode_GBps": pick(gbps, args.stat), "decode_frac_bw": pick(frac, args.stat),
                       "decode_frac_bw_all": frac,
@@ -668,10 +682,13 @@ def benchmark(args) -> dict:
     ratios = {}
     for c in models["comparisons"]:
         ll = fig.get(c["ll_label"])
-        for phase, key in (("prefill", "prefill_tps"), ("decode", "decode_tps")):
-            row = [c["name"] if phase == "prefill" else "",
-                   f"{phase} ({args.prompt_tokens if phase == 'prefill' else args.gen_tokens} tok)",
-                   f"{ll[key]:.2f}" if ll else "n/a"]
+        phases = [("prefill", "prefill_tps", f"prefill ({args.prompt_tokens} tok)"),
+                  ("decode", "decode_tps", f"decode ({args.gen_tokens} tok" +
+                   (f" at depth {args.prompt_tokens})" if args.context else ")"))]
+        if args.context:
+            phases.append(("decode0", "decode0_tps", f"decode ({args.gen_tokens} tok at depth 0)"))
+        for phase, key, title in phases:
+            row = [c["name"] if phase == "prefill" else "", title, f"{ll[key]:.2f}" if ll else "n/a"]
             for lbl in c["lc_labels"]:
                 f = fig.get(lbl)
                 row.append(f"{f[key]:.2f}" if f else "failed")
@@ -680,6 +697,10 @@ def benchmark(args) -> dict:
                     ratios.setdefault(lbl, {})[key] = ll[key] / f[key]
             t.add_row(*row)
     con.print(t)
+    if args.context:
+        for label, f in fig.items():
+            con.print(f"{label}: decode at depth {args.prompt_tokens} is "
+                      f"{100 * f['decode_tps'] / f['decode0_tps']:.0f}% of decode at depth 0")
 
     t2 = Table(title=f"decode vs memory read bandwidth ({bw_info['source']}: "
                      f"{min(bw_samples):.1f}-{max(bw_samples):.1f} GB/s over the run)")
@@ -707,6 +728,7 @@ def benchmark(args) -> dict:
             con.print(f"[red]{label} failed: {r['error']}[/]")
 
     return {"model": args.model, "description": models["desc"], "threads": args.threads,
+            "context": args.context, "kv_cache": args.kv_cache,
             "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
             "repeats": args.repeats, "stat": args.stat, "system": sysinfo,
             "llama_local_system_info": ll_info, "llama_cpp_version": lc_ver,
@@ -729,6 +751,11 @@ def parse_args(argv=None):
                     help="which of the repeats to report (default best: on a shared machine noise "
                          "only slows a pass down)")
     ap.add_argument("--n-ctx", type=int, default=1024)
+    ap.add_argument("--context", type=int, default=0, metavar="N",
+                    help="long context: an N-token prompt (n_ctx N + --gen-tokens, llama.cpp with "
+                         "flash_attn=True and its f16 KV cache), decode timed at depth N and at depth 0")
+    ap.add_argument("--kv-cache", default="f16", choices=("f16", "bf16", "q8_0", "f32"),
+                    help="llama_local's KV cache format (default f16)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompt token ids")
     ap.add_argument("--workdir", default="~/.cache/llama_local/bench")
     ap.add_argument("--no-llamacpp", action="store_true")
@@ -763,6 +790,8 @@ def parse_args(argv=None):
     for ft in args.gguf_types:
         if ft not in ("f16", "bf16"):
             ap.error(f"--gguf-types: {ft!r} is not f16 or bf16")
+    if args.context:
+        args.prompt_tokens, args.n_ctx, args.llamacpp_flash_attn = args.context, args.context + args.gen_tokens, True
     if args.prompt_tokens + args.gen_tokens > args.n_ctx:
         ap.error("--prompt-tokens + --gen-tokens exceeds --n-ctx")
     return args

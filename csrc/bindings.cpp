@@ -140,7 +140,7 @@ cpu::Isa isa_arg(const std::optional<std::string>& isa) {
 class PyModel {
 public:
     PyModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int n_threads,
-            const std::optional<std::string>& isa, int64_t n_batch)
+            const std::optional<std::string>& isa, int64_t n_batch, const std::string& kv_cache)
         : tensors_(tensors) {
         LlamaConfig c;
         auto need = [&](const char* key) -> py::handle {
@@ -161,8 +161,9 @@ public:
             if (!tensors.contains(name.c_str())) throw FormatError("checkpoint has no tensor '" + name + "'");
             return spec_of(tensors[name.c_str()], name);
         };
+        const KVType kv = parse_kv_type(kv_cache);
         if (n_threads <= 0) n_threads = cpu::physical_cores();
-        model_ = std::make_unique<LlamaCpu>(c, source, n_ctx, n_threads, isa_arg(isa), n_batch);
+        model_ = std::make_unique<LlamaCpu>(c, source, n_ctx, n_threads, isa_arg(isa), n_batch, kv);
     }
 
     py::array_t<float> forward(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
@@ -383,6 +384,29 @@ py::array_t<float> k_gemm_nn(const FloatArray& a, const py::array_t<float>& b, c
     return y;
 }
 
+// Causal attention of q [T, n_heads, hd] at positions [p0, p0 + T) over k, v [p0 + T, n_kv, hd],
+// stored in a one-layer KV cache of the given format first: the model's own path.
+py::array_t<float> k_attention(const FloatArray& q, const FloatArray& kk, const FloatArray& vv, int64_t p0,
+                               const std::string& kv_cache, const std::optional<std::string>& isa, int n_threads,
+                               int64_t splits) {
+    if (q.ndim() != 3 || kk.ndim() != 3 || vv.ndim() != 3)
+        throw std::invalid_argument("attention: q, k, v must be 3-D [positions, heads, head_dim]");
+    const int64_t T = q.shape(0), H = q.shape(1), hd = q.shape(2), N = kk.shape(0), KH = kk.shape(1);
+    if (kk.shape(2) != hd || vv.shape(0) != N || vv.shape(1) != KH || vv.shape(2) != hd)
+        throw std::invalid_argument("attention: k and v must both be [p0 + T, n_kv_heads, head_dim]");
+    if (T <= 0 || KH <= 0 || H % KH != 0 || p0 < 0 || N != p0 + T)
+        throw std::invalid_argument("attention: needs T > 0, n_heads a multiple of n_kv_heads, k of p0 + T rows");
+    const KVType type = parse_kv_type(kv_cache);
+    if (type == KVType::Q8_0 && hd % kKVQBlock != 0) throw std::invalid_argument("attention: q8_0 needs hd % 32 == 0");
+    KVCache cache(1, N, KH * hd, type);
+    cache.store(0, 0, N, kk.data(), vv.data());
+    py::array_t<float> out({T, H, hd});
+    cpu::ThreadPool pool(n_threads);
+    Attention attn;
+    attn.run(cpu::kernels_for(isa_arg(isa)), pool, cache, 0, {H, KH, hd}, q.data(), T, p0, out.mutable_data(), splits);
+    return out;
+}
+
 py::array_t<float> k_softmax(const FloatArray& s, float scale, const std::optional<std::string>& isa) {
     if (s.ndim() != 1 || s.shape(0) < 1) throw std::invalid_argument("softmax: need a non-empty 1-D array");
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
@@ -455,9 +479,11 @@ PYBIND11_MODULE(_core, m) {
           "The ISA models use: LLAMA_LOCAL_ISA if set, else the best this CPU supports");
 
     py::class_<PyModel>(m, "Model")
-        .def(py::init<const py::dict&, const py::dict&, int64_t, int, const std::optional<std::string>&, int64_t>(),
+        .def(py::init<const py::dict&, const py::dict&, int64_t, int, const std::optional<std::string>&, int64_t,
+                      const std::string&>(),
              py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads") = 0,
-             py::arg("isa") = py::none(), py::arg("n_batch") = 512)
+             py::arg("isa") = py::none(), py::arg("n_batch") = 512, py::arg("kv_cache") = "f16",
+             "kv_cache: the KV cache's format, f16 (default), bf16, q8_0 or f32")
         .def("observe_inputs", &PyModel::observe_inputs, py::arg("tokens"), py::arg("observer"),
              "Evaluate tokens from position 0, calling observer(layer, which, x[T, K]) with each decoder "
              "layer's linear inputs: which 0 = q/k/v, 1 = o, 2 = gate/up, 3 = down")
@@ -474,7 +500,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("weight_bytes", [](PyModel& s) { return s.model().weight_bytes(); })
         .def_property_readonly("weight_formats", [](PyModel& s) { return s.model().weight_formats(); },
                                "[(format, bytes)] of the weights as held, e.g. [('Q4_K', ...), ('f32', ...)]")
-        .def_property_readonly("kv_bytes", [](PyModel& s) { return s.model().kv_bytes(); })
+        .def_property_readonly("kv_bytes", [](PyModel& s) { return s.model().kv_bytes(); },
+                               "bytes of the KV cache at n_ctx positions (committed as positions are used)")
+        .def_property_readonly("kv_cache", [](PyModel& s) { return std::string(kv_type_name(s.model().kv_type())); })
         .def_property_readonly("scratch_bytes", [](PyModel& s) { return s.model().scratch_bytes(); });
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");
@@ -487,6 +515,24 @@ PYBIND11_MODULE(_core, m) {
     k.def("gemm_nn", &k_gemm_nn, py::arg("a"), py::arg("b"), py::arg("isa") = py::none(),
           "a [M, K] . b [K, N], float32 (b's rows may be strided)");
     k.def("softmax", &k_softmax, py::arg("s"), py::arg("scale") = 1.0f, py::arg("isa") = py::none());
+    k.def("attention", &k_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0") = 0,
+          py::arg("kv_cache") = "f32", py::arg("isa") = py::none(), py::arg("n_threads") = 1, py::arg("splits") = 0,
+          "Causal flash attention of q [T, H, hd] at positions [p0, p0 + T) over k, v [p0 + T, KH, hd] held in a "
+          "KV cache of format kv_cache; splits > 0 forces that many KV ranges per head (merged by log-sum-exp)");
+    k.def("encode_kv", [](const FloatArray& x, const std::string& kv_cache) {
+              if (x.ndim() != 2) throw std::invalid_argument("encode_kv: x must be 2-D [rows, kv_dim]");
+              const KVType t = parse_kv_type(kv_cache);
+              const int64_t n = x.shape(0), d = x.shape(1);
+              if (t == KVType::Q8_0 && d % kKVQBlock) throw std::invalid_argument("encode_kv: q8_0 needs kv_dim % 32 == 0");
+              py::array_t<uint8_t> raw({n, kv_row_bytes(t, d)});
+              py::array_t<float> back({n, d});
+              for (int64_t i = 0; i < n; ++i) {
+                  encode_kv_row(t, x.data() + i * d, d, raw.mutable_data() + i * kv_row_bytes(t, d));
+                  decode_kv_row(t, raw.data() + i * kv_row_bytes(t, d), d, 0, d, back.mutable_data() + i * d);
+              }
+              return py::make_tuple(raw, back);
+          }, py::arg("x"), py::arg("kv_cache"),
+          "(stored rows as bytes, the values they hold as float32): the KV cache's encoding of x [rows, kv_dim]");
     k.def("to_f32", &k_to_f32, py::arg("w"), py::arg("isa") = py::none());
     k.def("quantize_acts", &k_quantize_acts, py::arg("x"), py::arg("isa") = py::none(),
           "x [M, K] -> {q: int8 codes [M, Kp], d: block scales [M, Kp/32], s: half-block sums [M, Kp/16], "

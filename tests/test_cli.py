@@ -48,7 +48,7 @@ def test_info_prints_config_and_memory_plan(tiny):
     info = json.loads(out.stdout)
     m = info["model"]
     assert (m["layers"], m["heads"], m["kv_heads"], m["n_ctx"]) == (2, 4, 2, 256)
-    assert m["kv_cache_bytes"] == 2 * 2 * 256 * 2 * 32 * 4
+    assert m["kv_cache"] == "f16" and m["kv_cache_bytes"] == 2 * 2 * 256 * 2 * 32 * 2  # f16 by default
     assert m["weight_bytes"] > 0 and info["system"]["isa"] in info["system"]["isas_supported"]
     table = run("info", str(tiny))
     assert table.returncode == 0 and "KV cache" in table.stdout

@@ -40,8 +40,8 @@ def test_parameters_and_bf16_bytes(size):
     # more than a half / a quarter of bf16, and not much more.
     assert 0.5 < rows["fp8"].weight_bytes / rows["bf16"].weight_bytes < 0.6
     assert 0.25 < rows["int4"].weight_bytes / rows["bf16"].weight_bytes < 0.38
-    # llama_local's KV cache is fp32: 2 x layers x 8 KV heads x 128 x 4 bytes per position.
-    assert rows["bf16"].kv_bytes == 2 * c.num_hidden_layers * 8 * 128 * 4 * 8192
+    # llama_local's KV cache is f16 by default: 2 x layers x 8 KV heads x 128 x 2 bytes per position.
+    assert rows["bf16"].kv_bytes == 2 * c.num_hidden_layers * 8 * 128 * 2 * 8192
 
 
 def test_8b_fits_a_16_gib_laptop_at_4_bits_only():

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../core/dtype.h"
+#include "../core/kv_format.h"
 #include "../weights/bf16_tiles.h"
 #include "../weights/fp8_tiles.h"
 #include "quant_kinds.h"
@@ -35,6 +36,27 @@ using FMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const FP8Geom
 // One row of K floats -> int8 blocks of 32 over Kp columns (zeros past K), scales and sums.
 using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q, float* d, float* s, int32_t* isum);
 
+// Flash attention (attention_impl.h) of R query rows sharing one KV head against its cached
+// positions [j0, j1): row r is query r / g (g heads share the KV head) and sees positions up to
+// p0 + r / g. Writes O [R, hd] = sum_j exp(s_j - m) v_j, m and l = sum_j exp(s_j - m) per row,
+// unnormalised (m = -inf, l = 0, O = 0 for a row that sees no position in the range).
+constexpr int64_t kAttnTile = 64;     // KV positions per tile
+constexpr int64_t kAttnMaxRows = 64;  // query rows per call
+struct AttnArgs {
+    const float* q;                 // [R, hd], pre-scaled by 1 / sqrt(hd)
+    int64_t R, hd, g, p0;
+    const uint8_t* k;               // the layer's K row at position 0 (KVCache layout)
+    const uint8_t* v;
+    int64_t row_bytes, kv_dim, head;
+    int64_t j0, j1;
+    float* o;
+    float* m;
+    float* l;
+    float* scratch;                 // attn_scratch_floats(hd)
+};
+constexpr int64_t attn_scratch_floats(int64_t hd) { return kAttnMaxRows * kAttnTile + 2 * kAttnTile * hd; }
+using AttnFn = void (*)(const AttnArgs&);
+
 struct Kernels {
     Isa isa;
     const char* name;
@@ -56,6 +78,7 @@ struct Kernels {
     FMatmulFn fp8_matmul;
     QuantizeActsFn quantize_acts;
     QMatmulFn qmatmul[kNumQKinds];  // indexed by qkind_index()
+    AttnFn flash_attention[kNumKVTypes];  // indexed by KVType
 };
 
 bool isa_supported(Isa isa);   // CPU and OS support it, and this build compiled it

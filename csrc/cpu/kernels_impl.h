@@ -337,6 +337,7 @@ void to_f32(const void* src, float* dst, int64_t n) {
 #include "bf16_impl.h"
 #include "fp8_impl.h"
 #include "quant_impl.h"
+#include "attention_impl.h"
 
 namespace ll::cpu {
 namespace {
@@ -360,6 +361,7 @@ Kernels make_kernels(Isa isa, const char* name) {
     k.bf16_matmul = bf16_matmul<V>;
     k.fp8_matmul = fp8_matmul<V>;
     fill_quant_kernels<V>(k);
+    fill_attention_kernels<V>(k);
     return k;
 }
 

@@ -28,6 +28,7 @@ struct VecScalar {
     static float reduce_max(reg a) { return a; }
     static reg load_f16(const uint16_t* p) { return fp16_to_float(*p); }
     static reg load_bf16(const uint16_t* p) { return bf16_to_float(*p); }
+    static reg load_i8(const uint8_t* p) { return float(int8_t(*p)); }
     static constexpr bool kBF16Dot = false;
 };
 

@@ -2,23 +2,36 @@
 
 #include <cstdlib>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 namespace ll {
 
 namespace {
-float* alloc_floats(size_t n) {
+uint8_t* alloc_zeroed(size_t n) {
     // calloc: the OS hands out zero pages lazily, so only the positions actually used cost RAM.
-    void* p = std::calloc(n, sizeof(float));
+    void* p = std::calloc(n, 1);
     if (!p) throw std::bad_alloc();
-    return static_cast<float*>(p);
+    return static_cast<uint8_t*>(p);
 }
 }  // namespace
 
-void KVCache::Free::operator()(float* p) const { std::free(p); }
+void KVCache::Free::operator()(uint8_t* p) const { std::free(p); }
 
-KVCache::KVCache(int64_t n_layers, int64_t n_ctx, int64_t kv_dim)
-    : n_layers_(n_layers), n_ctx_(n_ctx), kv_dim_(kv_dim),
-      k_(alloc_floats(size_t(n_layers) * n_ctx * kv_dim)),
-      v_(alloc_floats(size_t(n_layers) * n_ctx * kv_dim)) {}
+KVCache::KVCache(int64_t n_layers, int64_t n_ctx, int64_t kv_dim, KVType type)
+    : n_layers_(n_layers), n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type), row_bytes_(kv_row_bytes(type, kv_dim)) {
+    if (type == KVType::Q8_0 && kv_dim % kKVQBlock != 0)
+        throw std::invalid_argument("a q8_0 KV cache needs rows of a multiple of 32 values (this model's: " +
+                                    std::to_string(kv_dim) + ")");
+    k_.reset(alloc_zeroed(size_t(n_layers) * n_ctx * row_bytes_));
+    v_.reset(alloc_zeroed(size_t(n_layers) * n_ctx * row_bytes_));
+}
+
+void KVCache::store(int64_t layer, int64_t pos, int64_t T, const float* K, const float* V) {
+    for (int64_t t = 0; t < T; ++t) {
+        encode_kv_row(type_, K + t * kv_dim_, kv_dim_, k(layer, pos + t));
+        encode_kv_row(type_, V + t * kv_dim_, kv_dim_, v(layer, pos + t));
+    }
+}
 
 }  // namespace ll

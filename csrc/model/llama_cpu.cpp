@@ -1,7 +1,6 @@
 #include "llama_cpu.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <sstream>
 
@@ -24,12 +23,12 @@ std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src, c
 }  // namespace
 
 LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int n_threads,
-                   cpu::Isa isa, int64_t n_batch)
+                   cpu::Isa isa, int64_t n_batch, KVType kv_type)
     : cfg_(cfg),
       k_(cpu::kernels_for(isa)),
       pool_(n_threads),
       n_batch_(n_batch),
-      cache_(cfg.n_layers, n_ctx, cfg.n_kv_heads * cfg.head_dim) {
+      cache_(cfg.n_layers, std::max<int64_t>(n_ctx, 1), cfg.n_kv_heads * cfg.head_dim, kv_type) {
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim;
     const int64_t qdim = cfg.n_heads * hd, kvdim = cfg.n_kv_heads * hd;
     if (D <= 0 || F <= 0 || cfg.n_layers <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 ||
@@ -42,6 +41,9 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
     if (hd % 2 != 0 || int64_t(cfg.inv_freq.size()) != hd / 2)
         throw FormatError("RoPE needs head_dim / 2 frequencies and an even head_dim");
     if (n_ctx <= 0 || n_batch <= 0) throw std::invalid_argument("n_ctx and n_batch must be positive");
+    if (kv_type == KVType::Q8_0 && hd % kKVQBlock != 0)
+        throw std::invalid_argument("a q8_0 KV cache needs a head_dim that is a multiple of 32 (this model's: " +
+                                    std::to_string(hd) + "); use f16 or bf16");
 
     // Each weight is repacked (when its format needs it) as soon as it is read, so that a mapped
     // source's pages can be dropped before the next one is touched.
@@ -93,10 +95,11 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
     x_.resize(B * D);
     h_.resize(B * D);
     q_.resize(B * qdim);
+    k_new_.resize(B * kvdim);
+    v_new_.resize(B * kvdim);
     attn_.resize(B * qdim);
     gate_.resize(B * F);
     up_.resize(B * F);
-    scores_.resize(size_t(pool_.size()) * kAttnBlock * n_ctx);
     qact_ = QActBuffer(n_batch_, std::max({D, qdim, F}));
 }
 
@@ -129,9 +132,9 @@ LinearInput LlamaCpu::input(const float* x, int64_t ld, int64_t T, int64_t K,
 }
 
 size_t LlamaCpu::scratch_bytes() const {
-    return sizeof(float) * (x_.size() + h_.size() + q_.size() + attn_.size() + gate_.size() +
-                            up_.size() + scores_.size() + rope_cos_.size() + rope_sin_.size()) +
-           qact_.bytes();
+    return sizeof(float) * (x_.size() + h_.size() + q_.size() + k_new_.size() + v_new_.size() + attn_.size() +
+                            gate_.size() + up_.size() + rope_cos_.size() + rope_sin_.size()) +
+           qact_.bytes() + attention_.bytes();
 }
 
 void LlamaCpu::truncate(int64_t n) {
@@ -185,13 +188,13 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
 
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
         Layer& L = layers_[l];
-        float* kc = cache_.k(l, p0);
-        float* vc = cache_.v(l, p0);
+        float* kc = k_new_.data();
+        float* vc = v_new_.data();
         rows(T, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) k.rmsnorm(x + t * D, L.attn_norm.data(), h + t * D, D, eps);
         });
         if (observer_) observer_(l, 0, h, T, D);
-        // K and V rows go straight into the cache at their positions.
+        // New K (after RoPE) and V rows are encoded into the cache at their positions.
         const LinearInput hin = input(h, D, T, D, {&L.q, &L.k, &L.v});
         pool_.run(mm_chunks, [&](int c, int nc) {
             linear_slice(k, L.q, hin, q_.data(), qdim, false, c, nc);
@@ -204,9 +207,10 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
                 const float* s = rope_sin_.data() + (p0 + t) * half;
                 for (int64_t hh = 0; hh < cfg_.n_heads; ++hh) k.rope(q_.data() + t * qdim + hh * hd, c, s, half);
                 for (int64_t hh = 0; hh < cfg_.n_kv_heads; ++hh) k.rope(kc + t * kvdim + hh * hd, c, s, half);
+                cache_.store(l, p0 + t, 1, kc + t * kvdim, vc + t * kvdim);
             }
         });
-        attention(l, T, p0);
+        attention_.run(k, pool_, cache_, l, {cfg_.n_heads, cfg_.n_kv_heads, hd}, q_.data(), T, p0, attn_.data());
         if (observer_) observer_(l, 1, attn_.data(), T, qdim);
         // The output projection adds into the residual stream directly.
         const LinearInput ain = input(attn_.data(), qdim, T, qdim, {&L.o});
@@ -251,43 +255,6 @@ void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bo
     const LinearInput hin = input(h, D, n_out, D, {&head_w});
     pool_.run(mm_chunks, [&](int c, int nc) {
         linear_slice(k, head_w, hin, logits, cfg_.vocab_size, false, c, nc);
-    });
-}
-
-void LlamaCpu::attention(int64_t l, int64_t T, int64_t p0) {
-    // Causal attention over the cache, per query head and block of kAttnBlock queries:
-    //   S = Q K^T (the cache's K rows serve as the matmul's weight rows), row-wise softmax over
-    //   each query's own causal length, O = P V (outer products with the cache's V rows).
-    // A block computes scores up to its last query's length; the extra entries of earlier rows
-    // are zeroed after the softmax, so they add nothing to O.
-    const int64_t hd = cfg_.head_dim, g = cfg_.n_heads / cfg_.n_kv_heads;
-    const int64_t qdim = cfg_.n_heads * hd, stride = cache_.row_stride();
-    const float scale = 1.0f / std::sqrt(float(hd));
-    const int64_t blocks = (T + kAttnBlock - 1) / kAttnBlock;
-    const int64_t items = cfg_.n_heads * blocks;
-    const int64_t n_ctx = cache_.n_ctx();
-    const cpu::MatmulFn scores = k_.matmul[int(DType::F32)];
-    // Items (head, query block) are claimed from a shared counter: causal blocks differ in
-    // length, so static ranges would leave one thread with most of the work. One chunk per
-    // thread, each with its own scores scratch.
-    std::atomic<int64_t> next{0};
-    pool_.run(pool_.size(), [&](int chunk, int) {
-        float* S = scores_.data() + size_t(chunk) * kAttnBlock * n_ctx;
-        for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) {
-            const int64_t head = it % cfg_.n_heads, b = it / cfg_.n_heads;
-            const int64_t kvh = head / g;
-            const int64_t t0 = b * kAttnBlock, M = std::min(kAttnBlock, T - t0);
-            const int64_t n = p0 + t0 + M;  // keys visible to the block's last query
-            const float* K = cache_.k(l, 0) + kvh * hd;
-            const float* V = cache_.v(l, 0) + kvh * hd;
-            scores(q_.data() + t0 * qdim + head * hd, qdim, K, stride, hd, S, n, M, 0, n, false);
-            for (int64_t r = 0; r < M; ++r) {
-                const int64_t valid = p0 + t0 + r + 1;
-                k_.softmax(S + r * n, valid, scale);
-                std::fill(S + r * n + valid, S + (r + 1) * n, 0.0f);
-            }
-            k_.gemm_nn(S, n, V, stride, n, attn_.data() + t0 * qdim + head * hd, qdim, M, hd, false);
-        }
     });
 }
 

@@ -13,6 +13,7 @@
 #include "../cpu/kernels.h"
 #include "../cpu/thread_pool.h"
 #include "../weights/linear.h"
+#include "attention.h"
 #include "kv_cache.h"
 
 namespace ll {
@@ -38,7 +39,7 @@ class LlamaCpu {
 public:
     // n_batch: the most tokens one internal step evaluates (bounds the scratch memory).
     LlamaCpu(const LlamaConfig& cfg, const TensorSource& tensors, int64_t n_ctx, int n_threads,
-             cpu::Isa isa, int64_t n_batch = 512);
+             cpu::Isa isa, int64_t n_batch = 512, KVType kv_type = KVType::F16);
 
     // Evaluate tokens[0:T] at positions [n_past, n_past + T). Writes logits for every position
     // ([T, vocab]) when all_logits, else for the last one only ([vocab]).
@@ -55,6 +56,7 @@ public:
     // Bytes of weights held per format ("Q4_K", "bf16", ...), norms included as "f32".
     std::vector<std::pair<std::string, size_t>> weight_formats() const;
     size_t kv_bytes() const { return cache_.bytes(); }
+    KVType kv_type() const { return cache_.type(); }
     size_t scratch_bytes() const;
 
     // When set, called during forward with the fp32 input of each decoder layer's linear products,
@@ -73,8 +75,6 @@ private:
     const Linear& head() const { return cfg_.tie_word_embeddings ? embed_ : lm_head_; }
 
     void forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits);
-    void attention(int64_t layer, int64_t T, int64_t p0);
-    static constexpr int64_t kAttnBlock = 32;  // queries per attention work item
     int matmul_chunks() const { return pool_.size() == 1 ? 1 : 4 * pool_.size(); }
 
     InputObserver observer_;
@@ -88,11 +88,12 @@ private:
     Linear lm_head_;   // untied only
     QActBuffer qact_;
     KVCache cache_;
+    Attention attention_;
     std::vector<float> rope_cos_, rope_sin_;  // [n_ctx, head_dim / 2]
     int64_t n_past_ = 0;
     size_t weight_bytes_ = 0;
-    // scratch, [n_batch, ...]
-    std::vector<float> x_, h_, q_, attn_, gate_, up_, scores_;
+    // scratch, [n_batch, ...]; k_new_, v_new_: the new rows before they are encoded into the cache
+    std::vector<float> x_, h_, q_, k_new_, v_new_, attn_, gate_, up_;
 };
 
 }  // namespace ll

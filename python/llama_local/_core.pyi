@@ -52,9 +52,11 @@ class Model:
         n_threads: int = 0,
         isa: str | None = None,
         n_batch: int = 512,
+        kv_cache: str = "f16",
     ) -> None:
         """config: ModelConfig.core_dict() (sizes, rms_norm_eps, tie_word_embeddings, inv_freq);
-        tensors: Hugging Face name -> weight. n_threads 0: one per physical core."""
+        tensors: Hugging Face name -> weight. n_threads 0: one per physical core. kv_cache: the KV
+        cache's format, f16, bf16, q8_0 or f32 (ValueError otherwise)."""
     def forward(self, tokens: npt.ArrayLike, start_pos: int | None = None, all_logits: bool = False) -> _F32:
         """Evaluate tokens (int32, 1-D) at positions [start_pos or n_past, ...), append them to the
         KV cache, and return float32 logits: [vocab] for the last token, or [T, vocab] with all_logits."""
@@ -77,7 +79,10 @@ class Model:
     def weight_formats(self) -> list[tuple[str, int]]:
         """[(format, bytes)] of the weights as held, e.g. [('Q4_K', ...), ('f32', ...)]."""
     @property
-    def kv_bytes(self) -> int: ...
+    def kv_bytes(self) -> int:
+        """Bytes of the KV cache at n_ctx positions (committed as positions are used)."""
+    @property
+    def kv_cache(self) -> str: ...
     @property
     def scratch_bytes(self) -> int: ...
 
@@ -141,6 +146,14 @@ class _Kernels(ModuleType):
     @staticmethod
     def softmax(s: npt.ArrayLike, scale: float = 1.0, isa: str | None = None) -> _F32:
         """s [n] float32, non-empty."""
+    @staticmethod
+    def attention(q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, p0: int = 0, kv_cache: str = "f32",
+                  isa: str | None = None, n_threads: int = 1, splits: int = 0) -> _F32:
+        """Causal flash attention of q [T, H, hd] at positions [p0, p0 + T) over k, v [p0 + T, KH, hd]
+        held in a KV cache of format kv_cache; splits > 0 forces that many ranges per KV head."""
+    @staticmethod
+    def encode_kv(x: npt.ArrayLike, kv_cache: str) -> tuple[npt.NDArray[np.uint8], _F32]:
+        """(stored rows as bytes, the values they hold as float32) of x [rows, kv_dim]."""
     @staticmethod
     def to_f32(w: npt.NDArray[Any], isa: str | None = None) -> _F32:
         """A float32/float16/bfloat16 array, flattened to float32."""

@@ -17,9 +17,13 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import ContextOverflowError, LlamaLocalError, ModelFormatError
+from .formats.memory_plan import check_kv_cache
 from .formats.safetensors_io import Checkpoint
 from .sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, Sampler, SamplingParams
 from .streaming import IncrementalDecoder, StopStringMatcher
+
+
+DEFAULT_N_CTX = 4096
 
 
 @dataclass
@@ -95,18 +99,49 @@ def open_model(path: str | os.PathLike, progress: bool = True):
     return p, Checkpoint(p)
 
 
+def check_n_ctx(n_ctx: int | str | None) -> int | str | None:
+    if n_ctx is None or n_ctx == "max":
+        return n_ctx
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx <= 0:
+        raise ValueError(f"n_ctx must be a positive integer or 'max', got {n_ctx!r}")
+    return n_ctx
+
+
+def context_size(n_ctx: int | str | None, max_positions: int, allow_beyond_trained_context: bool = False) -> int:
+    """The n_ctx to run with: None is DEFAULT_N_CTX or the model's max_position_embeddings if
+    smaller, "max" is max_position_embeddings; past it is refused unless asked for."""
+    if check_n_ctx(n_ctx) is None:
+        return min(DEFAULT_N_CTX, max_positions)
+    if n_ctx == "max":
+        return max_positions
+    if n_ctx > max_positions and not allow_beyond_trained_context:
+        raise ValueError(f"n_ctx={n_ctx:,} is past the model's trained context (max_position_embeddings="
+                         f"{max_positions:,}); pass allow_beyond_trained_context=True "
+                         "(--allow-beyond-trained-context) to use it anyway")
+    return n_ctx
+
+
 class LLM:
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", n_ctx: int = 4096,
+    """A loaded model.
+
+    n_ctx: the context in tokens; None (default) is 4096 or the model's max_position_embeddings if
+    smaller, "max" is max_position_embeddings. More than that is refused unless
+    allow_beyond_trained_context=True. kv_cache: the KV cache dtype, one of "f16" (default),
+    "bf16", "q8_0" (int8 in blocks of 32 with an fp16 scale, as llama.cpp's), "f32"; its memory
+    is committed only as positions are used. `tokens_left` tells how much of n_ctx is still free.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", n_ctx: int | str | None = None,
                  n_threads: int | None = None, n_batch: int = 512, isa: str | None = None,
-                 progress: bool = True):
+                 progress: bool = True, kv_cache: str = "f16", allow_beyond_trained_context: bool = False):
         if device not in ("cpu", "auto", "cuda"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
         if device == "cuda":
             info = system_info()
             why = info["cuda_unavailable_reason"] or "the CUDA forward pass is not part of this version"
             raise LlamaLocalError(f"device='cuda' is not available: {why}")
-        if not isinstance(n_ctx, int) or n_ctx <= 0:
-            raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        check_n_ctx(n_ctx)  # bad arguments fail before the model loads
+        check_kv_cache(kv_cache)
         self.device = "cpu"
         self.source = Path(path)
         self.path, self.weights = open_model(path, progress=progress)
@@ -117,6 +152,7 @@ class LLM:
         else:
             self.model_name = self.source.name
         self.config = ModelConfig.load(self.path)
+        n_ctx = context_size(n_ctx, self.config.max_position_embeddings, allow_beyond_trained_context)
         if self.config.quantization_config:
             from .formats import quantized_checkpoints
             tensors = quantized_checkpoints.core_tensors(self.weights, self.config.quantization_config,
@@ -124,7 +160,7 @@ class LLM:
         else:
             tensors = self.weights.core_tensors()
         self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,
-                                   n_threads=n_threads or 0, isa=isa, n_batch=n_batch)
+                                   n_threads=n_threads or 0, isa=isa, n_batch=n_batch, kv_cache=kv_cache)
         from .tokenizer.tokenizer import Tokenizer
         self.tokenizer = Tokenizer.load(self.path)
         self.generation_defaults = self._generation_defaults()
@@ -137,6 +173,19 @@ class LLM:
     @property
     def n_ctx(self) -> int:
         return self.model.n_ctx
+
+    @property
+    def tokens_left(self) -> int:
+        """Positions of n_ctx not yet used: n_ctx minus the tokens the KV cache holds (the last
+        prompt and what was generated after it, kept so that a next prompt extending them is not
+        prefilled again). A prompt that does not extend them reuses only their common prefix."""
+        return self.n_ctx - self.model.n_past
+
+    def reset(self) -> None:
+        """Empty the KV cache (tokens_left is n_ctx again); running generators stop."""
+        self._generation += 1
+        self.model.reset()
+        self._cached = []
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """float32 [len(token_ids), vocab]: the logits at every position, from a fresh context."""
@@ -302,13 +351,17 @@ class LLM:
             "source": str(self.source),
             "source_bytes": self.weights.nbytes(),
             "weight_formats": dict(self.model.weight_formats),
+            "max_position_embeddings": c.max_position_embeddings,
             "n_ctx": self.n_ctx,
+            "tokens_left": self.tokens_left,
             "n_threads": self.model.n_threads,
             "isa": self.model.isa,
             "weight_bytes": self.model.weight_bytes,
+            "kv_cache": self.model.kv_cache,
             "kv_cache_bytes": self.model.kv_bytes,
             "scratch_bytes": self.model.scratch_bytes,
         }
 
     def __repr__(self) -> str:
-        return f"LLM({str(self.source)!r}, n_ctx={self.n_ctx}, n_threads={self.model.n_threads})"
+        return (f"LLM({str(self.source)!r}, n_ctx={self.n_ctx}, kv_cache={self.model.kv_cache!r}, "
+                f"n_threads={self.model.n_threads})")

@@ -47,16 +47,19 @@ def plan_source(model: str | None, force: bool) -> Path | None:
 def run_plan(args: argparse.Namespace, where: Path) -> int:
     from ..config import ModelConfig
     from ..formats.memory_plan import machine_memory, plan, vllm_command
+    from ..llm import context_size
     c = ModelConfig.load(where)
+    n_ctx = context_size(args.n_ctx, c.max_position_embeddings, args.allow_beyond_trained_context)
     gpu = int(args.gpu_gib * 2**30)
     machine = machine_memory()
-    rows = plan(c, args.n_ctx, gpu, machine)
+    rows = plan(c, n_ctx, gpu, machine, kv_cache=args.kv_cache)
     already_fp8 = bool(c.quantization_config)
     source = args.model
-    commands = {r.format: vllm_command(source, r.format, r.vllm_tp, args.n_ctx, already_fp8)
+    commands = {r.format: vllm_command(source, r.format, r.vllm_tp, n_ctx, already_fp8)
                 for r in rows if r.vllm_tp is not None}
     if args.json:
-        print(json.dumps({"config": str(where / "config.json"), "parameters": c.n_params(), "n_ctx": args.n_ctx,
+        print(json.dumps({"config": str(where / "config.json"), "parameters": c.n_params(), "n_ctx": n_ctx,
+                          "max_position_embeddings": c.max_position_embeddings, "kv_cache": args.kv_cache,
                           "machine_bytes": machine, "gpu_bytes": gpu,
                           "formats": [{**r.__dict__, "vllm_command": commands.get(r.format)} for r in rows]},
                          indent=2))
@@ -68,9 +71,9 @@ def run_plan(args: argparse.Namespace, where: Path) -> int:
         return f"{n / 2**30:,.1f} GiB"
 
     con = Console()
-    t = Table(title=f"{source}: {c.n_params() / 1e9:,.1f}B parameters, n_ctx {args.n_ctx:,} "
+    t = Table(title=f"{source}: {c.n_params() / 1e9:,.1f}B parameters, n_ctx {n_ctx:,} "
                     f"(from {where / 'config.json'})")
-    for col in ("format", "weights", "KV cache", "needs here", f"fits ({gib(machine)})",
+    for col in ("format", "weights", f"KV cache ({args.kv_cache})", "needs here", f"fits ({gib(machine)})",
                 f"vLLM GPUs ({args.gpu_gib:g} GiB)"):
         t.add_column(col, justify="right")
     for r in rows:
@@ -94,13 +97,13 @@ def info_table(info: dict):
     t.add_row("source", f"{info['source']} ({mib(info['source_bytes'])})")
     for key in ("parameters", "vocab_size", "hidden_size", "intermediate_size", "layers", "heads",
                 "kv_heads", "head_dim", "rope_theta", "rope_scaling", "tie_word_embeddings",
-                "n_ctx", "n_threads", "isa"):
+                "max_position_embeddings", "n_ctx", "kv_cache", "n_threads", "isa"):
         v = info[key]
         t.add_row(key, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
     for fmt, n in sorted(info["weight_formats"].items(), key=lambda kv: -kv[1]):
         t.add_row(f"weights: {fmt}", mib(n))
     t.add_row("memory: weights", mib(info["weight_bytes"]))
-    t.add_row("memory: KV cache (n_ctx)", mib(info["kv_cache_bytes"]))
+    t.add_row(f"memory: KV cache ({info['kv_cache']}, {info['n_ctx']:,} positions)", mib(info["kv_cache_bytes"]))
     t.add_row("memory: scratch", mib(info["scratch_bytes"]))
     t.add_row("memory: total", mib(info["weight_bytes"] + info["kv_cache_bytes"] + info["scratch_bytes"]))
     return t

@@ -7,10 +7,30 @@ import sys
 from pathlib import Path
 
 
+def n_ctx_value(s: str) -> int | str:
+    if s == "max":
+        return s
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens or 'max', got {s!r}") from None
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--n-ctx", type=n_ctx_value, default=None,
+                   help="context size in tokens, or 'max': the model's max_position_embeddings "
+                        "(default 4096, or that if smaller)")
+    add_context_options(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+
+
+def add_context_options(p: argparse.ArgumentParser) -> None:
+    from ..formats.memory_plan import KV_CACHE_TYPES
+    p.add_argument("--kv-cache", default=KV_CACHE_TYPES[0], choices=KV_CACHE_TYPES,
+                   help="KV cache dtype (default f16; q8_0: int8 in blocks of 32, about half of f16)")
+    p.add_argument("--allow-beyond-trained-context", action="store_true",
+                   help="accept a context longer than the model's max_position_embeddings")
 
 
 def add_sampling_options(p: argparse.ArgumentParser, max_tokens: int = 256, stop: bool = True) -> None:
@@ -38,7 +58,8 @@ def load_model(args: argparse.Namespace, model: str | None):
         from ..demo import demo_model_path
         model = str(demo_model_path())
         print(f"(using the bundled demo model {Path(model).name})", file=sys.stderr)
-    return LLM(model, device=args.device, n_ctx=args.n_ctx, n_threads=args.threads)
+    return LLM(model, device=args.device, n_ctx=args.n_ctx, n_threads=args.threads, kv_cache=args.kv_cache,
+               allow_beyond_trained_context=args.allow_beyond_trained_context)
 
 
 def print_stats(s: dict) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LlamaLocalError
+from .options import add_context_options
 
 
 def register(sub) -> None:
@@ -20,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=512, help="prefill batch size in tokens (default 512)")
     p.add_argument("--chunks", type=int, default=None, help="score at most this many chunks")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    add_context_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise LlamaLocalError(f"--ctx must be at least 4, got {args.ctx}")
     if args.batch < 1:
         raise LlamaLocalError(f"--batch must be positive, got {args.batch}")
-    llm = LLM(args.model, n_ctx=args.ctx, n_threads=args.threads, n_batch=args.batch)
+    llm = LLM(args.model, n_ctx=args.ctx, n_threads=args.threads, n_batch=args.batch, kv_cache=args.kv_cache,
+              allow_beyond_trained_context=args.allow_beyond_trained_context)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

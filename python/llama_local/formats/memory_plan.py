@@ -6,8 +6,9 @@ ones: the embeddings, norms and LM head stay bf16):
 - bf16: 2 bytes per parameter;
 - fp8 (W8A16, per-channel): 1 byte per linear weight plus one bf16 scale per output row;
 - int4 (W4A16, group 128): half a byte per linear weight plus one bf16 scale per 128 weights.
-llama_local's own KV cache is fp32 today: 2 (K and V) x layers x kv_heads x head_dim x 4 bytes
-per position. vLLM's is bf16 (2 bytes) and takes what is left of 90% of each GPU.
+llama_local's own KV cache holds 2 (K and V) x layers x kv_heads x head_dim values per position, in
+the dtype chosen with kv_cache (KV_CACHE_BYTES: f16 by default; q8_0 is llama.cpp's, 32 int8 codes
+and one fp16 scale per block). vLLM's is bf16 and takes what is left of 90% of each GPU.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ INT4_GROUP = 128
 VLLM_GPU_UTILIZATION = 0.9   # vLLM's default --gpu-memory-utilization
 GPUS_PER_NODE = 8
 RUNTIME_OVERHEAD = 1.10      # scratch buffers, tokenizer, Python: ~10% over weights + KV cache
+# Bytes per cached value of each KV cache dtype (LLM(kv_cache=...), --kv-cache); the first is the default.
+KV_CACHE_BYTES = {"f16": 2, "bf16": 2, "q8_0": 34 / 32, "f32": 4}
+KV_CACHE_TYPES = tuple(KV_CACHE_BYTES)
 
 
 @dataclass
 class FormatPlan:
     format: str
     weight_bytes: int
-    kv_bytes: int            # llama_local's cache for n_ctx positions
+    kv_bytes: int            # llama_local's cache for n_ctx positions, in the plan's kv_cache dtype
     total_bytes: int         # what llama_local would need on this machine
     fits: bool
     vllm_tp: int | None      # tensor-parallel size that serves it on GPUs of gpu_bytes, None if > 16
@@ -54,8 +58,17 @@ def weight_bytes(c: ModelConfig, fmt: str) -> int:
     raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
 
 
-def kv_bytes(c: ModelConfig, n_ctx: int, bytes_per_value: int) -> int:
-    return 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * bytes_per_value * n_ctx
+def check_kv_cache(kv_cache: str) -> str:
+    if kv_cache not in KV_CACHE_TYPES:
+        raise ValueError(f"unknown KV cache dtype {kv_cache!r} (expected one of {', '.join(KV_CACHE_TYPES)})")
+    return kv_cache
+
+
+def kv_bytes(c: ModelConfig, n_ctx: int, kv_cache: str = "f16") -> int:
+    """Bytes of the K and V caches at n_ctx positions (each a row of kv_heads x head_dim values)."""
+    row = c.num_key_value_heads * c.head_dim
+    row_bytes = int(row * KV_CACHE_BYTES[check_kv_cache(kv_cache)])
+    return 2 * c.num_hidden_layers * row_bytes * n_ctx
 
 
 def machine_memory() -> int:
@@ -72,23 +85,24 @@ def vllm_tp(c: ModelConfig, weights: int, n_ctx: int, gpu_bytes: int) -> int | N
     for tp in (1, 2, 4, 8, 16):
         if c.num_attention_heads % min(tp, GPUS_PER_NODE):  # past one node: pipeline stages
             continue
-        per_gpu = weights / tp + kv_bytes(c, n_ctx, 2) / tp
+        per_gpu = weights / tp + kv_bytes(c, n_ctx, "bf16") / tp
         if per_gpu <= VLLM_GPU_UTILIZATION * gpu_bytes * 0.95:  # ~5% for activations and CUDA graphs
             return tp
     return None
 
 
-def plan(c: ModelConfig, n_ctx: int, gpu_bytes: int, machine_bytes: int | None = None) -> list[FormatPlan]:
+def plan(c: ModelConfig, n_ctx: int, gpu_bytes: int, machine_bytes: int | None = None,
+         kv_cache: str = "f16") -> list[FormatPlan]:
     if not isinstance(n_ctx, int) or n_ctx <= 0:
         raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
     machine = machine_memory() if machine_bytes is None else machine_bytes
     rows = []
-    kv = kv_bytes(c, n_ctx, 4)
+    kv = kv_bytes(c, n_ctx, kv_cache)
     for fmt in FORMATS:
         w = weight_bytes(c, fmt)
         total = int((w + kv) * RUNTIME_OVERHEAD)
         rows.append(FormatPlan(fmt, w, kv, total, machine > 0 and total <= machine,
-                               vllm_tp(c, w, n_ctx, gpu_bytes), kv_bytes(c, n_ctx, 2)))
+                               vllm_tp(c, w, n_ctx, gpu_bytes), kv_bytes(c, n_ctx, "bf16")))
     return rows
 
 
