@@ -1,6 +1,7 @@
 // Flash attention on the CPU (kernels_impl.h's sibling, instantiated per ISA over a vector type V
 // and per KV cache format): the rows of queries that share one KV head against a range of its
-// cached positions, tile by tile, with an online softmax in fp32. Per tile of kAttnTile positions:
+// cached positions, tile by tile, with an online softmax in fp32. Per tile of kAttnTile positions
+// (kAttnTileFew when few rows share it, as in decode):
 //   K and V rows -> fp32 tiles (one conversion serves every row),
 //   S = Q K^T            (Q pre-scaled by 1/sqrt(head_dim); the matmul kernel, K rows as weights),
 //   causal mask, then per row: m' = max(m, max S), p = exp(S - m'), l = l e^(m - m') + sum p,
@@ -66,10 +67,11 @@ float exp_shifted(float* s, int64_t lim, int64_t n, float m) {
 
 template <class V, KVType T>
 void flash_attention(const AttnArgs& a) {
-    const int64_t R = a.R, hd = a.hd, ld = kAttnTile;
+    const int64_t R = a.R, hd = a.hd;
+    const int64_t tile = R <= kAttnFewRows ? kAttnTileFew : kAttnTile, ld = tile;
     float* S = a.scratch;
     float* Kt = S + kAttnMaxRows * kAttnTile;
-    float* Vt = Kt + kAttnTile * hd;
+    float* Vt = Kt + kAttnTileFew * hd;
     for (int64_t r = 0; r < R; ++r) {
         a.m[r] = -__builtin_inff();
         a.l[r] = 0.0f;
@@ -77,8 +79,8 @@ void flash_attention(const AttnArgs& a) {
     }
     // No row sees a position past its query's: the last row bounds the range.
     const int64_t end = imin(a.j1, a.p0 + (R - 1) / a.g + 1);
-    for (int64_t jb = a.j0; jb < end; jb += kAttnTile) {
-        const int64_t n = imin(kAttnTile, end - jb);
+    for (int64_t jb = a.j0; jb < end; jb += tile) {
+        const int64_t n = imin(tile, end - jb);
         kv_tile<V, T>(a.k + jb * a.row_bytes, a.row_bytes, a.kv_dim, a.head, hd, n, Kt);
         kv_tile<V, T>(a.v + jb * a.row_bytes, a.row_bytes, a.kv_dim, a.head, hd, n, Vt);
         matmul<V, DType::F32>(a.q, hd, Kt, hd, hd, S, ld, R, 0, n, false);

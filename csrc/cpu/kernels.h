@@ -40,8 +40,10 @@ using QuantizeActsFn = void (*)(const float* x, int64_t K, int64_t Kp, int8_t* q
 // positions [j0, j1): row r is query r / g (g heads share the KV head) and sees positions up to
 // p0 + r / g. Writes O [R, hd] = sum_j exp(s_j - m) v_j, m and l = sum_j exp(s_j - m) per row,
 // unnormalised (m = -inf, l = 0, O = 0 for a row that sees no position in the range).
-constexpr int64_t kAttnTile = 64;     // KV positions per tile
-constexpr int64_t kAttnMaxRows = 64;  // query rows per call
+constexpr int64_t kAttnTile = 64;        // KV positions per tile (prefill: many rows)
+constexpr int64_t kAttnTileFew = 256;    // ... with at most kAttnFewRows rows (decode): fewer calls per byte
+constexpr int64_t kAttnFewRows = 16;
+constexpr int64_t kAttnMaxRows = 64;     // query rows per call
 struct AttnArgs {
     const float* q;                 // [R, hd], pre-scaled by 1 / sqrt(hd)
     int64_t R, hd, g, p0;
@@ -54,7 +56,8 @@ struct AttnArgs {
     float* l;
     float* scratch;                 // attn_scratch_floats(hd)
 };
-constexpr int64_t attn_scratch_floats(int64_t hd) { return kAttnMaxRows * kAttnTile + 2 * kAttnTile * hd; }
+static_assert(kAttnFewRows * kAttnTileFew <= kAttnMaxRows * kAttnTile, "the scores scratch fits either shape");
+constexpr int64_t attn_scratch_floats(int64_t hd) { return kAttnMaxRows * kAttnTile + 2 * kAttnTileFew * hd; }
 using AttnFn = void (*)(const AttnArgs&);
 
 struct Kernels {
