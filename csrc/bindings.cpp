@@ -397,8 +397,7 @@ py::array_t<float> k_attention(const FloatArray& q, const FloatArray& kk, const 
     if (T <= 0 || KH <= 0 || H % KH != 0 || p0 < 0 || N != p0 + T)
         throw std::invalid_argument("attention: needs T > 0, n_heads a multiple of n_kv_heads, k of p0 + T rows");
     const KVType type = parse_kv_type(kv_cache);
-    if (type == KVType::Q8_0 && hd % kKVQBlock != 0) throw std::invalid_argument("attention: q8_0 needs hd % 32 == 0");
-    KVCache cache(1, N, KH * hd, type);
+    KVCache cache(1, N, KH, hd, type);
     cache.store(0, 0, N, kk.data(), vv.data());
     py::array_t<float> out({T, H, hd});
     cpu::ThreadPool pool(n_threads);

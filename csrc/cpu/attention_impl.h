@@ -45,26 +45,6 @@ void kv_tile(const uint8_t* rows, int64_t row_bytes, int64_t kv_dim, int64_t hea
     }
 }
 
-// s[0:lim] = exp(s - m), s[lim:n] = 0; returns the sum.
-template <class V>
-float exp_shifted(float* s, int64_t lim, int64_t n, float m) {
-    const typename V::reg vm = V::set1(m);
-    typename V::reg vsum = V::zero();
-    int64_t i = 0;
-    for (; i + V::W <= lim; i += V::W) {
-        const typename V::reg e = vexp<V>(V::sub(V::load(s + i), vm));
-        V::store(s + i, e);
-        vsum = V::add(vsum, e);
-    }
-    float sum = V::reduce_add(vsum);
-    for (; i < lim; ++i) {
-        s[i] = __builtin_expf(s[i] - m);
-        sum += s[i];
-    }
-    for (; i < n; ++i) s[i] = 0.0f;
-    return sum;
-}
-
 template <class V, KVType T>
 void flash_attention(const AttnArgs& a) {
     const int64_t R = a.R, hd = a.hd;
@@ -91,8 +71,7 @@ void flash_attention(const AttnArgs& a) {
                 for (int64_t i = 0; i < n; ++i) s[i] = 0.0f;
                 continue;
             }
-            float mx = s[0];
-            for (int64_t i = 1; i < lim; ++i) mx = s[i] > mx ? s[i] : mx;
+            const float mx = row_max<V>(s, lim);
             const float m_new = mx > a.m[r] ? mx : a.m[r];
             const float alpha = __builtin_expf(a.m[r] - m_new);   // 0 on the first visible tile
             a.l[r] = a.l[r] * alpha + exp_shifted<V>(s, lim, n, m_new);

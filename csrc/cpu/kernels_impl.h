@@ -285,27 +285,34 @@ void swiglu(const float* g, const float* u, float* out, int64_t n) {
     for (; i < n; ++i) out[i] = g[i] / (1.0f + __builtin_expf(-g[i])) * u[i];
 }
 
-// In place: s[i] = exp(s[i] - max); returns the sum.
+// max(s[0:n]), n >= 1.
 template <class V>
-float softmax_numerators(float* s, int64_t n) {
+float row_max(const float* s, int64_t n) {
     typename V::reg vmax = V::set1(s[0]);
     int64_t j = 0;
     for (; j + V::W <= n; j += V::W) vmax = V::max(vmax, V::load(s + j));
     float mx = V::reduce_max(vmax);
     for (; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
-    const typename V::reg vmx = V::set1(mx);
+    return mx;
+}
+
+// In place: s[0:lim] = exp(s - m), s[lim:n] = 0; returns the sum.
+template <class V>
+float exp_shifted(float* s, int64_t lim, int64_t n, float m) {
+    const typename V::reg vm = V::set1(m);
     typename V::reg vsum = V::zero();
     int64_t i = 0;
-    for (; i + V::W <= n; i += V::W) {
-        const typename V::reg e = vexp<V>(V::sub(V::load(s + i), vmx));
+    for (; i + V::W <= lim; i += V::W) {
+        const typename V::reg e = vexp<V>(V::sub(V::load(s + i), vm));
         V::store(s + i, e);
         vsum = V::add(vsum, e);
     }
     float sum = V::reduce_add(vsum);
-    for (; i < n; ++i) {
-        s[i] = __builtin_expf(s[i] - mx);
+    for (; i < lim; ++i) {
+        s[i] = __builtin_expf(s[i] - m);
         sum += s[i];
     }
+    for (; i < n; ++i) s[i] = 0.0f;
     return sum;
 }
 
@@ -316,7 +323,7 @@ void softmax(float* s, int64_t n, float scale) {
     int64_t j = 0;
     for (; j + V::W <= n; j += V::W) V::store(s + j, V::mul(V::load(s + j), vscale));
     for (; j < n; ++j) s[j] *= scale;
-    const float inv = 1.0f / softmax_numerators<V>(s, n);
+    const float inv = 1.0f / exp_shifted<V>(s, n, n, row_max<V>(s, n));
     const typename V::reg vinv = V::set1(inv);
     int64_t i = 0;
     for (; i + V::W <= n; i += V::W) V::store(s + i, V::mul(V::load(s + i), vinv));

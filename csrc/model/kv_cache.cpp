@@ -18,11 +18,12 @@ uint8_t* alloc_zeroed(size_t n) {
 
 void KVCache::Free::operator()(uint8_t* p) const { std::free(p); }
 
-KVCache::KVCache(int64_t n_layers, int64_t n_ctx, int64_t kv_dim, KVType type)
-    : n_layers_(n_layers), n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type), row_bytes_(kv_row_bytes(type, kv_dim)) {
-    if (type == KVType::Q8_0 && kv_dim % kKVQBlock != 0)
-        throw std::invalid_argument("a q8_0 KV cache needs rows of a multiple of 32 values (this model's: " +
-                                    std::to_string(kv_dim) + ")");
+KVCache::KVCache(int64_t n_layers, int64_t n_ctx, int64_t n_kv_heads, int64_t head_dim, KVType type)
+    : n_layers_(n_layers), n_ctx_(n_ctx), kv_dim_(n_kv_heads * head_dim), type_(type),
+      row_bytes_(kv_row_bytes(type, kv_dim_)) {
+    if (type == KVType::Q8_0 && head_dim % kKVQBlock != 0)
+        throw std::invalid_argument("a q8_0 KV cache needs a head_dim that is a multiple of 32 (this model's: " +
+                                    std::to_string(head_dim) + "); use f16 or bf16");
     k_.reset(alloc_zeroed(size_t(n_layers) * n_ctx * row_bytes_));
     v_.reset(alloc_zeroed(size_t(n_layers) * n_ctx * row_bytes_));
 }

@@ -14,7 +14,9 @@ namespace ll {
 
 class KVCache {
 public:
-    KVCache(int64_t n_layers, int64_t n_ctx, int64_t kv_dim, KVType type);
+    // Rows of n_kv_heads * head_dim values; q8_0 needs head_dim to be a multiple of its blocks (32),
+    // so that each head's codes and scales stand on their own.
+    KVCache(int64_t n_layers, int64_t n_ctx, int64_t n_kv_heads, int64_t head_dim, KVType type);
     uint8_t* k(int64_t layer, int64_t pos) { return k_.get() + size_t(layer * n_ctx_ + pos) * row_bytes_; }
     uint8_t* v(int64_t layer, int64_t pos) { return v_.get() + size_t(layer * n_ctx_ + pos) * row_bytes_; }
     const uint8_t* k(int64_t layer, int64_t pos) const { return k_.get() + size_t(layer * n_ctx_ + pos) * row_bytes_; }

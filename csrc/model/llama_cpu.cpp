@@ -28,7 +28,7 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
       k_(cpu::kernels_for(isa)),
       pool_(n_threads),
       n_batch_(n_batch),
-      cache_(cfg.n_layers, std::max<int64_t>(n_ctx, 1), cfg.n_kv_heads * cfg.head_dim, kv_type) {
+      cache_(cfg.n_layers, std::max<int64_t>(n_ctx, 1), cfg.n_kv_heads, cfg.head_dim, kv_type) {
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim;
     const int64_t qdim = cfg.n_heads * hd, kvdim = cfg.n_kv_heads * hd;
     if (D <= 0 || F <= 0 || cfg.n_layers <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 ||
@@ -41,9 +41,6 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
     if (hd % 2 != 0 || int64_t(cfg.inv_freq.size()) != hd / 2)
         throw FormatError("RoPE needs head_dim / 2 frequencies and an even head_dim");
     if (n_ctx <= 0 || n_batch <= 0) throw std::invalid_argument("n_ctx and n_batch must be positive");
-    if (kv_type == KVType::Q8_0 && hd % kKVQBlock != 0)
-        throw std::invalid_argument("a q8_0 KV cache needs a head_dim that is a multiple of 32 (this model's: " +
-                                    std::to_string(hd) + "); use f16 or bf16");
 
     // Each weight is repacked (when its format needs it) as soon as it is read, so that a mapped
     // source's pages can be dropped before the next one is touched.

@@ -66,7 +66,7 @@ def collect_hessians(llm, windows: list[list[int]], layers: range,
         llm.model.observe_inputs(np.asarray(w, dtype=np.int32), observe)
         if on_window:
             on_window(i + 1, len(windows))
-    llm._cached = []  # the KV cache now holds calibration tokens
+    llm.reset()  # the KV cache holds calibration tokens: nothing a generation could reuse
     return hessians
 
 
