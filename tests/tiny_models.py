@@ -89,6 +89,15 @@ class TinyGGUF(NamedTuple):
 BYTE_MERGES = ["Ġ t", "Ġt h"]
 
 
+def drop_tensor(path: Path, name: str) -> None:
+    """Rewrite the safetensors file at `path` without tensor `name` (a broken checkpoint)."""
+    from llama_local.formats.safetensors_io import SafetensorsFile, write_safetensors
+    f = SafetensorsFile(path)
+    kept = {n: np.array(f.tensor(n)) for n in f.keys() if n != name}
+    del f  # unmapped before the file is replaced
+    write_safetensors(path, kept)
+
+
 def byte_vocab(merges=None) -> tuple[list[str], list[int], list[str]]:
     """A byte-level BPE vocabulary: the 256 byte symbols, two merges, BOS/EOS control tokens."""
     from llama_local.tokenizer.byte_level import bytes_to_unicode
