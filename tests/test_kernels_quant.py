@@ -246,8 +246,41 @@ def test_gguf_product(qtype, mn, isa):
     check_product(K_.Packed(gguf_spec(qtype, raw, K)), w, activations(rng, M, K), isa)
 
 
+# Batches of 32 rows or more take the prefill kernel (quant_prefill_impl.h: codes expanded once
+# per tile); 45 rows leave a partial micro-tile, odd N a partial tile and register group.
+MANY_ROWS = [(32, 16), (45, 33), (40, 70)]
+
+
+@pytest.mark.parametrize("qtype", BLOCK_TYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("mn", MANY_ROWS, ids=str)
+def test_gguf_product_many_rows(qtype, mn, isa):
+    M, N = mn
+    rng = np.random.default_rng(M * 1000 + N)
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    K = block * (5 if block == 32 else 2)
+    raw = random_blocks(qtype, N, K, rng)
+    w = gguf.quants.dequantize(raw, qtype).reshape(N, K)
+    check_product(K_.Packed(gguf_spec(qtype, raw, K)), w, activations(rng, M, K), isa)
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.IQ4_NL, Q.Q5_1, Q.Q2_K], ids=lambda q: q.name)
+def test_prefill_and_decode_kernels_agree(qtype, isa):
+    # Activations are quantized per group of 8 rows, so 8-row calls (the decode kernel) see the
+    # very codes a 48-row call (the prefill kernel) does: only fp32 summation order may differ.
+    rng = np.random.default_rng(int(qtype))
+    K = 768
+    raw = random_blocks(qtype, 50, K, rng)
+    p = K_.Packed(gguf_spec(qtype, raw, K))
+    x = activations(rng, 48, K)
+    many = p.matmul(x, isa=isa)
+    few = np.concatenate([p.matmul(x[i:i + 8], isa=isa) for i in range(0, 48, 8)])
+    np.testing.assert_allclose(many, few, rtol=2e-5, atol=2e-5 * np.abs(few).max())
+    base = rng.standard_normal(many.shape).astype(np.float32)
+    np.testing.assert_allclose(p.matmul(x, isa=isa, accumulate_into=base.copy()), base + many, rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize("bits,group,with_min", INT_FORMATS)
-@pytest.mark.parametrize("mnk", [(1, 17, 100), (5, 16, 300), (9, 31, 1000)], ids=str)
+@pytest.mark.parametrize("mnk", [(1, 17, 100), (5, 16, 300), (9, 31, 1000), (33, 31, 1000)], ids=str)
 def test_int_product(bits, group, with_min, mnk, isa):
     M, N, K = mnk  # K not a multiple of the group
     rng = np.random.default_rng(M + N + K + bits + group)
@@ -282,9 +315,10 @@ def test_accumulate_into(isa):
                                rtol=1e-6, atol=1e-6)
 
 
-def test_isa_paths_agree_with_the_scalar_reference():
+@pytest.mark.parametrize("rows", [13, 40])
+def test_isa_paths_agree_with_the_scalar_reference(rows):
     rng = np.random.default_rng(7)
-    x = activations(rng, 13, 768)
+    x = activations(rng, rows, 768)
     for qtype in BLOCK_TYPES:
         raw = random_blocks(qtype, 40, 768, rng)
         p = K_.Packed(gguf_spec(qtype, raw, 768))

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "quant_kinds.h"
+#include "quant_prefill_impl.h"
 #include "quant_ref.h"
 
 namespace ll::cpu {
@@ -265,10 +266,12 @@ void qtile_rows(int64_t mr, const QActs& a, int64_t m0, const QuantGeometry& g, 
 }
 
 // Y[m, n] (+)= sum_k X[m, k] W[n, k] for the rows n of tiles [t0, t1): pairs of row registers,
-// each against all of M, MR rows at a time (fewer for groups of 16, which keep two sums apiece).
+// each against all of M, MR rows at a time. Many rows (prefill) go to quant_prefill_impl.h, which
+// expands the codes once instead of once per micro-tile.
 template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16>
 void qmatmul(const QActs& a, const QuantGeometry& g, const uint8_t* w, float* Y, int64_t ldy, int64_t t0,
              int64_t t1, bool accumulate) {
+    if (a.M >= kXMinRows) return qmatmul_expanded<V, BITS, SK, MIN, LUT, G16>(a, g, w, Y, ldy, t0, t1, accumulate);
     constexpr int MR = V::QMR;
     static_assert(kResidualRows % MR == 0, "a micro-tile's rows must share their residual blocks");
     constexpr int QR = V::QR, per_tile = kTileRows / QR;

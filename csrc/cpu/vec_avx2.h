@@ -79,9 +79,11 @@ struct VecAvx2 {
     static constexpr int QMR = 2;         // activation rows per micro-tile (prefill; divides kResidualRows)
     // maddubs adds pairs of u8 x s8 products into int16 with saturation, which codes up to 255
     // could reach; dot4w takes such codes as signed (u - 128) instead and leaves the 128 out.
+    static constexpr int XMR = 2, XR = 2;  // prefill over expanded codes (quant_prefill_impl.h)
     static constexpr int kWideBias = 128;
     static ireg izero() { return _mm256_setzero_si256(); }
     static ireg iload(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    static void istore(uint8_t* p, ireg v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
     static ireg iadd(ireg a, ireg b) { return _mm256_add_epi32(a, b); }
     static ireg iset1(int32_t v) { return _mm256_set1_epi32(v); }
     static ireg ishl8(ireg a) { return _mm256_slli_epi32(a, 8); }

@@ -65,9 +65,11 @@ struct VecAvx512 {
     using ireg = __m512i;
     static constexpr int QR = 16;       // tile rows per register
     static constexpr int QMR = 4;       // activation rows per micro-tile (prefill; divides kResidualRows)
+    static constexpr int XMR = 4, XR = 2;  // prefill over expanded codes (quant_prefill_impl.h)
     static constexpr int kWideBias = 0; // vpdpbusd takes codes up to 255 as they are
     static ireg izero() { return _mm512_setzero_si512(); }
     static ireg iload(const uint8_t* p) { return _mm512_loadu_si512(p); }
+    static void istore(uint8_t* p, ireg v) { _mm512_storeu_si512(p, v); }
     static ireg iadd(ireg a, ireg b) { return _mm512_add_epi32(a, b); }
     static ireg iset1(int32_t v) { return _mm512_set1_epi32(v); }
     static ireg ishl8(ireg a) { return _mm512_slli_epi32(a, 8); }

@@ -63,9 +63,11 @@ struct VecNeon {
     static constexpr int QR = 4;        // tile rows per register
     static constexpr int QMR = 4;       // activation rows per micro-tile (prefill; divides kResidualRows)
     // sdot multiplies signed bytes: codes up to 127 go in as they are, wider ones as u - 128.
+    static constexpr int XMR = 4, XR = 2;  // prefill over expanded codes (quant_prefill_impl.h)
     static constexpr int kWideBias = 128;
     static ireg izero() { return vdupq_n_s32(0); }
     static ireg iload(const uint8_t* p) { return vreinterpretq_s32_u8(vld1q_u8(p)); }
+    static void istore(uint8_t* p, ireg v) { vst1q_u8(p, vreinterpretq_u8_s32(v)); }
     static ireg iadd(ireg a, ireg b) { return vaddq_s32(a, b); }
     static ireg iset1(int32_t v) { return vdupq_n_s32(v); }
     static ireg ishl8(ireg a) { return vshlq_n_s32(a, 8); }

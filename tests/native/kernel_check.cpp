@@ -55,7 +55,7 @@ std::vector<float> product(const cpu::Kernels& k, const Linear& w, const std::ve
 
 void check_linear(const std::string& what, const cpu::Kernels& k, const cpu::Kernels& ref, const TensorSpec& s) {
     const Linear w = Linear::build(s, s.shape[0], s.shape[1], nullptr);
-    for (int64_t M : {1, 5}) {
+    for (int64_t M : {1, 5, 40}) {  // 40: the prefill kernel (quant_prefill_impl.h)
         const auto x = normal(size_t(M * s.shape[1]));
         check(what + " M=" + std::to_string(M), product(k, w, x, M), product(ref, w, x, M), 2e-5f);
     }
