@@ -190,3 +190,67 @@ def test_cli_n_ctx_zero_and_past_the_model(tiny):
     out = cli("generate", str(tiny.path), "hi", "--n-ctx", str(MAX_POS + 1))
     assert out.returncode == 2 and "max_position_embeddings=256" in out.stderr
     assert "--allow-beyond-trained-context" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---- memory grows with the positions used, not with n_ctx ----
+
+# The resident memory the KV cache takes after filling `n` positions of a 131,072-position cache,
+# in a process of its own: the model has Llama-3.2-1B's KV geometry (16 layers, 8 KV heads of 64:
+# 4 GiB at f16 for all of n_ctx) on a narrow residual stream, so filling is quick.
+RSS_SCRIPT = r"""
+import json, re, sys
+import numpy as np
+from llama_local import LLM
+
+def rss():
+    return int(re.search(r"VmRSS:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+path, kv_cache, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+llm = LLM(path, n_ctx="max", kv_cache=kv_cache, n_batch=512, progress=False)
+ids = np.random.default_rng(0).integers(0, llm.config.vocab_size, n).tolist()
+llm.model.forward(ids[:512], 0)       # scratch buffers and thread stacks touched before the baseline
+before = rss()
+for p in range(512, n, 512):
+    llm.model.forward(ids[p:p + 512], p)
+print(json.dumps({"grew": rss() - before, "rss": rss(), "kv_bytes": llm.model.kv_bytes, "n_ctx": llm.n_ctx}))
+"""
+
+
+@pytest.fixture(scope="module")
+def kv_geometry_1b(tmp_path_factory):
+    return make_tiny_gguf(tmp_path_factory.mktemp("kv1b") / "kv1b.gguf", num_hidden_layers=16, hidden_size=512,
+                          num_attention_heads=8, num_key_value_heads=8, head_dim=64, intermediate_size=64,
+                          tie_word_embeddings=True, max_position_embeddings=131072)
+
+
+def kv_rss(model, kv_cache: str, n: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(model.path), kv_cache, str(n)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["n_ctx"] == 131072
+    assert r["kv_bytes"] == expected_kv_bytes(model.config, 131072, kv_cache)
+    return r
+
+
+def check_rss_follows_positions(model, kv_cache: str, n: int) -> None:
+    r = kv_rss(model, kv_cache, n)
+    used = expected_kv_bytes(model.config, n - 512, kv_cache)  # the positions filled after the baseline
+    # Pages are touched as positions are written: the growth is the used part of the cache (plus
+    # at most a page per layer and head at each end, and the allocator's slack), never n_ctx's.
+    assert 0.9 * used <= r["grew"] <= 1.1 * used + (8 << 20), (r, used)
+    # and the whole process, interpreter and libraries included, is far from n_ctx's plan.
+    assert r["rss"] <= expected_kv_bytes(model.config, n, kv_cache) + (400 << 20), r
+
+
+@pytest.mark.parametrize("kv_cache", ["f16", "q8_0"])
+def test_kv_cache_memory_follows_the_positions_used(kv_geometry_1b, kv_cache):
+    check_rss_follows_positions(kv_geometry_1b, kv_cache, 2048)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kv_cache", ["f16", "q8_0"])
+def test_kv_cache_memory_after_16384_positions(kv_geometry_1b, kv_cache):
+    # The issue's figure: at n_ctx 131,072 the plan is 4 GiB (f16) / 2.1 GiB (q8_0), and after
+    # 16,384 positions the process holds an eighth of it.
+    check_rss_follows_positions(kv_geometry_1b, kv_cache, 16384)
