@@ -471,3 +471,35 @@ def test_side_files_written_once_without_weights(small, tmp_path, monkeypatch):
     assert len(calls) == 1 and not stale.exists()
     assert sorted(p.name for p in d.iterdir()) == ["config.json", "generation_config.json",
                                                     "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_long_string_arrays_are_read_from_the_mapping(tmp_path):
+    # Vocabulary-sized string arrays stay in the mapped file (formats/gguf_reader.py: MappedStrings)
+    # and read back as the strings written; each is still checked when the file is opened.
+    import gguf
+
+    from llama_local.formats.gguf_reader import GGUFFormatError, GGUFHeader, MappedStrings
+
+    words = [f"w{i}\u00e9" * (i % 5) for i in range(5000)]
+    path = tmp_path / "strings.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_array("test.words", words)
+    w.add_array("test.few", words[:3])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    fields = GGUFHeader(path).fields
+    many = fields["test.words"]
+    assert isinstance(many, MappedStrings) and fields["test.few"] == words[:3]
+    assert len(many) == 5000 and list(many) == words
+    assert (many[0], many[4999], many[-1], many[10:13]) == (words[0], words[4999], words[-1], words[10:13])
+    with pytest.raises(IndexError):
+        many[5000]
+    # One string that is not UTF-8 is refused at open, naming its index.
+    raw = bytearray(path.read_bytes())
+    at = raw.index("w4321\u00e9".encode())
+    raw[at] = 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(GGUFFormatError, match=r"test\.words.*\[4321\].*not UTF-8"):
+        GGUFHeader(path)

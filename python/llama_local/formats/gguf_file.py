@@ -185,8 +185,12 @@ def _llama3_scaling_from_factors(factors: np.ndarray, theta: float, head_dim: in
 # ---------------------------------------------------------------------------------------------
 # tokenizer.json, tokenizer_config.json, generation_config.json
 
+def _as_list(v):
+    return None if v is None else list(v)
+
+
 def _tokenizer_files(meta: _Metadata, config: dict) -> tuple[str, dict, dict]:
-    tokens = meta.require("tokenizer.ggml.tokens")
+    tokens = list(meta.require("tokenizer.ggml.tokens"))  # the reader keeps long arrays mapped
     n = len(tokens)
     if n > config["vocab_size"]:
         raise ModelFormatError(f"{meta.path}: {n} tokens but {gguf_name('model.embed_tokens.weight')} has only "
@@ -208,7 +212,7 @@ def _tokenizer_files(meta: _Metadata, config: dict) -> tuple[str, dict, dict]:
     if types is not None and len(types) != n:
         raise ModelFormatError(f"{meta.path}: tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
     tok = build_tokenizer(model, meta.get("tokenizer.ggml.pre"), tokens, types,
-                          meta.get("tokenizer.ggml.merges"), meta.get("tokenizer.ggml.scores"), ids,
+                          _as_list(meta.get("tokenizer.ggml.merges")), meta.get("tokenizer.ggml.scores"), ids,
                           add_bos, add_eos, meta.get("tokenizer.ggml.add_space_prefix"), str(meta.path))
     name = {k: (tokens[i] if i is not None else None) for k, i in ids.items()}
     tok_config = {

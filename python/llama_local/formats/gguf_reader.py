@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import mmap
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,34 @@ class _Cursor:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise GGUFFormatError(f"{what} at byte {self.pos - n} is not UTF-8 ({e})") from None
+
+
+# String arrays at least this long are kept mapped (MappedStrings) rather than as Python lists.
+_LAZY_STRINGS = 4096
+
+
+class MappedStrings(Sequence):
+    """A GGUF string array read from the mapped file on access: item k is the UTF-8 string whose
+    8-byte length field starts at bounds[k] and which ends at bounds[k + 1]. Checked at parse."""
+
+    def __init__(self, buf, bounds: np.ndarray):
+        self._buf, self._bounds = buf, bounds
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(k)
+        k %= n
+        return bytes(self._buf[int(self._bounds[k]) + 8:int(self._bounds[k + 1])]).decode("utf-8")
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self[k]
 
 
 class GGUFHeader:
@@ -143,7 +172,17 @@ class GGUFHeader:
         if etype == _STRING:
             if n > (c.size - c.pos) // 8:
                 raise GGUFFormatError(f"{what}: {n} strings cannot fit in the rest of the file")
-            return [c.string(f"{what}[{k}]") for k in range(n)]
+            if n < _LAZY_STRINGS:
+                return [c.string(f"{what}[{k}]") for k in range(n)]
+            # A vocabulary (tokens, merges): every string is checked now but kept as offsets into
+            # the mapped file, decoded when read. As Python strings a 49K-token vocabulary and its
+            # merges hold ~8 MiB for the life of the model, and only a first load reads them.
+            bounds = np.empty(n + 1, np.int64)  # bounds[k]: where string k's length field starts
+            for k in range(n):
+                bounds[k] = c.pos
+                c.string(f"{what}[{k}]")
+            bounds[n] = c.pos
+            return MappedStrings(self._mmap, bounds)
         raise GGUFFormatError(f"{what}: arrays of type {etype} are not supported")
 
     def _tensor_infos(self, infos, gguf) -> list[TensorInfo]:

@@ -68,6 +68,7 @@ def side_files_dir(weights: GGUFFile) -> Path:
     def write(src: Path, dst: Path) -> None:
         with atomic_output_dir(dst) as tmp:
             weights.write_side_files(tmp)
+        release_freed_memory()
 
     return conversion_cache.ensure_converted("gguf-meta", weights.path, SIDE_FILES_VERSION, write)
 
@@ -75,3 +76,16 @@ def side_files_dir(weights: GGUFFile) -> Path:
 def side_files_cache_dir(gguf_path: str | os.PathLike) -> Path:
     """Where side_files_dir keeps them (see conversion_cache)."""
     return conversion_cache.cache_dir("gguf-meta", gguf_path, SIDE_FILES_VERSION)
+
+
+def release_freed_memory() -> None:
+    """Hands the heap that building a tokenizer freed back to the OS (glibc keeps it otherwise),
+    so that it does not add to the peak of the weights loaded next (~2 MiB for SmolLM2's 49K
+    vocabulary, measured on the first load's peak RSS). A no-op where there is no malloc_trim."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
