@@ -77,9 +77,9 @@ struct VecAvx2 {
     using ireg = __m256i;
     static constexpr int QR = 8;          // tile rows per register
     static constexpr int QMR = 2;         // activation rows per micro-tile (prefill; divides kResidualRows)
+    static constexpr int XMR = 2, XR = 2;  // prefill over expanded codes (quant_prefill_impl.h)
     // maddubs adds pairs of u8 x s8 products into int16 with saturation, which codes up to 255
     // could reach; dot4w takes such codes as signed (u - 128) instead and leaves the 128 out.
-    static constexpr int XMR = 2, XR = 2;  // prefill over expanded codes (quant_prefill_impl.h)
     static constexpr int kWideBias = 128;
     static ireg izero() { return _mm256_setzero_si256(); }
     static ireg iload(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }

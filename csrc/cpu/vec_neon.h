@@ -62,8 +62,8 @@ struct VecNeon {
     using ireg = int32x4_t;
     static constexpr int QR = 4;        // tile rows per register
     static constexpr int QMR = 4;       // activation rows per micro-tile (prefill; divides kResidualRows)
-    // sdot multiplies signed bytes: codes up to 127 go in as they are, wider ones as u - 128.
     static constexpr int XMR = 4, XR = 2;  // prefill over expanded codes (quant_prefill_impl.h)
+    // sdot multiplies signed bytes: codes up to 127 go in as they are, wider ones as u - 128.
     static constexpr int kWideBias = 128;
     static ireg izero() { return vdupq_n_s32(0); }
     static ireg iload(const uint8_t* p) { return vreinterpretq_s32_u8(vld1q_u8(p)); }
