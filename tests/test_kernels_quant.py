@@ -231,7 +231,10 @@ def check_product(packed, w: np.ndarray, x: np.ndarray, isa: str) -> np.ndarray:
     return y
 
 
-PRODUCT_SHAPES = [(1, 1), (1, 33), (2, 15), (3, 16), (8, 17), (9, 33), (17, 5), (1, 160), (16, 64)]  # (M, N)
+# (M, N). Batches of 32 rows or more take the prefill kernel (quant_prefill_impl.h: codes expanded
+# once per tile); 45 rows leave a partial micro-tile, odd N a partial tile and register group.
+PRODUCT_SHAPES = [(1, 1), (1, 33), (2, 15), (3, 16), (8, 17), (9, 33), (17, 5), (1, 160), (16, 64),
+                  (32, 16), (45, 33), (40, 70)]
 
 
 @pytest.mark.parametrize("qtype", BLOCK_TYPES, ids=lambda q: q.name)
@@ -241,23 +244,6 @@ def test_gguf_product(qtype, mn, isa):
     rng = np.random.default_rng(M * 100 + N)
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     K = block * (3 if block == 32 else 2)
-    raw = random_blocks(qtype, N, K, rng)
-    w = gguf.quants.dequantize(raw, qtype).reshape(N, K)
-    check_product(K_.Packed(gguf_spec(qtype, raw, K)), w, activations(rng, M, K), isa)
-
-
-# Batches of 32 rows or more take the prefill kernel (quant_prefill_impl.h: codes expanded once
-# per tile); 45 rows leave a partial micro-tile, odd N a partial tile and register group.
-MANY_ROWS = [(32, 16), (45, 33), (40, 70)]
-
-
-@pytest.mark.parametrize("qtype", BLOCK_TYPES, ids=lambda q: q.name)
-@pytest.mark.parametrize("mn", MANY_ROWS, ids=str)
-def test_gguf_product_many_rows(qtype, mn, isa):
-    M, N = mn
-    rng = np.random.default_rng(M * 1000 + N)
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
-    K = block * (5 if block == 32 else 2)
     raw = random_blocks(qtype, N, K, rng)
     w = gguf.quants.dequantize(raw, qtype).reshape(N, K)
     check_product(K_.Packed(gguf_spec(qtype, raw, K)), w, activations(rng, M, K), isa)

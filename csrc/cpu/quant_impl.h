@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 
+#include "quant_block_impl.h"
 #include "quant_kinds.h"
 #include "quant_prefill_impl.h"
 #include "quant_ref.h"
@@ -60,15 +61,8 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
     // Codes that may exceed 127 (8-bit, code-book values): V's product for them may be biased.
     constexpr bool kWide = BITS > 6 || LUT;
     constexpr int kFields = MIN ? 2 : 1;
-    const int64_t ld32 = a.ld / 32, ld16 = a.ld / 16;
     // The zero point net of the bias V's wide products leave out (their codes taken as u - bias).
     const int32_t zeff = g.layout.zero - V::kWideBias * int32_t(kWide);
-    const int32_t* is0 = a.isum + m0 * ld16;
-    const int8_t* xq = a.q + m0 * a.ld;
-    const int8_t* xr = a.r + m0 * a.ld;
-    const float* xd0 = a.d + m0 * ld32;
-    const float* xs0 = G16 ? a.s + m0 * ld16 : a.s32 + m0 * ld32;
-    const int64_t xs_ld = G16 ? ld16 : ld32;
 
     reg acc[MR][R];
 #pragma GCC unroll 16
@@ -86,135 +80,25 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
     auto f16_at = [&](int j, const uint8_t* p) {
         return V::load_f16(reinterpret_cast<const uint16_t*>(p) + QR * rr[j].h);
     };
-    // With one row register and one activation row (decode), a block's 8 dot products would form
-    // one chain of dependent VNNI instructions; the odd steps go into a second set of sums
-    // instead (4-bit codes in cache, one core: 5-8% faster).
-    constexpr bool kSplit = MR * R == 1;
-    // d[m][j][*] (and e, the odd steps, when split) += the block's codes times activation codes
-    // x + m * ld.
-    auto dots = [&](ireg (&d)[MR][R][NA], ireg (&e)[MR][R][NA], const int8_t* x) {
-        auto dot = [](ireg acc, ireg c, const int8_t* w) { return kWide ? V::dot4w(acc, c, w) : V::dot4(acc, c, w); };
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-            ireg lo[R], hi[R];
-#pragma GCC unroll 4
-            for (int j = 0; j < R; ++j) {
-                const uint8_t* c = rr[j].tile + off + rr[j].h * (QR * 4);
-                if constexpr (BITS == 8) {
-                    lo[j] = V::iload(c + 64 * i);
-                    hi[j] = V::iload(c + 64 * (i + 4));
-                } else {
-                    const ireg v = V::iload(c + 64 * i);
-                    lo[j] = V::lo_nib(v);
-                    hi[j] = V::hi_nib(v);
-                    if constexpr (LUT) {
-                        lo[j] = V::lut16(lo[j], kIQ4Values);
-                        hi[j] = V::lut16(hi[j], kIQ4Values);
-                    }
-                    if constexpr (BITS == 6) {  // the top two bits of columns 4i.. and 16 + 4i..
-                        lo[j] = V::add_bits45(lo[j], V::iload(c + 256), 2 * i);
-                        hi[j] = V::add_bits45(hi[j], V::iload(c + 320), 2 * i);
-                    }
-                }
-            }
-            ireg (&t)[MR][R][NA] = kSplit && (i & 1) ? e : d;
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) {
-                const int8_t* w = x + m * a.ld + 4 * i;
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j) {
-                    t[m][j][0] = dot(t[m][j][0], lo[j], w);
-                    t[m][j][NA - 1] = dot(t[m][j][NA - 1], hi[j], w + 16);
-                }
-            }
-        }
-    };
-    // d += e (the odd steps), then e = 0.
-    auto join = [&](ireg (&d)[MR][R][NA], ireg (&e)[MR][R][NA]) {
-        if constexpr (kSplit) {
-#pragma GCC unroll 2
-            for (int k = 0; k < NA; ++k) {
-                d[0][0][k] = V::iadd(d[0][0][k], e[0][0][k]);
-                e[0][0][k] = V::izero();
-            }
-        }
-    };
     auto block = [&]() {
-        if ((b & 63) == 0) {
-            res_word = 0;
-            for (int m = 0; m < MR; ++m) res_word |= a.flags[(m0 + m) * a.fw + (b >> 6)];
-        }
+        if ((b & 63) == 0) res_word = residual_word<MR>(a, m0, b);
         // The tiles are streams: asking for them well ahead keeps DRAM busy across 4 KiB pages.
 #pragma GCC unroll 4
         for (int j = 0; j < R; ++j)
             if (rr[j].h == 0)
 #pragma GCC unroll 8
                 for (int o = 0; o < BITS * 64; o += 64) __builtin_prefetch(rr[j].tile + off + kPrefetch + o);
-        ireg d[MR][R][NA], e[MR][R][NA];
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m)
+        auto codes = [&](int i, ireg (&lo)[R], ireg (&hi)[R]) {
 #pragma GCC unroll 4
             for (int j = 0; j < R; ++j)
-#pragma GCC unroll 2
-                for (int k = 0; k < NA; ++k) d[m][j][k] = e[m][j][k] = V::izero();
-        dots(d, e, xq + b * 32);
-        join(d, e);
-        float xscale = 1.0f;
-        if ((res_word >> (b & 63)) & 1) {
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j)
-#pragma GCC unroll 2
-                    for (int k = 0; k < NA; ++k) d[m][j][k] = V::ishl8(d[m][j][k]);
-            dots(d, e, xr + b * 32);
-            join(d, e);
-            xscale = 1.0f / 256.0f;
-        }
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) {
-            const reg xd = V::set1(xd0[m * ld32 + b] * xscale);
-            if constexpr (!MIN) {
-                // w = s (u - zero): the zero point comes off the int32 sums, as zero times the
-                // activation codes' sum, and fp32 sees one product per group.
-                const int32_t* is = is0 + m * ld16 + 2 * b;
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j) {
-                    if constexpr (G16) {
-                        const ireg a = V::iadd(d[m][j][0], V::iset1(-zeff * is[0]));
-                        const ireg c = V::iadd(d[m][j][1], V::iset1(-zeff * is[1]));
-                        const reg t = V::fma(V::cvt(c), sB[j], V::mul(V::cvt(a), sA[j]));
-                        acc[m][j] = V::fma(t, xd, acc[m][j]);
-                    } else {
-                        const ireg a = V::iadd(d[m][j][0], V::iset1(-zeff * (is[0] + is[1])));
-                        acc[m][j] = V::fma(V::cvt(a), V::mul(sA[j], xd), acc[m][j]);
-                    }
-                }
-            } else {
-                const float* xs = xs0 + m * xs_ld + (G16 ? 2 * b : b);
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j) {
-                    acc[m][j] = V::fma(V::cvt(d[m][j][0]), V::mul(sA[j], xd), acc[m][j]);
-                    acc[m][j] = V::fma(mmA[j], V::set1(xs[0]), acc[m][j]);
-                    if constexpr (G16) {
-                        acc[m][j] = V::fma(V::cvt(d[m][j][1]), V::mul(sB[j], xd), acc[m][j]);
-                        acc[m][j] = V::fma(mmB[j], V::set1(xs[1]), acc[m][j]);
-                    }
-                }
-            }
-        }
+                unpack_step<V, BITS, LUT>(rr[j].tile + off + rr[j].h * (QR * 4), i, lo[j], hi[j]);
+        };
+        accumulate_block<V, kWide, MIN, G16, MR, R>(acc, a, m0, b, res_word, zeff, codes, sA, sB, mmA, mmB);
         off += g.block_code_bytes();
         ++b;
     };
-    // The group min (formats with one), plus the bias V's wide products leave out.
-    auto eff_min = [&](int j, reg s, const uint8_t* mp, reg dmin) -> reg {
-        if constexpr (!MIN) return V::zero();  // symmetric formats take their zero point in int32
-        reg mm;
-        if constexpr (SK == ScaleKind::F16) mm = f16_at(j, mp);
-        else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * rr[j].h);
-        else mm = V::mul(dmin, V::load_i8(mp + QR * rr[j].h));
-        if constexpr (kWide) mm = V::fma(s, V::set1(float(V::kWideBias)), mm);
-        return mm;
+    auto min_of = [&](int j, reg s, const uint8_t* mp, reg dmin) {
+        return eff_min<V, SK, MIN, kWide>(s, mp, dmin, QR * rr[j].h);
     };
     // One span whose header starts `hoff` bytes into each tile; its blocks start at `off`.
     auto span = [&](int64_t hoff) {
@@ -231,11 +115,11 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
                 for (int j = 0; j < R; ++j) {
                     const uint8_t* p = rr[j].tile + groups + blk * NA * kFields * kTileRows;
                     sA[j] = V::mul(dv[j], V::load_i8(p + QR * rr[j].h));
-                    mmA[j] = eff_min(j, sA[j], p + kTileRows, dmin[j]);
+                    mmA[j] = min_of(j, sA[j], p + kTileRows, dmin[j]);
                     if constexpr (G16) {
                         p += kFields * kTileRows;
                         sB[j] = V::mul(dv[j], V::load_i8(p + QR * rr[j].h));
-                        mmB[j] = eff_min(j, sB[j], p + kTileRows, dmin[j]);
+                        mmB[j] = min_of(j, sB[j], p + kTileRows, dmin[j]);
                     }
                 }
                 block();
@@ -246,7 +130,7 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
             for (int j = 0; j < R; ++j) {
                 const uint8_t* p = rr[j].tile + hoff;
                 sA[j] = SK == ScaleKind::F16 ? f16_at(j, p) : V::load(reinterpret_cast<const float*>(p) + QR * rr[j].h);
-                mmA[j] = eff_min(j, sA[j], p + W * kTileRows, V::zero());
+                mmA[j] = min_of(j, sA[j], p + W * kTileRows, V::zero());
             }
             for (int64_t i = 0; i < g.span_blocks(); ++i) block();
         }
@@ -261,17 +145,7 @@ void qtile(const QActs& a, int64_t m0, const QuantGeometry& g, const RowReg* rr,
         up += g.unit_bytes(n);
     }
 
-    for (int m = 0; m < MR; ++m)
-        for (int j = 0; j < R; ++j) {
-            float* y = Y + (m0 + m) * ldy + rr[j].n0;
-            if (rr[j].n_valid == QR) {
-                V::store(y, accumulate ? V::add(V::load(y), acc[m][j]) : acc[m][j]);
-            } else {
-                float tmp[QR];
-                V::store(tmp, acc[m][j]);
-                for (int r = 0; r < rr[j].n_valid; ++r) y[r] = accumulate ? y[r] + tmp[r] : tmp[r];
-            }
-        }
+    store_acc<V, MR, R>(acc, rr, Y, ldy, m0, accumulate);
 }
 
 template <class V, int BITS, ScaleKind SK, bool MIN, bool LUT, bool G16, int MR, int R>

@@ -8,8 +8,8 @@
 // per-block fp32 update, which is what bounds it now (on Zen 4 the dot products and the fp32
 // multiplies share two pipes). The expanded tiles stay in L2 (18 KiB per 1024 columns and tile);
 // expanding a few blocks at a time to stay in L1 was slower, as every micro-tile's sums then went
-// through Y once per chunk. The arithmetic per block is qtile's: the same int32 dot products, the
-// same fp32 scales computed by the same operations, the same order of fp32 updates.
+// through Y once per chunk. The arithmetic per block is qtile's: both run quant_block_impl.h's
+// accumulate_block, and the expanded scales are computed by the same operations.
 //
 // An expanded tile, for each of its nb blocks of 32 columns:
 //   codes  nb x 512 bytes: the 8-bit block layout of quant_layout.h (chunk c, byte 4r + j: row r's
@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "../core/aligned_buffer.h"
+#include "quant_block_impl.h"
 #include "quant_kinds.h"
 
 namespace ll::cpu {
@@ -73,34 +74,15 @@ void expand_tile(const QuantGeometry& g, const uint8_t* tile, int64_t nb, const 
         uint8_t* oc = out.codes + b * (kTileRows * kQBlock);
         for (int h = 0; h < kTileRows / QR; ++h) {
             const int64_t ho = int64_t(h) * QR * 4;  // a register's bytes within a 64-byte chunk
-            if constexpr (BITS == 8) {
-                for (int q = 0; q < 8; ++q) V::istore(oc + 64 * q + ho, V::iload(c + 64 * q + ho));
-            } else {
-                for (int q = 0; q < 4; ++q) {
-                    const ireg v = V::iload(c + 64 * q + ho);
-                    ireg lo = V::lo_nib(v), hi = V::hi_nib(v);
-                    if constexpr (LUT) {
-                        lo = V::lut16(lo, kIQ4Values);
-                        hi = V::lut16(hi, kIQ4Values);
-                    }
-                    if constexpr (BITS == 6) {
-                        lo = V::add_bits45(lo, V::iload(c + 256 + ho), 2 * q);
-                        hi = V::add_bits45(hi, V::iload(c + 320 + ho), 2 * q);
-                    }
-                    V::istore(oc + 64 * q + ho, lo);
-                    V::istore(oc + 64 * (q + 4) + ho, hi);
-                }
+            for (int q = 0; q < 4; ++q) {
+                ireg lo, hi;
+                unpack_step<V, BITS, LUT>(c + ho, q, lo, hi);
+                V::istore(oc + 64 * q + ho, lo);
+                V::istore(oc + 64 * (q + 4) + ho, hi);
             }
             // The scales and mins, computed exactly as qtile computes them.
             auto f16 = [&](const uint8_t* p) { return V::load_f16(reinterpret_cast<const uint16_t*>(p) + QR * h); };
-            auto eff_min = [&](reg s, const uint8_t* mp, reg dmin) -> reg {
-                reg mm;
-                if constexpr (SK == ScaleKind::F16) mm = f16(mp);
-                else if constexpr (SK == ScaleKind::F32) mm = V::load(reinterpret_cast<const float*>(mp) + QR * h);
-                else mm = V::mul(dmin, V::load_i8(mp + QR * h));
-                if constexpr (kWide) mm = V::fma(s, V::set1(float(V::kWideBias)), mm);
-                return mm;
-            };
+            auto min_of = [&](reg s, const uint8_t* mp, reg dmin) { return eff_min<V, SK, MIN, kWide>(s, mp, dmin, QR * h); };
             float* os = out.scale + b * NA * kTileRows + QR * h;
             float* om = MIN ? out.min + b * NA * kTileRows + QR * h : nullptr;
             if constexpr (SK == ScaleKind::Super) {
@@ -110,13 +92,13 @@ void expand_tile(const QuantGeometry& g, const uint8_t* tile, int64_t nb, const 
                 for (int k = 0; k < NA; ++k, p += kFields * kTileRows) {
                     const reg s = V::mul(dv, V::load_i8(p + QR * h));
                     V::store(os + k * kTileRows, s);
-                    if constexpr (MIN) V::store(om + k * kTileRows, eff_min(s, p + kTileRows, dmin));
+                    if constexpr (MIN) V::store(om + k * kTileRows, min_of(s, p + kTileRows, dmin));
                 }
             } else {
                 constexpr int W = SK == ScaleKind::F32 ? 4 : 2;
                 const reg s = SK == ScaleKind::F16 ? f16(hdr) : V::load(reinterpret_cast<const float*>(hdr) + QR * h);
                 V::store(os, s);
-                if constexpr (MIN) V::store(om, eff_min(s, hdr + W * kTileRows, V::zero()));
+                if constexpr (MIN) V::store(om, min_of(s, hdr + W * kTileRows, V::zero()));
             }
         }
     }
@@ -131,160 +113,44 @@ struct XReg {
     int n_valid;
 };
 
-// MR activation rows against R row registers over all nb blocks: qtile's block, reading the
-// expanded codes and scales.
+// MR activation rows against R row registers over all nb blocks, reading the expanded codes and
+// scales.
 template <class V, bool MIN, bool G16, bool kWide, int MR, int R>
 void xtile(const QActs& a, int64_t m0, int32_t zeff, int64_t nb, const XReg* rr, float* Y, int64_t ldy,
            bool accumulate) {
     using reg = typename V::reg;
     using ireg = typename V::ireg;
     constexpr int QR = V::QR, NA = G16 ? 2 : 1;
-    const int64_t ld32 = a.ld / 32, ld16 = a.ld / 16;
-    const int32_t* is0 = a.isum + m0 * ld16;
-    const float* xd0 = a.d + m0 * ld32;
-    const float* xs0 = G16 ? a.s + m0 * ld16 : a.s32 + m0 * ld32;
-    const int64_t xs_ld = G16 ? ld16 : ld32;
-
     reg acc[MR][R];
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
         for (int j = 0; j < R; ++j) acc[m][j] = V::zero();
-
-    auto dots = [&](ireg (&d)[MR][R][NA], const int8_t* x, const uint8_t* const (&codes)[R]) {
-        auto dot = [](ireg acc, ireg c, const int8_t* w) { return kWide ? V::dot4w(acc, c, w) : V::dot4(acc, c, w); };
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-            ireg lo[R], hi[R];
-#pragma GCC unroll 4
-            for (int j = 0; j < R; ++j) {
-                lo[j] = V::iload(codes[j] + 64 * i);
-                hi[j] = V::iload(codes[j] + 64 * (i + 4));
-            }
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m) {
-                const int8_t* w = x + m * a.ld + 4 * i;
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j) {
-                    d[m][j][0] = dot(d[m][j][0], lo[j], w);
-                    d[m][j][NA - 1] = dot(d[m][j][NA - 1], hi[j], w + 16);
-                }
-            }
-        }
-    };
-
     uint64_t res_word = 0;
     for (int64_t b = 0; b < nb; ++b) {
-        if ((b & 63) == 0) {
-            res_word = 0;
-            for (int m = 0; m < MR; ++m) res_word |= a.flags[(m0 + m) * a.fw + (b >> 6)];
-        }
-        const bool residual = (res_word >> (b & 63)) & 1;
-        const uint8_t* codes[R];
+        if ((b & 63) == 0) res_word = residual_word<MR>(a, m0, b);
+        auto codes = [&](int i, ireg (&lo)[R], ireg (&hi)[R]) {
 #pragma GCC unroll 4
-        for (int j = 0; j < R; ++j) codes[j] = rr[j].x.codes + b * (kTileRows * kQBlock) + rr[j].h * (QR * 4);
-        // Symmetric formats: the zero point comes off the int32 sums as zero times the activation
-        // codes' sum. Outside residual blocks it is where the sums start; in them it is added after
-        // the shift, as the codes' sum there is (sum << 8) + the residual codes' sum.
-        ireg d[MR][R][NA];
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) {
-            const int32_t* is = is0 + m * ld16 + 2 * b;
-            ireg z[NA];
-            if constexpr (G16) {
-                z[0] = V::iset1(MIN || residual ? 0 : -zeff * is[0]);
-                z[NA - 1] = V::iset1(MIN || residual ? 0 : -zeff * is[1]);
-            } else {
-                z[0] = V::iset1(MIN || residual ? 0 : -zeff * (is[0] + is[1]));
+            for (int j = 0; j < R; ++j) {
+                const uint8_t* c = rr[j].x.codes + b * (kTileRows * kQBlock) + rr[j].h * (QR * 4);
+                lo[j] = V::iload(c + 64 * i);
+                hi[j] = V::iload(c + 64 * (i + 4));
             }
-#pragma GCC unroll 4
-            for (int j = 0; j < R; ++j)
-#pragma GCC unroll 2
-                for (int k = 0; k < NA; ++k) d[m][j][k] = z[k];
-        }
-        dots(d, a.q + m0 * a.ld + b * 32, codes);
-        float xscale = 1.0f;
-        if (residual) {
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j)
-#pragma GCC unroll 2
-                    for (int k = 0; k < NA; ++k) d[m][j][k] = V::ishl8(d[m][j][k]);
-            dots(d, a.r + m0 * a.ld + b * 32, codes);
-            if constexpr (!MIN) {
-#pragma GCC unroll 16
-                for (int m = 0; m < MR; ++m) {
-                    const int32_t* is = is0 + m * ld16 + 2 * b;
-#pragma GCC unroll 4
-                    for (int j = 0; j < R; ++j) {
-                        if constexpr (G16) {
-                            d[m][j][0] = V::iadd(d[m][j][0], V::iset1(-zeff * is[0]));
-                            d[m][j][1] = V::iadd(d[m][j][1], V::iset1(-zeff * is[1]));
-                        } else {
-                            d[m][j][0] = V::iadd(d[m][j][0], V::iset1(-zeff * (is[0] + is[1])));
-                        }
-                    }
-                }
-            }
-            xscale = 1.0f / 256.0f;
-        }
-        // The residual's step 1/256 goes on the weight scales (exactly: a power of two), so that
-        // each activation scale is one broadcast from memory.
+        };
         reg sA[R], sB[R], mmA[R], mmB[R];
 #pragma GCC unroll 4
         for (int j = 0; j < R; ++j) {
             const int64_t o = b * NA * kTileRows + rr[j].h * QR;
             sA[j] = V::load(rr[j].x.scale + o);
             if constexpr (G16) sB[j] = V::load(rr[j].x.scale + o + kTileRows);
-            if (residual) {
-                sA[j] = V::mul(sA[j], V::set1(xscale));
-                if constexpr (G16) sB[j] = V::mul(sB[j], V::set1(xscale));
-            }
             if constexpr (MIN) {
                 mmA[j] = V::load(rr[j].x.min + o);
                 if constexpr (G16) mmB[j] = V::load(rr[j].x.min + o + kTileRows);
             }
         }
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) {
-            const reg xd = V::set1(xd0[m * ld32 + b]);
-            if constexpr (!MIN) {
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j) {
-                    if constexpr (G16) {
-                        const reg t = V::fma(V::cvt(d[m][j][1]), sB[j], V::mul(V::cvt(d[m][j][0]), sA[j]));
-                        acc[m][j] = V::fma(t, xd, acc[m][j]);
-                    } else {
-                        acc[m][j] = V::fma(V::cvt(d[m][j][0]), V::mul(sA[j], xd), acc[m][j]);
-                    }
-                }
-            } else {
-                const float* xs = xs0 + m * xs_ld + (G16 ? 2 * b : b);
-#pragma GCC unroll 4
-                for (int j = 0; j < R; ++j) {
-                    acc[m][j] = V::fma(V::cvt(d[m][j][0]), V::mul(sA[j], xd), acc[m][j]);
-                    acc[m][j] = V::fma(mmA[j], V::set1(xs[0]), acc[m][j]);
-                    if constexpr (G16) {
-                        acc[m][j] = V::fma(V::cvt(d[m][j][1]), V::mul(sB[j], xd), acc[m][j]);
-                        acc[m][j] = V::fma(mmB[j], V::set1(xs[1]), acc[m][j]);
-                    }
-                }
-            }
-        }
+        accumulate_block<V, kWide, MIN, G16, MR, R>(acc, a, m0, b, res_word, zeff, codes, sA, sB, mmA, mmB);
     }
-
-    for (int m = 0; m < MR; ++m)
-        for (int j = 0; j < R; ++j) {
-            float* y = Y + (m0 + m) * ldy + rr[j].n0;
-            if (rr[j].n_valid == QR) {
-                V::store(y, accumulate ? V::add(V::load(y), acc[m][j]) : acc[m][j]);
-            } else {
-                float tmp[QR];
-                V::store(tmp, acc[m][j]);
-                for (int r = 0; r < rr[j].n_valid; ++r) y[r] = accumulate ? y[r] + tmp[r] : tmp[r];
-            }
-        }
+    store_acc<V, MR, R>(acc, rr, Y, ldy, m0, accumulate);
 }
 
 template <class V, bool MIN, bool G16, bool kWide, int MR, int R>
