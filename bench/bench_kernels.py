@@ -9,6 +9,10 @@ larger than the last-level cache, so DRAM is in the loop as in a real decode ste
 rows) in GFLOP/s (2 flops per multiply-add) on a Llama-shaped matrix. Each figure is the best of
 --repeats runs; configurations alternate round by round, so a change in the machine's load hits
 them all alike.
+
+Flash attention (--kv, one row per KV cache format) is timed the same way over a cache of 16
+layers at depth --attn-depth: decode (one token's query heads) in GB/s of K and V bytes read,
+prefill (--attn-prefill queries ending at that depth) in GFLOP/s of QK^T and PV.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-rows", type=int, default=65536, help="rows of the decode matrix (x 2048 columns)")
     ap.add_argument("--prefill", default="8192x2048x512", help="NxKxM of the prefill product")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--kv", default="f16,bf16,q8_0,f32", help="KV cache formats for attention ('' for none)")
+    ap.add_argument("--attn-shape", default="32,8,64", help="query heads, KV heads, head_dim (Llama-3.2-1B)")
+    ap.add_argument("--attn-depth", type=int, default=8192, help="cached positions the last query sees")
+    ap.add_argument("--attn-prefill", type=int, default=512, help="queries of the attention prefill")
     args = ap.parse_args(argv)
     formats = [f.strip().upper() for f in args.formats.split(",") if f.strip()]
     isas = [i.strip() for i in args.isa.split(",") if i.strip()]
@@ -79,7 +87,37 @@ def main(argv=None) -> int:
                     b[0], b[1] = max(b[0], gbps), max(b[1], gflops)
         for (isa, th), (gbps, gflops) in best.items():
             print(f"{fmt:8s} {isa:11s} {th:7d} {gbps:12.1f} {gflops:16.1f}", flush=True)
+    kvs = [k.strip() for k in args.kv.split(",") if k.strip()]
+    if kvs:
+        attention(kvs, isas, threads, args)
     return 0
+
+
+KV_BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+
+
+def attention(kvs, isas, threads, args) -> None:
+    H, KH, hd = (int(v) for v in args.attn_shape.split(","))
+    depth, T = args.attn_depth, args.attn_prefill
+    p0 = max(depth - T, 0)
+    # decode reads K and V of depth positions; prefill's query t (position p0 + t) sees p0 + t + 1
+    flops = 4 * H * hd * sum(p0 + t + 1 for t in range(depth - p0))
+    print(f"\nflash attention: {H} query heads, {KH} KV heads, head_dim {hd}; decode at depth {depth}, "
+          f"prefill of {depth - p0} queries from position {p0}; best of {args.repeats}")
+    print(f"{'KV cache':8s} {'isa':11s} {'threads':>7s} {'decode GB/s':>12s} {'prefill GFLOP/s':>16s}")
+    time_attention = _core.kernels.time_attention
+    for kv in kvs:
+        best: dict = {}
+        for _ in range(args.repeats):
+            for isa in isas:
+                for th in threads:
+                    t = time_attention(1, depth - 1, H, KH, hd, kv_cache=kv, isa=isa, n_threads=th, repeats=1)
+                    gbps = 2 * depth * KH * hd * KV_BYTES_PER_VALUE[kv] / t / 1e9
+                    t = time_attention(depth - p0, p0, H, KH, hd, kv_cache=kv, isa=isa, n_threads=th, repeats=1)
+                    b = best.setdefault((isa, th), [0.0, 0.0])
+                    b[0], b[1] = max(b[0], gbps), max(b[1], flops / t / 1e9)
+        for (isa, th), (gbps, gflops) in best.items():
+            print(f"{kv:8s} {isa:11s} {th:7d} {gbps:12.1f} {gflops:16.1f}", flush=True)
 
 
 if __name__ == "__main__":

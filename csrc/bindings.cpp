@@ -406,6 +406,39 @@ py::array_t<float> k_attention(const FloatArray& q, const FloatArray& kk, const 
     return out;
 }
 
+// Seconds per attention call of T queries at depth `depth` (positions [depth, depth + T)), best of
+// `repeats` runs of one call per layer: the cache holds n_layers layers of random K/V so that, as
+// in a model, each call streams its layer from DRAM rather than from the last-level cache.
+double k_time_attention(int64_t T, int64_t depth, int64_t n_heads, int64_t n_kv_heads, int64_t hd,
+                        const std::string& kv_cache, const std::optional<std::string>& isa, int n_threads,
+                        int64_t n_layers, int repeats) {
+    if (T <= 0 || depth < 0 || n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || hd <= 0 || n_layers <= 0)
+        throw std::invalid_argument("time_attention: needs T > 0, depth >= 0, n_heads a multiple of n_kv_heads");
+    const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
+    const int64_t n = depth + T, kvdim = n_kv_heads * hd;
+    KVCache cache(n_layers, n, n_kv_heads, hd, parse_kv_type(kv_cache));
+    std::vector<float> rows(size_t(n * kvdim)), q(size_t(T * n_heads * hd)), out(q.size());
+    uint32_t s = 12345;
+    auto rnd = [&] { s = s * 1664525u + 1013904223u; return float(s >> 8) / float(1u << 24) * 2.0f - 1.0f; };
+    for (float& v : q) v = rnd();
+    for (int64_t l = 0; l < n_layers; ++l) {
+        for (float& v : rows) v = rnd();
+        cache.store(l, 0, n, rows.data(), rows.data());
+    }
+    py::gil_scoped_release release;
+    cpu::ThreadPool pool(n_threads);
+    Attention attn;
+    double best = 1e30;
+    for (int r = 0; r < repeats; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t l = 0; l < n_layers; ++l)
+            attn.run(k, pool, cache, l, {n_heads, n_kv_heads, hd}, q.data(), T, depth, out.data());
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / n_layers;
+        best = dt < best ? dt : best;
+    }
+    return best;
+}
+
 py::array_t<float> k_softmax(const FloatArray& s, float scale, const std::optional<std::string>& isa) {
     if (s.ndim() != 1 || s.shape(0) < 1) throw std::invalid_argument("softmax: need a non-empty 1-D array");
     const cpu::Kernels& k = cpu::kernels_for(isa_arg(isa));
@@ -518,6 +551,11 @@ PYBIND11_MODULE(_core, m) {
           py::arg("kv_cache") = "f32", py::arg("isa") = py::none(), py::arg("n_threads") = 1, py::arg("splits") = 0,
           "Causal flash attention of q [T, H, hd] at positions [p0, p0 + T) over k, v [p0 + T, KH, hd] held in a "
           "KV cache of format kv_cache; splits > 0 forces that many KV ranges per head (merged by log-sum-exp)");
+    k.def("time_attention", &k_time_attention, py::arg("T"), py::arg("depth"), py::arg("n_heads"),
+          py::arg("n_kv_heads"), py::arg("head_dim"), py::arg("kv_cache") = "f16", py::arg("isa") = py::none(),
+          py::arg("n_threads") = 1, py::arg("n_layers") = 16, py::arg("repeats") = 5,
+          "seconds per attention call of T queries at depth `depth` over a KV cache of n_layers layers "
+          "(micro-benchmark: each call streams its layer's K and V)");
     k.def("encode_kv", [](const FloatArray& x, const std::string& kv_cache) {
               if (x.ndim() != 2) throw std::invalid_argument("encode_kv: x must be 2-D [rows, kv_dim]");
               const KVType t = parse_kv_type(kv_cache);

@@ -71,6 +71,16 @@ def test_decode_with_split_ranges(isa, kv, H, KH, hd, splits):
     check(*case(1, 300, H, KH, hd, seed=1), p0=300, kv=kv, isa=isa, splits=splits, n_threads=2)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kv", KV_TYPES)
+@pytest.mark.parametrize("T", [2, 3, 5])
+def test_few_rows_in_any_count(isa, kv, T):
+    # The decode path (at most 16 rows, scores straight from the cached K blocks): 3 query heads
+    # per KV head and T tokens make 6, 9 or 15 rows (partial row groups) with T different causal
+    # limits; position 37 and the split point start and end ranges inside a K block of 16.
+    check(*case(T, 37, 6, 2, 64, seed=6), p0=37, kv=kv, isa=isa, splits=2, n_threads=2)
+
+
 @pytest.mark.parametrize("kv", KV_TYPES)
 def test_a_split_may_hold_a_single_position(kv):
     # As many ranges as positions (19): each holds one, several rows see none of some ranges.

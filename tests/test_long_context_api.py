@@ -35,8 +35,9 @@ LLAMA32_1B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "voc
 
 
 def expected_kv_bytes(c: dict, n_ctx: int, kv_cache: str) -> int:
-    values = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"]
-    return int(values * BYTES_PER_VALUE[kv_cache]) * n_ctx
+    row = int(c["num_key_value_heads"] * c["head_dim"] * BYTES_PER_VALUE[kv_cache])
+    k_positions = -(-n_ctx // 16) * 16    # K is stored in blocks of 16 positions
+    return c["num_hidden_layers"] * row * (n_ctx + k_positions)
 
 
 def cli(*args):

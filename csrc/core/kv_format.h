@@ -1,11 +1,18 @@
-// Storage formats of the KV cache: one position's K (or V) row of kv_dim values per layer.
+// Storage formats of the KV cache, as a row of n values (one KV head's head_dim values of one
+// position):
 //
-//   f32, f16, bf16: the values, kv_dim elements.
-//   q8_0:          kv_dim int8 codes, then one fp16 scale per 32 values (kv_dim / 32 of them):
-//                  34 bytes per 32 values, as llama.cpp's q8_0. A head's codes and scales stay
-//                  contiguous (head_dim is a multiple of 32), so attention reads one head at a time.
+//   f32, f16, bf16: the values, n elements.
+//   q8_0:          n int8 codes, then one fp16 scale per 32 values (n / 32 of them): 34 bytes per
+//                  32 values, as llama.cpp's q8_0 (head_dim is a multiple of 32).
 // K is stored after RoPE. Rounding: f16/bf16 to nearest even; q8_0 as llama.cpp quantizes
 // (scale = max|x| / 127 stored as fp16, code = round(x / scale) with the unrounded scale).
+//
+// The KV cache (model/kv_cache.h) keeps each KV head apart: its V as these rows over the head's
+// head_dim values, position after position, and its K transposed in blocks of kKVBlock
+// positions: value d of the block's positions j = 0..15 at element d * 16 + j (q8_0: the codes
+// so, then the scales of each group of 32 values as [head_dim / 32][16] fp16). A block holds the
+// same bytes as its 16 rows would. This way a query's scores against 16 positions are head_dim
+// broadcast multiply-adds into one 16-lane sum, with no horizontal reduction (attention_impl.h).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -20,6 +27,7 @@ namespace ll {
 enum class KVType : int { F32 = 0, F16 = 1, BF16 = 2, Q8_0 = 3 };
 constexpr int kNumKVTypes = 4;
 constexpr int64_t kKVQBlock = 32;   // q8_0 values per scale
+constexpr int64_t kKVBlock = 16;    // K positions per transposed block
 
 static inline const char* kv_type_name(KVType t) {
     switch (t) {
@@ -92,6 +100,16 @@ static inline void encode_kv_row(KVType t, const float* x, int64_t kv_dim, uint8
             return;
         }
     }
+}
+
+// Scatters one head's encoded row `src` (kv_row_bytes(t, hd) bytes, as encode_kv_row writes it)
+// into lane j of that head's K block `blk`.
+static inline void scatter_k_lane(KVType t, const uint8_t* src, int64_t hd, int64_t j, uint8_t* blk) {
+    const int64_t es = t == KVType::F32 ? 4 : t == KVType::Q8_0 ? 1 : 2;
+    for (int64_t d = 0; d < hd; ++d) std::memcpy(blk + (d * kKVBlock + j) * es, src + d * es, size_t(es));
+    if (t == KVType::Q8_0)
+        for (int64_t c = 0; c < hd / kKVQBlock; ++c)
+            std::memcpy(blk + hd * kKVBlock + (c * kKVBlock + j) * 2, src + hd + 2 * c, 2);
 }
 
 // Values [i0, i0 + n) of a stored row as fp32 (the scalar reference of what kernels read).

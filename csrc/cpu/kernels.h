@@ -47,9 +47,8 @@ constexpr int64_t kAttnMaxRows = 64;     // query rows per call
 struct AttnArgs {
     const float* q;                 // [R, hd], pre-scaled by 1 / sqrt(hd)
     int64_t R, hd, g, p0;
-    const uint8_t* k;               // the layer's K row at position 0 (KVCache layout)
-    const uint8_t* v;
-    int64_t row_bytes, kv_dim, head;
+    const uint8_t* k;               // the KV head's K blocks (KVCache layout: core/kv_format.h)
+    const uint8_t* v;               // the KV head's V rows
     int64_t j0, j1;
     float* o;
     float* m;

@@ -27,8 +27,6 @@ void Attention::run(const cpu::Kernels& k, cpu::ThreadPool& pool, const KVCache&
         partial_.resize(size_t(units * splits * part_stride));
     const float scale = 1.0f / std::sqrt(float(hd));
     const cpu::AttnFn kernel = k.flash_attention[int(cache.type())];
-    const uint8_t* K = cache.k(layer, 0);
-    const uint8_t* V = cache.v(layer, 0);
     const int64_t items = units * splits;
 
     // Items are claimed from a shared counter: causal blocks differ in length.
@@ -56,11 +54,8 @@ void Attention::run(const cpu::Kernels& k, cpu::ThreadPool& pool, const KVCache&
             a.hd = hd;
             a.g = g;
             a.p0 = p0 + t0;
-            a.k = K;
-            a.v = V;
-            a.row_bytes = cache.row_bytes();
-            a.kv_dim = cache.kv_dim();
-            a.head = kvh;
+            a.k = cache.k(layer, kvh);
+            a.v = cache.v(layer, kvh);
             a.j0 = n_pos * split / splits;
             a.j1 = n_pos * (split + 1) / splits;
             a.scratch = ks;

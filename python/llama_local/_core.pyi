@@ -152,6 +152,11 @@ class _Kernels(ModuleType):
         """Causal flash attention of q [T, H, hd] at positions [p0, p0 + T) over k, v [p0 + T, KH, hd]
         held in a KV cache of format kv_cache; splits > 0 forces that many ranges per KV head."""
     @staticmethod
+    def time_attention(T: int, depth: int, n_heads: int, n_kv_heads: int, head_dim: int, kv_cache: str = "f16",
+                       isa: str | None = None, n_threads: int = 1, n_layers: int = 16, repeats: int = 5) -> float:
+        """Seconds per attention call of T queries at depth `depth` over a KV cache of n_layers
+        layers (micro-benchmark: each call streams its layer's K and V)."""
+    @staticmethod
     def encode_kv(x: npt.ArrayLike, kv_cache: str) -> tuple[npt.NDArray[np.uint8], _F32]:
         """(stored rows as bytes, the values they hold as float32) of x [rows, kv_dim]."""
     @staticmethod

@@ -65,10 +65,11 @@ def check_kv_cache(kv_cache: str) -> str:
 
 
 def kv_bytes(c: ModelConfig, n_ctx: int, kv_cache: str = "f16") -> int:
-    """Bytes of the K and V caches at n_ctx positions (each a row of kv_heads x head_dim values)."""
+    """Bytes of the K and V caches at n_ctx positions (each a row of kv_heads x head_dim values; K is
+    kept in blocks of 16 positions, so its positions round up to a multiple of 16)."""
     row = c.num_key_value_heads * c.head_dim
     row_bytes = int(row * KV_CACHE_BYTES[check_kv_cache(kv_cache)])
-    return 2 * c.num_hidden_layers * row_bytes * n_ctx
+    return c.num_hidden_layers * row_bytes * (n_ctx + -(-n_ctx // 16) * 16)
 
 
 def machine_memory() -> int:
