@@ -82,6 +82,10 @@ void block_scores(const AttnArgs& a, int64_t r0, int64_t b0, int64_t nb, float* 
         const uint8_t* blk = k_block<T>(a, b0 + b);
         const uint16_t* scales = reinterpret_cast<const uint16_t*>(blk + hd * kKVBlock);  // q8_0
         reg s[RB][NL], t[NS][RB][NL];
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 16
+            for (int l = 0; l < NL; ++l) s[r][l] = V::zero();
         for (int64_t d0 = 0; d0 < hd; d0 += group) {
 #pragma GCC unroll 2
             for (int h = 0; h < NS; ++h)
@@ -112,7 +116,7 @@ void block_scores(const AttnArgs& a, int64_t r0, int64_t b0, int64_t nb, float* 
                     const reg sum = NS == 2 ? V::add(t[0][r][l], t[NS - 1][r][l]) : t[0][r][l];
                     if constexpr (kQ8) {
                         const reg sc = V::load_f16(scales + (d0 / kKVQBlock) * kKVBlock + l * V::W);
-                        s[r][l] = d0 == 0 ? V::mul(sum, sc) : V::fma(sum, sc, s[r][l]);
+                        s[r][l] = V::fma(sum, sc, s[r][l]);
                     } else {
                         s[r][l] = sum;  // one group: all of head_dim
                     }
