@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402,F401  (puts the source tree on sys.path when llama_local is not installed)
 
 from llama_local import _core  # noqa: E402
+from llama_local.formats.memory_plan import KV_CACHE_BYTES  # noqa: E402
 
 F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q2_K": [80, 82],
               "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208], "IQ4_NL": [0], "IQ4_XS": [0]}
@@ -93,8 +94,6 @@ def main(argv=None) -> int:
     return 0
 
 
-KV_BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
-
 
 def attention(kvs, isas, threads, args) -> None:
     H, KH, hd = (int(v) for v in args.attn_shape.split(","))
@@ -112,7 +111,7 @@ def attention(kvs, isas, threads, args) -> None:
             for isa in isas:
                 for th in threads:
                     t = time_attention(1, depth - 1, H, KH, hd, kv_cache=kv, isa=isa, n_threads=th, repeats=1)
-                    gbps = 2 * depth * KH * hd * KV_BYTES_PER_VALUE[kv] / t / 1e9
+                    gbps = 2 * depth * KH * hd * KV_CACHE_BYTES[kv] / t / 1e9
                     t = time_attention(depth - p0, p0, H, KH, hd, kv_cache=kv, isa=isa, n_threads=th, repeats=1)
                     b = best.setdefault((isa, th), [0.0, 0.0])
                     b[0], b[1] = max(b[0], gbps), max(b[1], flops / t / 1e9)

@@ -38,6 +38,11 @@ const uint8_t* v_row(const AttnArgs& a, int64_t j) {
     return a.v + j * kv_row_bytes(T, a.hd);
 }
 
+// A q8_0 K block's scales: [hd / 32][16] fp16, after its codes.
+inline const uint16_t* k_scales(const uint8_t* blk, int64_t hd) {
+    return reinterpret_cast<const uint16_t*>(blk + hd * kKVBlock);
+}
+
 // Lanes [e, e + W) of a K block as fp32 values; q8_0: its codes only (the caller scales).
 template <class V, KVType T>
 typename V::reg k_lanes(const uint8_t* blk, int64_t e) {
@@ -56,10 +61,8 @@ void k_tile(const AttnArgs& a, int64_t b0, int64_t nb, float* dst, int64_t ld) {
 #pragma GCC unroll 16
             for (int l = 0; l < NL; ++l) {
                 typename V::reg x = k_lanes<V, T>(blk, d * kKVBlock + l * V::W);
-                if constexpr (T == KVType::Q8_0) {
-                    const uint16_t* sc = reinterpret_cast<const uint16_t*>(blk + hd * kKVBlock);
-                    x = V::mul(x, V::load_f16(sc + (d / kKVQBlock) * kKVBlock + l * V::W));
-                }
+                if constexpr (T == KVType::Q8_0)
+                    x = V::mul(x, V::load_f16(k_scales(blk, hd) + (d / kKVQBlock) * kKVBlock + l * V::W));
                 V::store(dst + d * ld + b * kKVBlock + l * V::W, x);
             }
     }
@@ -80,7 +83,6 @@ void block_scores(const AttnArgs& a, int64_t r0, int64_t b0, int64_t nb, float* 
     const float* q = a.q + r0 * hd;
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = k_block<T>(a, b0 + b);
-        const uint16_t* scales = reinterpret_cast<const uint16_t*>(blk + hd * kKVBlock);  // q8_0
         reg s[RB][NL], t[NS][RB][NL];
 #pragma GCC unroll 16
         for (int r = 0; r < RB; ++r)
@@ -115,7 +117,7 @@ void block_scores(const AttnArgs& a, int64_t r0, int64_t b0, int64_t nb, float* 
                 for (int l = 0; l < NL; ++l) {
                     const reg sum = NS == 2 ? V::add(t[0][r][l], t[NS - 1][r][l]) : t[0][r][l];
                     if constexpr (kQ8) {
-                        const reg sc = V::load_f16(scales + (d0 / kKVQBlock) * kKVBlock + l * V::W);
+                        const reg sc = V::load_f16(k_scales(blk, hd) + (d0 / kKVQBlock) * kKVBlock + l * V::W);
                         s[r][l] = V::fma(sum, sc, s[r][l]);
                     } else {
                         s[r][l] = sum;  // one group: all of head_dim
@@ -137,16 +139,16 @@ void block_scores_rows(int64_t rb, const AttnArgs& a, int64_t r0, int64_t b0, in
     block_scores<V, T, RB>(a, r0, b0, nb, S + r0 * ld, ld);
 }
 
-// W values of a cached V row from `dim`, as fp32. For q8_0, `scale` is their group's scale (the
-// caller converts the scales once per tile).
+// W values of a cached V row from `dim`, as fp32. For q8_0, `sc` holds the row's group scales
+// as fp32 (v_scales converts them once per tile).
 template <class V, KVType T>
-typename V::reg v_lanes(const uint8_t* row, int64_t dim, float scale) {
-    if constexpr (T == KVType::Q8_0) return V::mul(V::load_i8(row + dim), V::set1(scale));
+typename V::reg v_lanes(const uint8_t* row, int64_t dim, const float* sc) {
+    if constexpr (T == KVType::Q8_0) return V::mul(V::load_i8(row + dim), V::set1(sc[dim / kKVQBlock]));
     else return WeightLoad<V, kv_dtype<T>>::vec(row, dim);
 }
 template <KVType T>
-float v_one(const uint8_t* row, int64_t dim, float scale) {
-    if constexpr (T == KVType::Q8_0) return float(int8_t(row[dim])) * scale;
+float v_one(const uint8_t* row, int64_t dim, const float* sc) {
+    if constexpr (T == KVType::Q8_0) return float(int8_t(row[dim])) * sc[dim / kKVQBlock];
     else if constexpr (T == KVType::F32) return reinterpret_cast<const float*>(row)[dim];
     else if constexpr (T == KVType::F16) return fp16_to_float(reinterpret_cast<const uint16_t*>(row)[dim]);
     else return bf16_to_float(reinterpret_cast<const uint16_t*>(row)[dim]);
@@ -169,10 +171,7 @@ void pv_block(const AttnArgs& a, int64_t r0, int64_t ts, int64_t lo, int64_t hi,
         const uint8_t* row = v_row<T>(a, ts + i);
         reg vv[NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) {
-            const int64_t dim = c0 + v * V::W;
-            vv[v] = v_lanes<V, T>(row, dim, T == KVType::Q8_0 ? vs[i * ng + dim / kKVQBlock] : 0.0f);
-        }
+        for (int v = 0; v < NV; ++v) vv[v] = v_lanes<V, T>(row, c0 + v * V::W, vs + i * ng);
 #pragma GCC unroll 16
         for (int r = 0; r < RB; ++r) {
             const reg p = V::set1(P[(r0 + r) * ld + i]);
@@ -202,8 +201,7 @@ void pv_rows(int64_t rb, const AttnArgs& a, int64_t r0, int64_t ts, int64_t lo, 
         for (int r = 0; r < RB; ++r) {
             float acc = a.o[(r0 + r) * hd + c];
             for (int64_t i = lo; i < hi; ++i)
-                acc += P[(r0 + r) * ld + i] *
-                       v_one<T>(v_row<T>(a, ts + i), c, T == KVType::Q8_0 ? vs[i * ng + c / kKVQBlock] : 0.0f);
+                acc += P[(r0 + r) * ld + i] * v_one<T>(v_row<T>(a, ts + i), c, vs + i * ng);
             a.o[(r0 + r) * hd + c] = acc;
         }
 }
@@ -231,10 +229,10 @@ void v_tile(const AttnArgs& a, int64_t j0, int64_t n, const float* vs, float* ds
     for (int64_t j = 0; j < n; ++j) {
         const uint8_t* row = v_row<T>(a, j0 + j);
         float* out = dst + j * hd;
-        auto scale = [&](int64_t i) { return T == KVType::Q8_0 ? vs[j * ng + i / kKVQBlock] : 0.0f; };
+        const float* sc = vs + j * ng;
         int64_t i = 0;
-        for (; i + V::W <= hd; i += V::W) V::store(out + i, v_lanes<V, T>(row, i, scale(i)));
-        for (; i < hd; ++i) out[i] = v_one<T>(row, i, scale(i));
+        for (; i + V::W <= hd; i += V::W) V::store(out + i, v_lanes<V, T>(row, i, sc));
+        for (; i < hd; ++i) out[i] = v_one<T>(row, i, sc);
     }
 }
 

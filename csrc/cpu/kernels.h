@@ -56,7 +56,11 @@ struct AttnArgs {
     float* scratch;                 // attn_scratch_floats(hd)
 };
 static_assert(kAttnFewRows * kAttnTileFew <= kAttnMaxRows * kAttnTile, "the scores scratch fits either shape");
-constexpr int64_t attn_scratch_floats(int64_t hd) { return kAttnMaxRows * kAttnTile + 2 * kAttnTileFew * hd; }
+// Scores, then prefill's K and V tiles and their q8_0 V scales (decode's, kAttnTileFew * hd / 32,
+// fit in the tiles' place).
+constexpr int64_t attn_scratch_floats(int64_t hd) {
+    return kAttnMaxRows * kAttnTile + 2 * kAttnTile * hd + kAttnTile * (hd / kKVQBlock);
+}
 using AttnFn = void (*)(const AttnArgs&);
 
 struct Kernels {
