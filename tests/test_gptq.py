@@ -50,6 +50,28 @@ def test_gptq_beats_rounding_on_inputs_it_did_not_see(symmetric, group):
     assert ours < 0.25 * rtn, (ours, rtn)
 
 
+def test_scales_are_searched_for_the_inputs_energy_and_fixed_before_gptq():
+    # The scale search weights each column's squared error by its importance (diag H): with skewed
+    # importances it must find scales with less weighted error than the unweighted search.
+    rng = np.random.default_rng(1)
+    n, k, group = 64, 128, 32
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    importance = np.exp(3 * rng.standard_normal(k)).astype(np.float32)
+
+    def weighted_error(q, scale):
+        return float((((dequantized(q, scale, None, group) - w) ** 2) * importance).sum())
+    q0, s0, _ = int4.quantize_int4(w, group, True)
+    q1, s1, _ = int4.quantize_int4(w, group, True, importance=importance)
+    assert weighted_error(q1, s1) < 0.97 * weighted_error(q0, s0)
+    # Static groups (actorder "weight"): GPTQ keeps those scales, found on the original weights,
+    # however it then moves the columns.
+    x = rng.standard_normal((512, k)) * np.sqrt(importance)
+    h = x.T @ x
+    _, scale, _ = gptq.gptq_int4(w, h, group, True)
+    _, expected, _ = int4.quantize_int4(w, group, True, importance=np.diag(h))
+    np.testing.assert_array_equal(scale.astype(np.float32), expected.astype(np.float32))
+
+
 def test_a_group_size_that_does_not_divide_is_refused():
     with pytest.raises(Exception, match="'x'.*not a multiple of the group size 32"):
         gptq.gptq_int4(np.zeros((4, 48), np.float32), np.eye(48), 32, True, name="x")
@@ -115,7 +137,8 @@ def test_quantize_with_gptq_end_to_end(smollm2_gguf, calibration_file, tmp_path)
             "--method", "gptq", "--calibration", str(calibration_file), "--calibration-tokens", "1024")
     assert r.returncode == 0, r.stderr
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert qc["format"] == "pack-quantized" and qc["config_groups"]["group_0"]["weights"]["group_size"] == 32
+    weights = qc["config_groups"]["group_0"]["weights"]
+    assert qc["format"] == "pack-quantized" and weights["group_size"] == 32 and weights["actorder"] == "weight"
     rtn = tmp_path / "rtn"
     assert run("quantize", str(smollm2_gguf), str(rtn), "--format", "int4", "--group-size", "32",
                "--symmetric").returncode == 0
@@ -127,8 +150,18 @@ def test_quantize_with_gptq_end_to_end(smollm2_gguf, calibration_file, tmp_path)
     base = perplexity(LLM(smollm2_gguf, n_ctx=128, progress=False), text, ctx=128).ppl
     ours = perplexity(LLM(out, n_ctx=128, progress=False), text, ctx=128).ppl
     assert ours < 1.25 * base, (ours, base)
-    llm = LLM(out, n_ctx=128, progress=False)
+    llm = LLM(out, n_ctx=2048, progress=False)
     assert "Paris" in "".join(c.text for c in llm.generate("The capital of France is", max_tokens=6, temperature=0))
+    # actorder "weight" is compressed-tensors' own: transformers loads the output and agrees.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("compressed_tensors")
+    llm.reset()
+    ids = llm.tokenizer.encode(text)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].float().numpy()
+    assert (llm.logits(ids).argmax(-1) == ref.argmax(-1)).mean() >= 0.97
 
 
 def test_gptq_needs_int4_and_a_readable_calibration_text(smollm2_gguf, calibration_file, tmp_path):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Size and perplexity of a model in each quantized format: the table in the README.
 
-    python tools/quantize/study.py                         # SmolLM2-135M-Instruct, tests/data/prose.txt
+    python tools/quantize/study.py                         # SmolLM2-135M-Instruct, tests/data/prose*.txt
     python tools/quantize/study.py --file wiki.test.raw --ctx 512 --json out.json
     python tools/quantize/study.py --calibration my_text.txt     # GPTQ's calibration text
 
@@ -70,7 +70,8 @@ def disk_bytes(path: Path) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a GGUF or HF directory (default: the SmolLM2 demo)")
-    ap.add_argument("--file", default=str(ROOT / "tests" / "data" / "prose.txt"))
+    ap.add_argument("--file", nargs="+", default=[str(ROOT / "tests" / "data" / f) for f in ("prose.txt", "prose2.txt")],
+                    help="the text(s) to score, joined by blank lines (default: the two prose texts in tests/data)")
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--calibration", default=None, help="GPTQ's calibration text (default: pydoc_data's topics)")
     ap.add_argument("--calibration-tokens", type=int, default=4096)
@@ -84,7 +85,7 @@ def main() -> int:
         args.model = str(demo_model_path())
     src = Path(args.model)
     base = bm.ensure_bf16_dir(src, work) if src.is_file() else src
-    text = Path(args.file).read_text(encoding="utf-8")
+    text = "\n\n".join(Path(f).read_text(encoding="utf-8") for f in args.file)
     if args.calibration:
         calibration = Path(args.calibration).read_text(encoding="utf-8")
     else:
@@ -123,7 +124,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
     base_ppl = rows[0]["ppl"]
-    t = Table(title=f"{base.name}: perplexity on {Path(args.file).name}, ctx {args.ctx} (llama.cpp's method)")
+    t = Table(title=f"{base.name}: perplexity on {' + '.join(Path(f).name for f in args.file)}, ctx {args.ctx} (llama.cpp's method)")
     for col in ("format", "method", "size", "bits/weight (linear)", "perplexity", "vs bf16"):
         t.add_column(col, justify="right")
     for r in rows:

@@ -32,7 +32,7 @@ LAYER_PROJ = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?
 
 
 def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
-                        dynamic_activations: bool = False) -> dict:
+                        dynamic_activations: bool = False, method: str = "rtn") -> dict:
     """config.json's quantization_config, in compressed-tensors' schema. dynamic_activations
     (fp8 only) makes it llm-compressor's FP8_DYNAMIC: W8A8, each token's activations scaled to
     FP8 at run time by GPU kernels that gain from FP8 products (vLLM on Ada/Hopper); the weights
@@ -46,7 +46,8 @@ def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
     if fmt == "fp8":
         weights, compression = fp8.weight_config(), "float-quantized"
     elif fmt == "int4":
-        weights, compression = int4.weight_config(group, symmetric), "pack-quantized"
+        weights = int4.weight_config(group, symmetric, actorder="weight" if method == "gptq" else None)
+        compression = "pack-quantized"
     else:
         raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     return {
@@ -129,9 +130,9 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
     total) reports its passes over the layers."""
     if fmt not in FORMATS:
         raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
-    qconfig = quantization_config(fmt, group_size, symmetric, dynamic_activations)  # refuses bad combinations
     if method not in METHODS:
         raise LlamaLocalError(f"unknown method {method!r} (expected {', '.join(METHODS)})")
+    qconfig = quantization_config(fmt, group_size, symmetric, dynamic_activations, method)  # refuses bad combinations
     if method == "gptq" and (fmt != "int4" or not calibration):
         raise LlamaLocalError("--method gptq goes with --format int4 and a --calibration text")
     if method == "gptq" and calibration_tokens < 16:
