@@ -433,11 +433,21 @@ def prepare_models(args) -> dict:
     comparisons = []
     bf16 = bm.ensure_gguf(hf, "bf16", kv_from=kv_from, out_dir=out_dir, log=log)
     for w in args.weights:
+        if w in bm.CT_VARIANTS:  # ours from `llama-local quantize`, llama.cpp's from its quantizer
+            ftype = bm.CT_VARIANTS[w][1]
+            peers = [] if args.no_llamacpp else [(f"llama.cpp {ftype.upper()}", bm.ensure_llamacpp_quantized(bf16, ftype, log=log))]
+            if shipped is not None and w == "ct-int4" and not args.no_llamacpp:
+                peers.append(("llama.cpp Q4_1 (shipped)", shipped))
+            name = f"{w} (llama.cpp: {', '.join(lbl.split(' ', 1)[1] for lbl, _ in peers)})" if peers else w
+            comparisons.append({"name": name, "llama_local": bm.ensure_ct(hf, w, log=log), "llamacpp": peers})
+            continue
         path = bf16 if w == "bf16" else (shipped if w == "shipped" else bm.ensure_llamacpp_quantized(bf16, w, log=log))
         name = "Q4_1 (shipped)" if w == "shipped" else w.upper()
         comparisons.append({"name": name, "llama_local": path,
                             "llamacpp": [] if args.no_llamacpp else [("llama.cpp", path)]})
-    return {"comparisons": comparisons, "vocab": vocab, "desc": desc + "; both engines read the same GGUF"}
+    same = "both engines read the same GGUF" + (" (ct-*: each engine its own quantizer's file of the same weights)"
+                                                if any(w in bm.CT_VARIANTS for w in args.weights) else "")
+    return {"comparisons": comparisons, "vocab": vocab, "desc": f"{desc}; {same}"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,7 +687,8 @@ def benchmark(args) -> dict:
     t.add_column("llama_local", justify="right")
     n_lc = max(len(c["llamacpp"]) for c in models["comparisons"])
     for k in range(n_lc):
-        t.add_column(models["comparisons"][0]["llamacpp"][k][0] if n_lc > 1 else "llama.cpp", justify="right")
+        widest = max(models["comparisons"], key=lambda c: len(c["llamacpp"]))
+        t.add_column(widest["llamacpp"][k][0] if n_lc > 1 else "llama.cpp", justify="right")
         t.add_column("ratio", justify="right")
     ratios = {}
     for c in models["comparisons"]:
@@ -763,7 +774,10 @@ def parse_args(argv=None):
                     help="hf (default): llama_local reads the bf16 HF directory, llama.cpp the F16/BF16 "
                          "GGUFs of --gguf-types; or a comma list of GGUF types, each one file that both "
                          "engines read: q4_0, q4_k_m, q8_0, q6_k, q5_k_m, ... (made by llama.cpp's own "
-                         "quantizer from the BF16 GGUF), bf16, and for --model smollm2 'shipped' (its Q4_1)")
+                         "quantizer from the BF16 GGUF), bf16, and for --model smollm2 'shipped' (its Q4_1); "
+                         "ct-int4 / ct-fp8: llama_local reads `llama-local quantize`'s INT4 g32 symmetric / "
+                         "FP8 output (LM head quantized too), llama.cpp its Q4_0 / Q8_0 of the same weights "
+                         "(and with --model smollm2, ct-int4 also against the shipped Q4_1)")
     ap.add_argument("--gguf-types", default="f16,bf16",
                     help="comma list of GGUF types for llama.cpp, one column each: f16, bf16 "
                          "(default both: bf16 is bit-exact and llama.cpp's fastest 16-bit path on "
@@ -781,8 +795,9 @@ def parse_args(argv=None):
     args.gguf_types = [s.strip().lower() for s in args.gguf_types.split(",") if s.strip()]
     args.weights = [s.strip().lower() for s in args.weights.split(",") if s.strip()]
     for w in args.weights:
-        if w not in ("hf", "bf16", "shipped") and w not in bm.LLAMACPP_FTYPES:
-            ap.error(f"--weights: {w!r} is not hf, bf16, shipped or one of {', '.join(bm.LLAMACPP_FTYPES)}")
+        if w not in ("hf", "bf16", "shipped") and w not in bm.LLAMACPP_FTYPES and w not in bm.CT_VARIANTS:
+            ap.error(f"--weights: {w!r} is not hf, bf16, shipped, {', '.join(bm.CT_VARIANTS)} "
+                     f"or one of {', '.join(bm.LLAMACPP_FTYPES)}")
     if "hf" in args.weights and len(args.weights) > 1:
         ap.error("--weights hf cannot be combined with GGUF types")
     if "shipped" in args.weights and args.model != "smollm2":

@@ -378,6 +378,25 @@ def ensure_bf16_dir(gguf_path: Path, workdir: Path, log=print) -> Path:
     return out
 
 
+# What `llama-local quantize` writes for bench_cpu's --weights ct-*: (quantize() arguments, the GGUF
+# type of llama.cpp's file of the same weights at the same size class). The LM head is quantized
+# too, as llama.cpp's files have it (Q6_K in a Q4_0 file, Q8_0 in a Q8_0 file).
+CT_VARIANTS = {"ct-int4": (dict(fmt="int4", group_size=32, symmetric=True), "q4_0"),
+               "ct-fp8": (dict(fmt="fp8"), "q8_0")}
+
+
+def ensure_ct(hf_dir: Path, variant: str, log=print) -> Path:
+    """`llama-local quantize` of a bf16 HF directory (with --quantize-lm-head), next to it, once."""
+    from llama_local.quant.writer import quantize
+    hf_dir = Path(hf_dir)
+    out = hf_dir.with_name(f"{hf_dir.name}.{variant}")
+    newest = max(p.stat().st_mtime for p in [*hf_dir.glob("*.safetensors"), hf_dir / "config.json"])
+    if not (out / "config.json").is_file() or (out / "config.json").stat().st_mtime < newest:
+        log(f"quantizing {hf_dir.name} -> {out.name} with llama-local quantize")
+        quantize(hf_dir, out, force=True, quantize_lm_head=True, **CT_VARIANTS[variant][0])
+    return out
+
+
 # llama.cpp's file types (llama_ftype) for the GGUFs its quantizer writes
 LLAMACPP_FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k_m": 12,
                    "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}
@@ -436,7 +455,7 @@ def hf_bytes_per_token(hf_dir: Path) -> int:
         nb = math.prod(shape) * dt.itemsize
         if n == "model.embed_tokens.weight":
             total += nb // shape[0]
-            if cfg.get("tie_word_embeddings") or "lm_head.weight" not in ckpt:
+            if cfg.get("tie_word_embeddings") or not any(k.startswith("lm_head.") for k in ckpt.keys()):
                 total += nb
         elif n == "lm_head.weight" and cfg.get("tie_word_embeddings"):
             continue

@@ -127,6 +127,19 @@ def test_bytes_per_token(tiny):
     assert bm.gguf_bytes_per_token(path) == want + 2 * h * (2 * TINY.layers + 1)
 
 
+def test_bytes_per_token_with_a_quantized_head(tiny):
+    # --weights ct-int4: the head is the quantized lm_head; the bf16 embeddings give one row only.
+    from llama_local.formats.safetensors_io import Checkpoint
+    hf, _ = tiny
+    ct = bm.ensure_ct(hf, "ct-int4", log=lambda *a: None)
+    c = Checkpoint(ct)
+    sizes = {n: int(np.prod(c.info(n)[1])) * c.info(n)[0].itemsize for n in c.keys()}
+    assert sizes["lm_head.weight_packed"] == TINY.vocab * TINY.hidden // 2
+    embed = sizes.pop("model.embed_tokens.weight")
+    assert bm.hf_bytes_per_token(ct) == sum(sizes.values()) + embed // TINY.vocab
+    assert bench_cpu.parse_args(["--weights", "ct-int4,ct-fp8"]).weights == ["ct-int4", "ct-fp8"]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
 def test_llama_cpp_loads_the_gguf(tiny):
     hf, path = tiny

@@ -254,3 +254,37 @@ def test_fp8_dynamic_activations_change_only_the_config(smol_fp8, smollm2_gguf, 
         "The capital of France is", max_tokens=6, temperature=0))
     bad = run("quantize", str(smollm2_gguf), str(tmp_path / "x"), "--format", "int4", "--dynamic-activations")
     assert bad.returncode == 2 and "--format fp8 only" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "int4"])
+def test_the_lm_head_is_quantized_on_request(smollm2_gguf, tmp_path, fmt):
+    # SmolLM2 ties its head to the embeddings: --quantize-lm-head writes a quantized lm_head beside
+    # the bf16 embeddings and unties them; transformers loads that and agrees with us.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("compressed_tensors")
+    out = tmp_path / fmt
+    args = ["--group-size", "32", "--symmetric"] if fmt == "int4" else []
+    r = run("quantize", str(smollm2_gguf), str(out), "--format", fmt, "--quantize-lm-head", *args)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and config["quantization_config"]["ignore"] == []
+    c = Checkpoint(out)
+    assert str(c.info("model.embed_tokens.weight")[0]) == "bfloat16"
+    head = "lm_head.weight" if fmt == "fp8" else "lm_head.weight_packed"
+    assert str(c.info(head)[0]) == ("float8_e4m3fn" if fmt == "fp8" else "int32")
+    assert "model.layers.0.mlp.down_proj.weight" + ("_packed" if fmt == "int4" else "") in c.keys()
+    llm = LLM(out, n_ctx=512, progress=False)
+    formats = llm.info()["weight_formats"]
+    vocab, hidden = c.info("model.embed_tokens.weight")[1]
+    assert formats["bf16"] == vocab * hidden * 2   # the embeddings, read as the embeddings only
+    quantized = sum(v for k, v in formats.items() if k not in ("bf16", "f32"))
+    body = sum(int(np.prod(c.info(n)[1])) for n in c.keys() if n.startswith("model.layers.") and "proj" in n
+               and n.endswith(".weight" if fmt == "fp8" else ".weight_packed")) * (1 if fmt == "fp8" else 4)
+    assert quantized >= body + vocab * hidden * (1 if fmt == "fp8" else 0.5)   # ... and a quantized head
+    ids = llm.tokenizer.encode(PROSE.read_text())[:400]
+    ours = llm.logits(ids)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].float().numpy()
+    assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.97

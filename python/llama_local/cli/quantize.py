@@ -25,6 +25,10 @@ def register(sub) -> None:
                    help="int4: rtn (round to nearest, default) or gptq (needs --calibration)")
     q.add_argument("--calibration", default=None, help="gptq: a UTF-8 text file to calibrate on")
     q.add_argument("--calibration-tokens", type=int, default=4096, help="gptq: tokens of it to use (default 4096)")
+    q.add_argument("--quantize-lm-head", action="store_true",
+                   help="quantize the LM head too, by rounding, as llama.cpp's files do (default: bf16, as "
+                        "llm-compressor leaves it); a model that ties it to the embeddings gets a quantized "
+                        "copy, and its embeddings stay bf16")
     q.add_argument("--force", action="store_true", help="replace DST if it exists")
     q.set_defaults(func=run)
 
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         out = quantize(args.src, args.dst, fmt=args.format, force=args.force, group_size=args.group_size,
                        symmetric=args.symmetric, dynamic_activations=args.dynamic_activations,
                        method=args.method, calibration=text, calibration_tokens=args.calibration_tokens,
+                       quantize_lm_head=args.quantize_lm_head,
                        on_calibration=lambda done, total: bar.update(
                            task, description=f"calibrated layers {done}/{total}"),
                        progress=lambda done, total: bar.update(task, completed=done, total=total))

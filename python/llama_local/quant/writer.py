@@ -1,7 +1,7 @@
 """`llama-local quantize`: a checkpoint rewritten in compressed-tensors' format, one tensor at a time.
 
-The decoder layers' linear weights are quantized; embeddings, norms and the LM head stay bf16, as
-llm-compressor leaves them. The output is a Hugging Face directory that vLLM and transformers
+The decoder layers' linear weights are quantized; embeddings, norms and (unless
+--quantize-lm-head) the LM head stay bf16, as llm-compressor leaves them. The output is a Hugging Face directory that vLLM and transformers
 (with compressed-tensors installed) load, and so does LLM(). It is written into a temporary
 directory renamed at the end: an interrupted run leaves nothing, and the source is only read.
 """
@@ -21,7 +21,7 @@ from ..errors import LlamaLocalError
 from ..fsutil import atomic_output_dir
 from ..formats.safetensors_io import LazyTensor, write_checkpoint
 from . import fp8, int4
-from .source import Source
+from .source import Source, SourceTensor
 
 FORMATS = ("fp8", "int4")
 METHODS = ("rtn", "gptq")
@@ -32,7 +32,7 @@ LAYER_PROJ = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?
 
 
 def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
-                        dynamic_activations: bool = False, method: str = "rtn") -> dict:
+                        dynamic_activations: bool = False, method: str = "rtn", lm_head: bool = False) -> dict:
     """config.json's quantization_config, in compressed-tensors' schema. dynamic_activations
     (fp8 only) makes it llm-compressor's FP8_DYNAMIC: W8A8, each token's activations scaled to
     FP8 at run time by GPU kernels that gain from FP8 products (vLLM on Ada/Hopper); the weights
@@ -57,7 +57,7 @@ def quantization_config(fmt: str, group: int = 128, symmetric: bool = False,
         "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
                                       "input_activations": activations, "output_activations": None,
                                       "format": compression}},
-        "ignore": ["lm_head"],
+        "ignore": [] if lm_head else ["lm_head"],
         "kv_cache_scheme": None,
     }
 
@@ -81,10 +81,10 @@ class _Once:
 
 
 def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], fmt: str,
-             group: int, symmetric: bool, quantizer: Callable | None = None):
+             group: int, symmetric: bool, quantizer: Callable | None = None, lm_head: bool = False):
     """(name, dtype, shape, produce) for each tensor the output holds in place of source `name`."""
     bf16 = np.dtype(ml_dtypes.bfloat16)
-    if not (LINEAR.match(name) and len(shape) == 2):
+    if not (_quantized(name, lm_head) and len(shape) == 2):
         return [(name, bf16, shape, lambda: load().astype(ml_dtypes.bfloat16))]
     prefix = name[: -len("weight")]
     if fmt == "fp8":
@@ -93,6 +93,8 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
                 (prefix + "weight_scale", bf16, (shape[0], 1), q.part(1, last=True))]
     # int4: weight_packed, weight_scale, weight_shape (and weight_zero_point)
     n, k = shape
+    if not LAYER_PROJ.match(name):
+        quantizer = None  # GPTQ has the decoder layers' inputs only: the LM head is rounded
     q = _Once(lambda: quantizer(name, load()) if quantizer else int4.quantize_int4(load(), group, symmetric, name))
     out = [(prefix + "weight_packed", np.dtype(np.int32), (n, -(-k // 8)), q.part(0, then=lambda v: int4.pack_int4(v, 1))),
            (prefix + "weight_scale", bf16, (n, k // group), q.part(1, last=symmetric)),
@@ -101,6 +103,10 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
         out.append((prefix + "weight_zero_point", np.dtype(np.int32), (-(-n // 8), k // group),
                     q.part(2, last=True, then=lambda v: int4.pack_int4(v, 0))))
     return out
+
+
+def _quantized(name: str, lm_head: bool) -> bool:
+    return bool(LINEAR.match(name)) or (lm_head and name == "lm_head.weight")
 
 
 def _gptq_quantizer(source: Source, text: str, max_tokens: int, group: int, symmetric: bool,
@@ -123,16 +129,19 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, group_size: int = 128,
              symmetric: bool = False, dynamic_activations: bool = False, method: str = "rtn",
              calibration: str | None = None, calibration_tokens: int = 4096,
-             on_calibration: Callable[[int, int], None] | None = None) -> Path:
+             on_calibration: Callable[[int, int], None] | None = None, quantize_lm_head: bool = False) -> Path:
     """Write `dst`, a compressed-tensors checkpoint of `src` in `fmt`. progress(done, total) is
     called with source tensors done. method "gptq" (int4 only) calibrates on the text
     `calibration` (its first calibration_tokens tokens) through the engine; on_calibration(done,
-    total) reports its passes over the layers."""
+    total) reports its passes over the layers. quantize_lm_head quantizes the LM head too (by
+    rounding), as llama.cpp's quantized files do; a model whose head is its embedding table
+    (tie_word_embeddings) gets a quantized copy as lm_head, and the embeddings stay bf16."""
     if fmt not in FORMATS:
         raise LlamaLocalError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     if method not in METHODS:
         raise LlamaLocalError(f"unknown method {method!r} (expected {', '.join(METHODS)})")
-    qconfig = quantization_config(fmt, group_size, symmetric, dynamic_activations, method)  # refuses bad combinations
+    qconfig = quantization_config(fmt, group_size, symmetric, dynamic_activations, method,
+                                  quantize_lm_head)  # refuses bad combinations
     if method == "gptq" and (fmt != "int4" or not calibration):
         raise LlamaLocalError("--method gptq goes with --format int4 and a --calibration text")
     if method == "gptq" and calibration_tokens < 16:
@@ -146,12 +155,19 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
     tensors = list(source.tensors())
     if not any(LINEAR.match(t.name) for t in tensors):
         raise LlamaLocalError(f"{source.path}: no Llama decoder linear weights to quantize")
+    untie = quantize_lm_head and not any(t.name == "lm_head.weight" for t in tensors)
+    if untie:
+        embed = next((t for t in tensors if t.name == "model.embed_tokens.weight"), None)
+        if embed is None:
+            raise LlamaLocalError(f"{source.path}: no lm_head.weight and no model.embed_tokens.weight to quantize "
+                                  "as the LM head")
+        tensors.append(SourceTensor("lm_head.weight", embed.shape, embed.load))
     if fmt == "int4":  # refuse before writing anything
         if group_size not in int4.GROUP_SIZES:
             raise LlamaLocalError(f"--group-size {group_size}: expected one of "
                                   f"{', '.join(map(str, int4.GROUP_SIZES))}")
         for t in tensors:
-            if LINEAR.match(t.name) and t.shape[1] % group_size:
+            if _quantized(t.name, quantize_lm_head) and t.shape[1] % group_size:
                 fits = [g for g in int4.GROUP_SIZES if t.shape[1] % g == 0]
                 raise LlamaLocalError(f"tensor {t.name!r}: its input dimension {t.shape[1]} is not a multiple "
                                       f"of --group-size {group_size}" +
@@ -159,7 +175,8 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
     quantizer = None
     if method == "gptq":
         quantizer = _gptq_quantizer(source, calibration, calibration_tokens, group_size, symmetric, on_calibration)
-    outputs = [o for t in tensors for o in _outputs(t.name, t.shape, t.load, fmt, group_size, symmetric, quantizer)]
+    outputs = [o for t in tensors
+               for o in _outputs(t.name, t.shape, t.load, fmt, group_size, symmetric, quantizer, quantize_lm_head)]
     done = [0]
     n_src = len(tensors)
 
@@ -179,6 +196,8 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, fmt: str = "fp8", f
         source.write_side_files(tmp)
         config = json.loads((tmp / "config.json").read_text())
         config["quantization_config"] = qconfig
+        if untie:
+            config["tie_word_embeddings"] = False
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         write_checkpoint(tmp, [(outputs[i][0], lazy(i)) for i in range(len(outputs))], max_shard_bytes)
     return dst
