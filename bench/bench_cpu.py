@@ -435,11 +435,12 @@ def prepare_models(args) -> dict:
     for w in args.weights:
         if w in bm.CT_VARIANTS:  # ours from `llama-local quantize`, llama.cpp's from its quantizer
             ftype = bm.CT_VARIANTS[w][1]
-            peers = [] if args.no_llamacpp else [(f"llama.cpp {ftype.upper()}", bm.ensure_llamacpp_quantized(bf16, ftype, log=log))]
+            files = [] if args.no_llamacpp else [(ftype.upper(), bm.ensure_llamacpp_quantized(bf16, ftype, log=log))]
             if shipped is not None and w == "ct-int4" and not args.no_llamacpp:
-                peers.append(("llama.cpp Q4_1 (shipped)", shipped))
-            name = f"{w} (llama.cpp: {', '.join(lbl.split(' ', 1)[1] for lbl, _ in peers)})" if peers else w
-            comparisons.append({"name": name, "llama_local": bm.ensure_ct(hf, w, log=log), "llamacpp": peers})
+                files.append(("Q4_1 (shipped)", shipped))
+            name = f"{w} (llama.cpp: {', '.join(kind for kind, _ in files)})" if files else w
+            comparisons.append({"name": name, "llama_local": bm.ensure_ct(hf, w, log=log),
+                                "llamacpp": [(f"llama.cpp {kind}", path) for kind, path in files]})
             continue
         path = bf16 if w == "bf16" else (shipped if w == "shipped" else bm.ensure_llamacpp_quantized(bf16, w, log=log))
         name = "Q4_1 (shipped)" if w == "shipped" else w.upper()
@@ -686,8 +687,8 @@ def benchmark(args) -> dict:
     t.add_column("phase")
     t.add_column("llama_local", justify="right")
     n_lc = max(len(c["llamacpp"]) for c in models["comparisons"])
+    widest = max(models["comparisons"], key=lambda c: len(c["llamacpp"]))
     for k in range(n_lc):
-        widest = max(models["comparisons"], key=lambda c: len(c["llamacpp"]))
         t.add_column(widest["llamacpp"][k][0] if n_lc > 1 else "llama.cpp", justify="right")
         t.add_column("ratio", justify="right")
     ratios = {}

@@ -94,7 +94,6 @@ def main(argv=None) -> int:
     return 0
 
 
-
 def attention(kvs, isas, threads, args) -> None:
     H, KH, hd = (int(v) for v in args.attn_shape.split(","))
     depth, T = args.attn_depth, args.attn_prefill

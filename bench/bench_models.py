@@ -385,13 +385,17 @@ CT_VARIANTS = {"ct-int4": (dict(fmt="int4", group_size=32, symmetric=True), "q4_
                "ct-fp8": (dict(fmt="fp8"), "q8_0")}
 
 
+def _newest_mtime(hf_dir: Path) -> float:
+    """When an HF directory's weights or config last changed (what is made from it is stale before)."""
+    return max(p.stat().st_mtime for p in [*hf_dir.glob("*.safetensors"), hf_dir / "config.json"])
+
+
 def ensure_ct(hf_dir: Path, variant: str, log=print) -> Path:
     """`llama-local quantize` of a bf16 HF directory (with --quantize-lm-head), next to it, once."""
     from llama_local.quant.writer import quantize
     hf_dir = Path(hf_dir)
     out = hf_dir.with_name(f"{hf_dir.name}.{variant}")
-    newest = max(p.stat().st_mtime for p in [*hf_dir.glob("*.safetensors"), hf_dir / "config.json"])
-    if not (out / "config.json").is_file() or (out / "config.json").stat().st_mtime < newest:
+    if not (out / "config.json").is_file() or (out / "config.json").stat().st_mtime < _newest_mtime(hf_dir):
         log(f"quantizing {hf_dir.name} -> {out.name} with llama-local quantize")
         quantize(hf_dir, out, force=True, quantize_lm_head=True, **CT_VARIANTS[variant][0])
     return out
@@ -432,9 +436,7 @@ def ensure_gguf(hf_dir: Path, ftype: str = "f16", kv_from: Path | None = None,
     """The cached GGUF of `hf_dir` (next to it, or in `out_dir`), written when missing or stale."""
     hf_dir = Path(hf_dir)
     out = Path(out_dir or hf_dir.parent) / f"{hf_dir.name}.{ftype}.gguf"
-    src = [p for p in hf_dir.glob("*.safetensors")] + [hf_dir / "config.json"]
-    newest = max(p.stat().st_mtime for p in src)
-    if out.is_file() and out.stat().st_mtime >= newest:
+    if out.is_file() and out.stat().st_mtime >= _newest_mtime(hf_dir):
         return out
     return write_gguf_from_hf(hf_dir, out, ftype=ftype, kv_from=kv_from, log=log)
 

@@ -38,12 +38,11 @@ void KVCache::store(int64_t layer, int64_t pos, int64_t T, const float* K, const
     for (int64_t t = 0; t < T; ++t) {
         const int64_t p = pos + t;
         for (int64_t h = 0; h < n_kv_heads_; ++h) {
-            const size_t r = region(layer, h);
-            uint8_t* blk = k_.get() + r * n_blocks_ * kKVBlock + size_t(p / kKVBlock) * kKVBlock * head_row_bytes_;
+            uint8_t* blk = k_.get() + k_offset(layer, h) + size_t(p / kKVBlock) * kKVBlock * head_row_bytes_;
             encode_kv_row(type_, K + t * kv_dim + h * head_dim_, head_dim_, head_row);
             scatter_k_lane(type_, head_row, head_dim_, p % kKVBlock, blk);
             encode_kv_row(type_, V + t * kv_dim + h * head_dim_, head_dim_,
-                          v_.get() + r * n_ctx_ + size_t(p) * head_row_bytes_);
+                          v_.get() + v_offset(layer, h) + size_t(p) * head_row_bytes_);
         }
     }
 }

@@ -20,9 +20,9 @@ public:
     // scales stand on their own.
     KVCache(int64_t n_layers, int64_t n_ctx, int64_t n_kv_heads, int64_t head_dim, KVType type);
     // A head's K blocks (block b, positions [16 b, 16 b + 16), at b * kKVBlock * head_row_bytes()).
-    const uint8_t* k(int64_t layer, int64_t head) const { return k_.get() + region(layer, head) * n_blocks_ * kKVBlock; }
+    const uint8_t* k(int64_t layer, int64_t head) const { return k_.get() + k_offset(layer, head); }
     // A head's V rows (position p at p * head_row_bytes()).
-    const uint8_t* v(int64_t layer, int64_t head) const { return v_.get() + region(layer, head) * n_ctx_; }
+    const uint8_t* v(int64_t layer, int64_t head) const { return v_.get() + v_offset(layer, head); }
     // Encodes T rows of fp32 K and V (n_kv_heads * head_dim values each) at positions [pos, pos + T) of a layer.
     void store(int64_t layer, int64_t pos, int64_t T, const float* K, const float* V);
     KVType type() const { return type_; }
@@ -32,7 +32,11 @@ public:
 
 private:
     struct Free { void operator()(uint8_t* p) const; };
+    // Where a head's K blocks and V rows start: each head holds n_blocks_ * kKVBlock K rows' bytes
+    // and n_ctx_ V rows.
     size_t region(int64_t layer, int64_t head) const { return size_t(layer * n_kv_heads_ + head) * head_row_bytes_; }
+    size_t k_offset(int64_t layer, int64_t head) const { return region(layer, head) * n_blocks_ * kKVBlock; }
+    size_t v_offset(int64_t layer, int64_t head) const { return region(layer, head) * n_ctx_; }
     int64_t n_layers_, n_ctx_, n_blocks_, n_kv_heads_, head_dim_;
     KVType type_;
     int64_t head_row_bytes_;

@@ -72,8 +72,10 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool, name: str = "weigh
     best_scale = np.zeros(g.shape[:2], dtype=ml_dtypes.bfloat16)
     best_zero = np.zeros(g.shape[:2], dtype=np.int8)
     if symmetric:
-        amax = np.abs(g).max(axis=2)
-        biggest = np.take_along_axis(g, np.abs(g).argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+        mag = np.abs(g)
+        amax = mag.max(axis=2)
+        biggest = np.take_along_axis(g, mag.argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+        del mag
         flip = np.where(biggest > 0, np.float32(-1), np.float32(1))
         # ... and compressed-tensors' own max/7.5, so that no group does worse than it would there.
         candidates = [amax / np.float32(8) * np.float32(f) * flip for f in SCALE_SEARCH] + [amax / np.float32(7.5)]

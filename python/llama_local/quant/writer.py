@@ -93,8 +93,6 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
                 (prefix + "weight_scale", bf16, (shape[0], 1), q.part(1, last=True))]
     # int4: weight_packed, weight_scale, weight_shape (and weight_zero_point)
     n, k = shape
-    if not LAYER_PROJ.match(name):
-        quantizer = None  # GPTQ has the decoder layers' inputs only: the LM head is rounded
     q = _Once(lambda: quantizer(name, load()) if quantizer else int4.quantize_int4(load(), group, symmetric, name))
     out = [(prefix + "weight_packed", np.dtype(np.int32), (n, -(-k // 8)), q.part(0, then=lambda v: int4.pack_int4(v, 1))),
            (prefix + "weight_scale", bf16, (n, k // group), q.part(1, last=symmetric)),
@@ -111,7 +109,9 @@ def _quantized(name: str, lm_head: bool) -> bool:
 
 def _gptq_quantizer(source: Source, text: str, max_tokens: int, group: int, symmetric: bool,
                     on_pass: Callable[[int, int], None] | None):
-    """quantizer(name, w) running GPTQ with the engine's Hessians for that weight's layer."""
+    """quantizer(name, w) running GPTQ with the engine's Hessians for that weight's layer; a weight
+    outside the decoder layers (the LM head, with --quantize-lm-head) has no observed inputs and is
+    rounded."""
     from ..llm import LLM
     from . import gptq
     window = 512
@@ -119,7 +119,10 @@ def _gptq_quantizer(source: Source, text: str, max_tokens: int, group: int, symm
     hessians = gptq.Hessians(llm, gptq.calibration_windows(llm, text, window, max_tokens), on_pass=on_pass)
 
     def quantize_weight(name: str, w: np.ndarray):
-        layer, proj = LAYER_PROJ.match(name).groups()
+        match = LAYER_PROJ.match(name)
+        if match is None:
+            return int4.quantize_int4(w, group, symmetric, name)
+        layer, proj = match.groups()
         return gptq.gptq_int4(w, hessians.get(int(layer), gptq.INPUT_OF[proj]), group, symmetric, name)
     return quantize_weight
 
