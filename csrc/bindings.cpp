@@ -538,6 +538,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("scratch_bytes", [](PyModel& s) { return s.model().scratch_bytes(); });
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");
+    k.attr("FP8_BF16_MIN_ROWS") = cpu::kFP8DotMinRows;  // rows from which avx512bf16 rounds activations to bf16
     k.def("matmul", &k_matmul, py::arg("x"), py::arg("w"), py::arg("isa") = py::none(),
           py::arg("n_threads") = 1, py::arg("accumulate_into") = py::none(),
           "x [M, K] float32 . w [N, K]^T (w float32/float16/bfloat16) -> [M, N]");

@@ -138,6 +138,8 @@ def test_kernels(stub):
         attr = getattr(_core.kernels, name)
         if isinstance(attr, type):
             check_class(attr, Stub.members(body[name].body), f"kernels.{name}")
+        elif isinstance(body[name], ast.AnnAssign):  # a constant: its declared type
+            assert type(attr).__name__ == ast.unparse(body[name].annotation), f"kernels.{name}"
         else:
             assert "staticmethod" in decorators(body[name]), f"kernels.{name}: a module function is a staticmethod here"
             check_function(attr, body[name], f"kernels.{name}")

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 from llama_local import LLM, ModelFormatError  # noqa: E402
 from llama_local.formats.safetensors_io import write_safetensors  # noqa: E402
-from tiny_models import drop_tensor, make_tiny_llama  # noqa: E402
+from tiny_models import drop_tensor, make_tiny_llama, rounds_bf16_activations, torch_bf16_error  # noqa: E402
 
 E4M3_MAX = 448.0
 FBGEMM = {"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0, "modules_to_not_convert": ["lm_head"]}
@@ -112,8 +112,11 @@ def test_fp8_checkpoint_matches_its_dequantized_weights(tiny, tmp_path, scheme):
         ref = ref_model(torch.tensor([ids])).logits[0].numpy()
     llm = LLM(tmp_path / "fp8", n_ctx=256, kv_cache="f32")
     got = llm.logits(ids)
-    assert float(np.abs(got - ref).max() / np.abs(ref).max()) < 1e-3  # fp32 activations and KV, exact weights
-    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    # Exact weights, fp32 KV; fp32 activations, or on AVX512-BF16 bf16 ones in prefill.
+    bound = 2 * torch_bf16_error(ref_model, ids, ref) if rounds_bf16_activations(llm) else 1e-3
+    assert float(np.abs(got - ref).max() / np.abs(ref).max()) < bound
+    agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
+    assert agree >= (0.97 if rounds_bf16_activations(llm) else 1.0)  # bf16 rounding flips near-ties
     formats = llm.info()["weight_formats"]
     assert any("fp8" in f for f in formats), formats
     # Not just close to the original weights: the FP8 model is a different model.

@@ -287,8 +287,8 @@ def write_meta_dir(path: Path, weights: dict, params: dict, n_shards: int = 1, e
 # Tolerances against the reference framework
 
 def rounds_bf16_activations(llm) -> bool:
-    """Whether this LLM's prefill on bf16 weights rounds the activations to bf16 (the AVX512-BF16
-    kernels do, as llama.cpp's BF16 path and torch's bf16 matmuls do); its logits are then held
+    """Whether this LLM's prefill on bf16 or FP8 weights rounds the activations to bf16 (the
+    AVX512-BF16 kernels do, as llama.cpp's BF16 path and torch's bf16 matmuls do); its logits are then held
     to twice the reference framework's own bf16 error instead of fp32's."""
     return llm.model.isa == "avx512bf16"
 

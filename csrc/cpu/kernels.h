@@ -30,7 +30,10 @@ using QMatmulFn = void (*)(const QActs& x, const QuantGeometry& g, const uint8_t
 // bf16 tile kernels (bf16_impl.h): Y[m, n] (+)= X[m, :] . W[n, :] for the rows of tiles [t0, t1).
 using BMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const BF16Geometry& g, const uint8_t* w, float* Y,
                            int64_t ldy, int64_t t0, int64_t t1, bool accumulate);
-// FP8 tile kernels (fp8_impl.h): the same over FP8 E4M3 tiles.
+// FP8 tile kernels (fp8_impl.h): the same over FP8 E4M3 tiles. With AVX512-BF16, kFP8DotMinRows
+// activation rows or more are rounded to bf16 for vdpbf16ps (fewer keep fp32: the expansion costs
+// about as much as 8 rows' dot products).
+constexpr int64_t kFP8DotMinRows = 16;
 using FMatmulFn = void (*)(const float* X, int64_t ldx, int64_t M, const FP8Geometry& g, const uint8_t* w, float* Y,
                            int64_t ldy, int64_t t0, int64_t t1, bool accumulate);
 // One row of K floats -> int8 blocks of 32 over Kp columns (zeros past K), scales and sums.

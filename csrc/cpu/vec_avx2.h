@@ -63,10 +63,9 @@ struct VecAvx2 {
 
     // ---- FP8 tile kernels (fp8_impl.h): 8 E4M3 codes as fp32 / 256 (exact)
     static reg fp8_col(const uint8_t* p) {
-        const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7F)), 7),
-                                       _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8));
-        return _mm256_cvtph_ps(h);
+        // sign-extended and shifted into fp16 bits; the sign's second copy (bit 14) masked off
+        const __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16(int16_t(0xBFFF))));
     }
     static void fp8_col2(const uint8_t* p, reg& a, reg& b) {
         a = fp8_col(p);

@@ -46,17 +46,17 @@ struct VecAvx512 {
     }
 
     // ---- FP8 tile kernels (fp8_impl.h): 16 E4M3 codes as fp32 / 256 (exact)
+    //   The code sign-extended to 16 bits and shifted left 7 is the fp16 bit pattern of w / 256
+    //   (sign at bit 15, exponent and mantissa below it) except for a second copy of the sign at
+    //   bit 14, the top exponent bit, which one mask clears.
     static reg fp8_col(const uint8_t* p) {
-        const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7F)), 7),
-                                          _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8));
-        return _mm512_cvtph_ps(h);
+        const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(int16_t(0xBFFF))));
     }
     // two consecutive columns (32 bytes) at once: the widening done on 512 bits
     static void fp8_col2(const uint8_t* p, reg& a, reg& b) {
-        const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        const __m512i h = _mm512_or_si512(_mm512_slli_epi16(_mm512_and_si512(v, _mm512_set1_epi16(0x7F)), 7),
-                                          _mm512_slli_epi16(_mm512_and_si512(v, _mm512_set1_epi16(0x80)), 8));
+        const __m512i v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        const __m512i h = _mm512_and_si512(_mm512_slli_epi16(v, 7), _mm512_set1_epi16(int16_t(0xBFFF)));
         a = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
         b = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
     }

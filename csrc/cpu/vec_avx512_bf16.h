@@ -29,6 +29,20 @@ struct VecAvx512Bf16 : VecAvx512 {
             out[k / 2] = lo | hi << 16;
         }
     }
+    // Two consecutive FP8 columns (32 bytes: 16 rows' codes each) as 16 bf16 pairs, lane r holding
+    // row r's (column 0, column 1): the fp32 / 256 of fp8_col2 keeps 3 mantissa bits, so its top
+    // half is the same value as a bf16, exactly.
+    static __m512i fp8_pairs(const uint8_t* p) {
+        reg a, b;
+        fp8_col2(p, a, b);
+        return pair_halves(a, b);
+    }
+    // The last column of an odd block alone: its pair's second half is zero.
+    static __m512i fp8_pair_last(const uint8_t* p) { return pair_halves(fp8_col(p), zero()); }
+    static __m512i pair_halves(reg a, reg b) {
+        return _mm512_or_si512(_mm512_srli_epi32(_mm512_castps_si512(a), 16),
+                               _mm512_and_si512(_mm512_castps_si512(b), _mm512_set1_epi32(int(0xFFFF0000u))));
+    }
 };
 
 }  // namespace

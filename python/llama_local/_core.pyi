@@ -97,6 +97,9 @@ class _QuantizedActs(TypedDict):
 class _Kernels(ModuleType):
     """The submodule `kernels`: each CPU kernel, for tests against numpy. `isa` None: default_isa()."""
 
+    FP8_BF16_MIN_ROWS: int
+    """Activation rows from which the avx512bf16 FP8 product rounds them to bf16 (fewer stay fp32)."""
+
     class Packed:
         """A weight built from a spec exactly as the model builds it."""
 
