@@ -18,6 +18,8 @@
 #include "core/errors.h"
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
+#include "cuda/device_math.h"
+#include "cuda/mma_frag.h"
 #include "model/llama_cpu.h"
 #include "weights/linear.h"
 #if defined(LL_HAVE_CUDA)
@@ -456,6 +458,59 @@ py::array_t<float> k_to_f32(const py::array& w, const std::optional<std::string>
     return y;
 }
 
+// ---- _core.device_math: csrc/cuda's __host__ __device__ math run on the host, for its tests.
+
+template <class Out, class In, class F>
+py::array_t<Out> map_array(const py::array_t<In, py::array::c_style | py::array::forcecast>& a, F f) {
+    py::array_t<Out> y(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    const In* x = a.data();
+    Out* out = y.mutable_data();
+    for (py::ssize_t i = 0; i < a.size(); ++i) out[i] = f(x[i]);
+    return y;
+}
+
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using U32Array = py::array_t<uint32_t, py::array::c_style | py::array::forcecast>;
+
+// Partials (m[s], l[s], o[s, :]) of disjoint key ranges folded left to right with softmax_merge,
+// then finished: (m, l, out[:]).
+py::tuple dm_softmax_merge(const FloatArray& m, const FloatArray& l, const FloatArray& o) {
+    if (m.ndim() != 1 || l.ndim() != 1 || o.ndim() != 2 || l.shape(0) != m.shape(0) || o.shape(0) != m.shape(0))
+        throw std::invalid_argument("softmax_merge: need m [S], l [S] and o [S, D]");
+    const py::ssize_t S = m.shape(0), D = o.shape(1);
+    std::vector<float> acc(size_t(D), 0.0f);
+    cuda::SoftmaxPartial p{cuda::bits_to_float(0xFF800000u), 0.0f};
+    for (py::ssize_t s = 0; s < S; ++s) {
+        float wa, wb;
+        p = cuda::softmax_merge(p, cuda::SoftmaxPartial{m.data()[s], l.data()[s]}, &wa, &wb);
+        for (py::ssize_t d = 0; d < D; ++d) acc[size_t(d)] = wa * acc[size_t(d)] + wb * o.data()[s * D + d];
+    }
+    py::array_t<float> out(D);
+    for (py::ssize_t d = 0; d < D; ++d) out.mutable_data()[d] = cuda::softmax_finish(acc[size_t(d)], p);
+    return py::make_tuple(p.m, p.l, out);
+}
+
+// [32 lanes, values per lane, 2]: the (row, col) each lane's value i holds in an mma tile.
+py::array_t<int32_t> dm_mma_fragment(const std::string& shape, const std::string& operand) {
+    cuda::MmaShape s;
+    if (shape == "m16n8k16") s = cuda::MmaShape::M16N8K16;
+    else if (shape == "m16n8k32") s = cuda::MmaShape::M16N8K32;
+    else throw std::invalid_argument("mma_fragment: shape is m16n8k16 or m16n8k32, not " + shape);
+    const int n = operand == "a" ? cuda::mma_a_count(s) : operand == "b" ? cuda::mma_b_count(s) : cuda::kMmaCCount;
+    if (operand != "a" && operand != "b" && operand != "c")
+        throw std::invalid_argument("mma_fragment: operand is a, b or c, not " + operand);
+    py::array_t<int32_t> out({py::ssize_t(32), py::ssize_t(n), py::ssize_t(2)});
+    int32_t* p = out.mutable_data();
+    for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < n; ++i, p += 2) {
+            const cuda::FragCoord c = operand == "a" ? cuda::mma_a(s, lane, i)
+                                      : operand == "b" ? cuda::mma_b(s, lane, i) : cuda::mma_c(lane, i);
+            p[0] = c.row;
+            p[1] = c.col;
+        }
+    return out;
+}
+
 py::dict build_info() {
     py::dict d;
     d["version"] = LL_VERSION;
@@ -483,7 +538,9 @@ py::dict build_info() {
     d["cuda_archs"] = "";
     d["cuda_devices"] = 0;
     d["cuda_device_names"] = py::list();
-    d["cuda_unavailable_reason"] = "this build has no CUDA support (nvcc was not found or LLAMA_LOCAL_CUDA=OFF)";
+    d["cuda_unavailable_reason"] =
+        "this build has no CUDA support (built where nvcc or an NVIDIA driver was missing, or with "
+        "LLAMA_LOCAL_CUDA=OFF; LLAMA_LOCAL_CUDA=ON pip install . builds it)";
 #endif
     return d;
 }
@@ -536,6 +593,24 @@ PYBIND11_MODULE(_core, m) {
                                "bytes of the KV cache at n_ctx positions (committed as positions are used)")
         .def_property_readonly("kv_cache", [](PyModel& s) { return std::string(kv_type_name(s.model().kv_type())); })
         .def_property_readonly("scratch_bytes", [](PyModel& s) { return s.model().scratch_bytes(); });
+
+    py::module_ dm = m.def_submodule("device_math", "csrc/cuda's shared host/device math, run on the host");
+    dm.def("e4m3_to_float", [](const U8Array& a) { return map_array<float>(a, cuda::e4m3_to_float); }, py::arg("codes"),
+           "E4M3 codes (uint8) -> float32, exact");
+    dm.def("float_to_e4m3", [](const FloatArray& a) { return map_array<uint8_t>(a, cuda::float_to_e4m3); }, py::arg("x"),
+           "float32 -> E4M3 codes: nearest, ties to even, saturating at +-448");
+    dm.def("float_to_bf16", [](const FloatArray& a) { return map_array<uint16_t>(a, cuda::float_to_bf16); }, py::arg("x"),
+           "float32 -> bf16 bits: nearest, ties to even");
+    dm.def("int4_dequant", [](const U32Array& packed, float scale, int zero) {
+        py::array_t<float> y(packed.size() * 8);
+        for (py::ssize_t w = 0; w < packed.size(); ++w)
+            for (int i = 0; i < 8; ++i) y.mutable_data()[w * 8 + i] = cuda::int4_dequant(packed.data()[w], i, scale, zero);
+        return y;
+    }, py::arg("packed"), py::arg("scale"), py::arg("zero"), "8 nibbles per uint32, low first -> scale * (q - zero)");
+    dm.def("softmax_merge", &dm_softmax_merge, py::arg("m"), py::arg("l"), py::arg("o"),
+           "partials (m [S], l [S], o [S, D]) merged in order -> (m, l, o / l)");
+    dm.def("mma_fragment", &dm_mma_fragment, py::arg("shape"), py::arg("operand"),
+           "[32, n, 2]: the (row, col) of each lane's value i in an mma.sync operand");
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");
     k.attr("FP8_BF16_MIN_ROWS") = cpu::kFP8DotMinRows;  // rows from which avx512bf16 rounds activations to bf16

@@ -127,22 +127,25 @@ def test_model(stub):
     check_class(_core.Model, stub.class_body(stub.top["Model"]), "Model")
 
 
-def test_kernels(stub):
-    assert isinstance(_core.kernels, ModuleType)
-    node = stub.top["kernels"]
+@pytest.mark.parametrize("name", ["kernels", "device_math"])
+def test_submodules(stub, name):
+    module = getattr(_core, name)
+    assert isinstance(module, ModuleType)
+    node = stub.top[name]
     declared = stub.top[ast.unparse(node.annotation)]
     assert [ast.unparse(b) for b in declared.bases] == ["ModuleType"]
     body = stub.class_body(node)
-    assert public(body) == public(dir(_core.kernels))
-    for name in public(dir(_core.kernels)):
-        attr = getattr(_core.kernels, name)
+    assert public(body) == public(dir(module))
+    for attr_name in public(dir(module)):
+        attr = getattr(module, attr_name)
+        where = f"{name}.{attr_name}"
         if isinstance(attr, type):
-            check_class(attr, Stub.members(body[name].body), f"kernels.{name}")
-        elif isinstance(body[name], ast.AnnAssign):  # a constant: its declared type
-            assert type(attr).__name__ == ast.unparse(body[name].annotation), f"kernels.{name}"
+            check_class(attr, Stub.members(body[attr_name].body), where)
+        elif isinstance(body[attr_name], ast.AnnAssign):  # a constant: its declared type
+            assert type(attr).__name__ == ast.unparse(body[attr_name].annotation), where
         else:
-            assert "staticmethod" in decorators(body[name]), f"kernels.{name}: a module function is a staticmethod here"
-            check_function(attr, body[name], f"kernels.{name}")
+            assert "staticmethod" in decorators(body[attr_name]), f"{where}: a module function is a staticmethod here"
+            check_function(attr, body[attr_name], where)
 
 
 def test_the_checker_notices_drift(stub):

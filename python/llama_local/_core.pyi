@@ -1,6 +1,7 @@
 """Type stub of the compiled module llama_local._core (csrc/bindings.cpp).
 
-The Llama forward pass (Model) and, in `kernels`, each CPU kernel for the tests. Array arguments
+The Llama forward pass (Model) and, in `kernels`, each CPU kernel for the tests; in `device_math`,
+the CUDA kernels' shared host/device math (csrc/cuda/device_math.h, mma_frag.h) run on the host. Array arguments
 typed ArrayLike are converted to the dtype named in their comment (C-contiguous) on the way in;
 NDArray ones must already be numpy arrays. Errors in a model file or spec raise
 llama_local.ModelFormatError, a prompt past n_ctx llama_local.ContextOverflowError.
@@ -170,3 +171,28 @@ class _Kernels(ModuleType):
         """x [M, K] float32 -> the int8 blocks the integer kernels take."""
 
 kernels: _Kernels
+
+class _DeviceMath(ModuleType):
+    """The submodule `device_math`: csrc/cuda's __host__ __device__ functions, run on the host."""
+
+    @staticmethod
+    def e4m3_to_float(codes: npt.ArrayLike) -> _F32:
+        """E4M3 codes (uint8) -> float32, exact (NaN for S.1111.111)."""
+    @staticmethod
+    def float_to_e4m3(x: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+        """float32 -> E4M3 codes: nearest, ties to even, saturating at +-448, NaN kept."""
+    @staticmethod
+    def float_to_bf16(x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
+        """float32 -> bf16 bit patterns: nearest, ties to even."""
+    @staticmethod
+    def int4_dequant(packed: npt.ArrayLike, scale: float, zero: int) -> _F32:
+        """uint32 words of 8 nibbles (low nibble first) -> scale * (q - zero), 8 per word."""
+    @staticmethod
+    def softmax_merge(m: npt.ArrayLike, l: npt.ArrayLike, o: npt.ArrayLike) -> tuple[float, float, _F32]:
+        """Online-softmax partials (m [S], l [S], o [S, D]) merged in order -> (m, l, o / l)."""
+    @staticmethod
+    def mma_fragment(shape: str, operand: str) -> npt.NDArray[np.int32]:
+        """[32, n, 2]: the (row, col) in the operand's tile of each lane's value i ('a', 'b', 'c';
+        shape 'm16n8k16' or 'm16n8k32')."""
+
+device_math: _DeviceMath

@@ -1,0 +1,113 @@
+"""The CUDA sources compile with nvcc for every architecture the wheel targets, on a machine with no
+GPU (DESIGN.md: CUDA code compiles in CI wherever nvcc is present). A plain `pip install .` here
+builds the CPU core only (no NVIDIA driver), so this is where csrc/cuda meets nvcc.
+
+Each check compiles on its own, two at a time, and its result is kept in
+~/.cache/llama_local/cuda_static ($XDG_CACHE_HOME) under a hash of the sources and the command, so an unchanged tree
+does not compile again. For device code, ptxas's own report is parsed: no spills, no stack frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_DIR = ROOT / "csrc" / "cuda"
+NVCC = shutil.which("nvcc")
+pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: the CUDA sources cannot be compiled here")
+
+# CMakeLists.txt's default LLAMA_LOCAL_CUDA_ARCHS, read from it so the two cannot drift.
+ARCHS = re.search(r'set\(LLAMA_LOCAL_CUDA_ARCHS "([^"]+)"', (ROOT / "CMakeLists.txt").read_text()).group(1).split(";")
+
+# Device code over every function of the shared headers, so that each is compiled for the device
+# exactly as a kernel will call it (the host runs the same functions in test_cuda_device_math.py).
+HEADER_PROBE = r"""
+#include "cuda/device_math.h"
+#include "cuda/mma_frag.h"
+using namespace ll::cuda;
+__global__ void probe(const uint8_t* codes, const float* x, const uint32_t* packed, float* out, uint16_t* h, int* rc) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    out[i] = e4m3_to_float(codes[i]) + int4_dequant(packed[i], i & 7, x[i], 8);
+    h[i] = float_to_bf16(x[i]) ^ float_to_e4m3(x[i]);
+    float wa, wb;
+    const SoftmaxPartial p = softmax_merge(SoftmaxPartial{x[i], 1.0f}, SoftmaxPartial{x[i + 1], 2.0f}, &wa, &wb);
+    out[i + 1] = softmax_finish(wa * x[i] + wb * x[i + 1], p);
+    const FragCoord a = mma_a(MmaShape::M16N8K32, threadIdx.x & 31, i & 15), b = mma_b(MmaShape::M16N8K16, threadIdx.x & 31, i & 3);
+    const FragCoord c = mma_c(threadIdx.x & 31, i & 3);
+    rc[i] = a.row + a.col + b.row + b.col + c.row + c.col;
+}
+"""
+
+
+def cache_dir() -> Path:
+    # Not LLAMA_LOCAL_CACHE: the suite points that at a fresh directory each run (conftest.py).
+    d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama_local" / "cuda_static"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def nvcc_version() -> str:
+    return subprocess.run([NVCC, "--version"], capture_output=True, text=True, check=True).stdout
+
+
+def compile_once(name: str, source: str, args: list[str]) -> dict:
+    """nvcc on `source` (text) with `args`: {"rc", "log", "ptx"}, from the cache when the headers,
+    the source, the command and nvcc itself are unchanged."""
+    headers = "".join(p.read_text() for p in sorted(CUDA_DIR.glob("*.h")))
+    key = hashlib.sha256(json.dumps([headers, source, args, nvcc_version()]).encode()).hexdigest()[:24]
+    hit = cache_dir() / f"{name}-{key}.json"
+    if hit.is_file():
+        return json.loads(hit.read_text())
+    work = cache_dir() / f"work-{key}"
+    work.mkdir(exist_ok=True)
+    src = work / "src.cu"
+    src.write_text(source)
+    out = subprocess.run([NVCC, *args, "-I", str(ROOT / "csrc"), "-I", str(CUDA_DIR), "-o", "out.o", "src.cu"],
+                         capture_output=True, text=True, cwd=work)
+    result = {"rc": out.returncode, "log": out.stdout + out.stderr,
+              "ptx": "".join(p.read_text() for p in sorted(work.glob("*.ptx")))}
+    tmp = hit.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(hit)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def arch_flags(arch: str) -> list[str]:
+    # SASS for the arch, and the PTX kept (--keep) in the work directory.
+    return [f"-gencode=arch=compute_{arch},code=[sm_{arch},compute_{arch}]", "-std=c++17", "-O3", "-c",
+            "-Xptxas", "-v", "-Werror", "all-warnings", "--keep", "--keep-dir", "."]
+
+
+def run_all(jobs: list[tuple[str, str, list[str]]]) -> list[dict]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda j: compile_once(*j), jobs))
+
+
+@pytest.mark.parametrize("source", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
+def test_each_cuda_source_compiles_for_every_arch(source):
+    text = (CUDA_DIR / source).read_text()
+    results = run_all([(f"{source}-{a}", text, arch_flags(a)) for a in ARCHS])
+    for arch, r in zip(ARCHS, results):
+        assert r["rc"] == 0, f"{source} for sm_{arch}:\n{r['log']}"
+
+
+def test_the_shared_headers_compile_for_the_device_without_spills():
+    results = run_all([(f"probe-{a}", HEADER_PROBE, arch_flags(a)) for a in ARCHS])
+    for arch, r in zip(ARCHS, results):
+        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
+        stats = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", r["log"])
+        assert stats, f"sm_{arch}: ptxas printed no resource usage:\n{r['log']}"
+        assert all(s == ("0", "0", "0") for s in stats), f"sm_{arch}: stack or spills:\n{r['log']}"
+        assert ".entry" in r["ptx"] and "probe" in r["ptx"], f"sm_{arch}: no PTX kept"
+        # The fast exponential of the softmax merge, not a library call.
+        assert "ex2.approx" in r["ptx"], f"sm_{arch}: softmax_exp is not ex2.approx"
