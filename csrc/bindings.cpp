@@ -479,7 +479,7 @@ py::tuple dm_softmax_merge(const FloatArray& m, const FloatArray& l, const Float
         throw std::invalid_argument("softmax_merge: need m [S], l [S] and o [S, D]");
     const py::ssize_t S = m.shape(0), D = o.shape(1);
     std::vector<float> acc(size_t(D), 0.0f);
-    cuda::SoftmaxPartial p{cuda::bits_to_float(0xFF800000u), 0.0f};
+    cuda::SoftmaxPartial p{ll::bits_to_float(0xFF800000u), 0.0f};
     for (py::ssize_t s = 0; s < S; ++s) {
         float wa, wb;
         p = cuda::softmax_merge(p, cuda::SoftmaxPartial{m.data()[s], l.data()[s]}, &wa, &wb);
@@ -599,7 +599,7 @@ PYBIND11_MODULE(_core, m) {
            "E4M3 codes (uint8) -> float32, exact");
     dm.def("float_to_e4m3", [](const FloatArray& a) { return map_array<uint8_t>(a, cuda::float_to_e4m3); }, py::arg("x"),
            "float32 -> E4M3 codes: nearest, ties to even, saturating at +-448");
-    dm.def("float_to_bf16", [](const FloatArray& a) { return map_array<uint16_t>(a, cuda::float_to_bf16); }, py::arg("x"),
+    dm.def("float_to_bf16", [](const FloatArray& a) { return map_array<uint16_t>(a, ll::float_to_bf16); }, py::arg("x"),
            "float32 -> bf16 bits: nearest, ties to even");
     dm.def("int4_dequant", [](const U32Array& packed, float scale, int zero) {
         py::array_t<float> y(packed.size() * 8);

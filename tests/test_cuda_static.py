@@ -22,6 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
+CORE_DIR = ROOT / "csrc" / "core"  # device_math.h builds on core/dtype.h
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: the CUDA sources cannot be compiled here")
 
@@ -33,6 +34,7 @@ ARCHS = re.search(r'set\(LLAMA_LOCAL_CUDA_ARCHS "([^"]+)"', (ROOT / "CMakeLists.
 HEADER_PROBE = r"""
 #include "cuda/device_math.h"
 #include "cuda/mma_frag.h"
+using namespace ll;
 using namespace ll::cuda;
 __global__ void probe(const uint8_t* codes, const float* x, const uint32_t* packed, float* out, uint16_t* h, int* rc) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -62,7 +64,7 @@ def nvcc_version() -> str:
 def compile_once(name: str, source: str, args: list[str]) -> dict:
     """nvcc on `source` (text) with `args`: {"rc", "log", "ptx"}, from the cache when the headers,
     the source, the command and nvcc itself are unchanged."""
-    headers = "".join(p.read_text() for p in sorted(CUDA_DIR.glob("*.h")))
+    headers = "".join(p.read_text() for p in sorted(CUDA_DIR.glob("*.h")) + sorted(CORE_DIR.glob("*.h")))
     key = hashlib.sha256(json.dumps([headers, source, args, nvcc_version()]).encode()).hexdigest()[:24]
     hit = cache_dir() / f"{name}-{key}.json"
     if hit.is_file():

@@ -7,13 +7,13 @@ against the exact product is held to twice torch's own bf16 matmul error.
 
 from __future__ import annotations
 
-import math
 
 import ml_dtypes
 import numpy as np
 import pytest
 
 from llama_local import _core
+from tiny_models import assert_kernel_product
 
 K_ = _core.kernels
 ISAS = _core.build_info()["isas_supported"]
@@ -51,18 +51,9 @@ def test_product(shape, isa):
     w = rng.standard_normal((N, K)).astype(ml_dtypes.bfloat16)
     x = rng.standard_normal((M, K)).astype(np.float32)
     y = K_.Packed(bf16_spec(w)).matmul(x, isa=isa)
-    w64 = w.astype(np.float64)
-    exact = x.astype(np.float64) @ w64.T
     if isa == "avx512bf16" and M > 1:
-        # Activations rounded to bf16 (weights exact): at most twice torch's bf16 matmul error.
-        torch = pytest.importorskip("torch")
-        tb = (torch.tensor(x).bfloat16() @ torch.tensor(w.astype(np.float32)).bfloat16().T).double().numpy()
-        assert np.linalg.norm(y - exact) <= 2 * np.linalg.norm(tb - exact)
-        xr = x.astype(ml_dtypes.bfloat16).astype(np.float64)  # and it is exactly that rounding
-        np.testing.assert_allclose(y, xr @ w64.T, rtol=0, atol=1e-6 * math.sqrt(K) * (np.abs(xr) @ np.abs(w64).T).max())
-    else:
-        terms = np.abs(x.astype(np.float64)) @ np.abs(w64).T
-        np.testing.assert_allclose(y, exact, rtol=0, atol=1e-6 * math.sqrt(K) * terms.max())
+        pytest.importorskip("torch")
+    assert_kernel_product(y, x, w.astype(np.float32), bf16_activations=isa == "avx512bf16" and M > 1)
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])

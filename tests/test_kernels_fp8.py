@@ -9,7 +9,6 @@ error against the exact product is held to twice torch's own bf16 matmul error.
 
 from __future__ import annotations
 
-import math
 
 import ml_dtypes
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 
 from llama_local import _core
 from llama_local.errors import ModelFormatError
+from tiny_models import assert_kernel_product
 
 K_ = _core.kernels
 ISAS = _core.build_info()["isas_supported"]
@@ -91,18 +91,11 @@ def test_product(shape, isa):
     spec, w = fp8_weight(rng, N, K, block)
     x = rng.standard_normal((M, K)).astype(np.float32)
     y = K_.Packed(spec).matmul(x, isa=isa)
-    w64 = w.astype(np.float64)
-    exact = x.astype(np.float64) @ w64.T
     pairs_fit = block == 0 or block >= K or block % 2 == 0  # else a column pair would span two scales
-    if isa == "avx512bf16" and M >= BF16_ROWS and pairs_fit:
-        torch = pytest.importorskip("torch")
-        tb = (torch.tensor(x).bfloat16() @ torch.tensor(w).bfloat16().T).double().numpy()
-        assert np.linalg.norm(y - exact) <= 2 * np.linalg.norm(tb - exact)
-        xr = x.astype(ml_dtypes.bfloat16).astype(np.float64)  # and it is exactly that rounding
-        np.testing.assert_allclose(y, xr @ w64.T, rtol=0, atol=1e-6 * math.sqrt(K) * (np.abs(xr) @ np.abs(w64).T).max())
-    else:
-        terms = np.abs(x.astype(np.float64)) @ np.abs(w64).T
-        np.testing.assert_allclose(y, exact, rtol=0, atol=1e-6 * math.sqrt(K) * terms.max())
+    bf16 = isa == "avx512bf16" and M >= BF16_ROWS and pairs_fit
+    if bf16:
+        pytest.importorskip("torch")
+    assert_kernel_product(y, x, w, bf16_activations=bf16)
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])

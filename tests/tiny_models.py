@@ -293,6 +293,27 @@ def rounds_bf16_activations(llm) -> bool:
     return llm.model.isa == "avx512bf16"
 
 
+def assert_kernel_product(y, x, w, bf16_activations: bool) -> None:
+    """y = x @ w.T from a weight kernel, w its exact weights as float32. fp32 activations: equal to
+    the float64 product up to fp32 summation order. Activations rounded to bf16 (the AVX512-BF16
+    prefill): at most twice torch's bf16 matmul error, and exactly that rounding times w."""
+    import math
+
+    import ml_dtypes
+    w64 = w.astype(np.float64)
+    exact = x.astype(np.float64) @ w64.T
+    K = x.shape[1]
+    if bf16_activations:
+        import torch
+        tb = (torch.tensor(x).bfloat16() @ torch.tensor(w.astype(np.float32)).bfloat16().T).double().numpy()
+        assert np.linalg.norm(y - exact) <= 2 * np.linalg.norm(tb - exact)
+        xr = x.astype(ml_dtypes.bfloat16).astype(np.float64)
+        np.testing.assert_allclose(y, xr @ w64.T, rtol=0, atol=1e-6 * math.sqrt(K) * (np.abs(xr) @ np.abs(w64).T).max())
+    else:
+        terms = np.abs(x.astype(np.float64)) @ np.abs(w64).T
+        np.testing.assert_allclose(y, exact, rtol=0, atol=1e-6 * math.sqrt(K) * terms.max())
+
+
 def torch_bf16_error(model, ids, ref) -> float:
     """Max relative error against `ref` of the transformers model run in bf16 (a copy)."""
     import copy

@@ -172,18 +172,13 @@ void fp8_matmul_bf16(const float* X, int64_t ldx, int64_t M, const FP8Geometry& 
     const int64_t tile_floats = 16 * (n_pairs + g.n_blocks);
     thread_local AlignedBuffer tbuf;
     if (tbuf.size() < size_t(2 * tile_floats * 4)) tbuf = AlignedBuffer(size_t(2 * tile_floats * 4));
-    auto expanded = [&](int i) {
-        uint32_t* pairs = reinterpret_cast<uint32_t*>(tbuf.get()) + i * tile_floats;
-        return FP8XTile{pairs, reinterpret_cast<const float*>(pairs + 16 * n_pairs)};
-    };
+    auto pairs_of = [&](int i) { return reinterpret_cast<uint32_t*>(tbuf.get()) + i * tile_floats; };
+    auto scales_of = [&](int i) { return reinterpret_cast<float*>(pairs_of(i) + 16 * n_pairs); };
     auto valid = [&](int64_t n0) { return int(g.N - n0 < 16 ? g.N - n0 : 16); };
     for (int64_t t = t0; t < t1; t += 2) {
         const bool two = t + 1 < t1;
-        for (int i = 0; i < (two ? 2 : 1); ++i) {
-            uint32_t* pairs = reinterpret_cast<uint32_t*>(tbuf.get()) + i * tile_floats;
-            fp8_expand_tile<V>(g, w + (t + i) * g.tile_bytes, pairs, reinterpret_cast<float*>(pairs + 16 * n_pairs));
-        }
-        const FP8XTile e0 = expanded(0), e1 = expanded(two ? 1 : 0);
+        for (int i = 0; i < (two ? 2 : 1); ++i) fp8_expand_tile<V>(g, w + (t + i) * g.tile_bytes, pairs_of(i), scales_of(i));
+        const FP8XTile e0{pairs_of(0), scales_of(0)}, e1 = two ? FP8XTile{pairs_of(1), scales_of(1)} : e0;
         const int v0 = valid(t * 16), v1 = two ? valid(t * 16 + 16) : 0;
         for (int64_t m = 0; m < M; m += MR)
             fp8_tiles_dot_rows<V, MR>(imin(MR, M - m), xbuf.data() + m * ldb, ldb, g, e0, e1, Y + m * ldy + t * 16,

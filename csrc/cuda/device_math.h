@@ -6,49 +6,25 @@
 // test then only has to show that the kernels call it correctly.
 #pragma once
 #include <cstdint>
-#include <cstring>
 
-#if defined(__CUDACC__)
-#define LL_HD __host__ __device__ __forceinline__
-#else
-#define LL_HD inline
-#endif
+// bits_to_float, float_to_bits, float_to_bf16, bf16_to_float, fp8_e4m3_to_float and the
+// LL_HOST_DEVICE qualifier: the scalar conversions the CPU kernels already share.
+#include "../core/dtype.h"
 
 namespace ll::cuda {
 
-LL_HD float bits_to_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-    return __uint_as_float(u);
-#else
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-#endif
-}
-
-LL_HD uint32_t float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-    return __float_as_uint(f);
-#else
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-#endif
-}
-
 // ---- FP8 E4M3 (float8_e4m3fn: bias 7, no infinities, S.1111.111 is NaN, max 448)
 
-// Exact: the exponent and mantissa move into an fp32's, subnormals (exponent 0) scaled by 2^-9.
-LL_HD float e4m3_to_float(uint8_t code) {
-    const uint32_t sign = uint32_t(code & 0x80) << 24, e = (code >> 3) & 0xF, m = code & 0x7;
-    if (e == 0xF && m == 0x7) return bits_to_float(sign | 0x7FC00000u);  // NaN
-    if (e == 0) return bits_to_float(sign | float_to_bits(float(m) * 0.001953125f));  // m * 2^-9
-    return bits_to_float(sign | (e + 120) << 23 | m << 20);
+// Exact, as dtype.h widens it, except that the NaN codes stay NaN (the activation codes a kernel
+// converts back are not filtered as a checkpoint's are).
+LL_HOST_DEVICE float e4m3_to_float(uint8_t code) {
+    if ((code & 0x7F) == 0x7F) return bits_to_float(uint32_t(code & 0x80) << 24 | 0x7FC00000u);
+    return fp8_e4m3_to_float(code);
 }
 
 // Round to nearest, ties to even, saturating to +-448 (NVIDIA's __NV_SATFINITE: activation scales
 // are chosen so |x| <= 448, and a rounding step past the top must not become NaN); NaN stays NaN.
-LL_HD uint8_t float_to_e4m3(float x) {
+LL_HOST_DEVICE uint8_t float_to_e4m3(float x) {
     const uint32_t u = float_to_bits(x);
     const uint8_t sign = uint8_t((u >> 24) & 0x80);
     const uint32_t a = u & 0x7FFFFFFFu;
@@ -69,21 +45,10 @@ LL_HD uint8_t float_to_e4m3(float x) {
     return uint8_t(sign | e << 3 | m);
 }
 
-// ---- bf16 and fp16
-
-// Round to nearest, ties to even (NaN kept quiet), as torch and the tensor cores round.
-LL_HD uint16_t float_to_bf16(float x) {
-    const uint32_t u = float_to_bits(x);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t((u >> 16) | 0x40);
-    return uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
-
-LL_HD float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
-
 // ---- INT4 group-wise weights (the compressed-tensors / GPTQ / AWQ math): w = scale * (q - zero),
 // q the unsigned nibble; symmetric formats take zero = 8. One fp32 multiply of an exact integer:
 // the result the CPU kernels see, bit for bit.
-LL_HD float int4_dequant(uint32_t packed, int i, float scale, int zero) {
+LL_HOST_DEVICE float int4_dequant(uint32_t packed, int i, float scale, int zero) {
     const int q = int((packed >> (4 * i)) & 0xF);
     return scale * float(q - zero);
 }
@@ -98,7 +63,7 @@ struct SoftmaxPartial {
     float l;
 };
 
-LL_HD float softmax_exp(float x) {
+LL_HOST_DEVICE float softmax_exp(float x) {
 #if defined(__CUDA_ARCH__)
     return __expf(x);
 #else
@@ -107,7 +72,7 @@ LL_HD float softmax_exp(float x) {
 }
 
 // The weights a and b's o take in the merged partial: o = wa * o_a + wb * o_b.
-LL_HD SoftmaxPartial softmax_merge(SoftmaxPartial a, SoftmaxPartial b, float* wa, float* wb) {
+LL_HOST_DEVICE SoftmaxPartial softmax_merge(SoftmaxPartial a, SoftmaxPartial b, float* wa, float* wb) {
     const float m = a.m > b.m ? a.m : b.m;
     if (m == bits_to_float(0xFF800000u)) {  // -inf: both empty
         *wa = *wb = 0.0f;
@@ -119,6 +84,6 @@ LL_HD SoftmaxPartial softmax_merge(SoftmaxPartial a, SoftmaxPartial b, float* wa
 }
 
 // The final output of a merged partial: o / l, or 0 for a row that saw no position.
-LL_HD float softmax_finish(float o, SoftmaxPartial p) { return p.l > 0.0f ? o / p.l : 0.0f; }
+LL_HOST_DEVICE float softmax_finish(float o, SoftmaxPartial p) { return p.l > 0.0f ? o / p.l : 0.0f; }
 
 }  // namespace ll::cuda

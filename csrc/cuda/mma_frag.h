@@ -22,29 +22,29 @@ struct FragCoord {
 // 16 values, B 8, 4 per register). C and D are fp32 16 x 8 in both: 4 values per thread.
 enum class MmaShape { M16N8K16, M16N8K32 };
 
-LL_HD constexpr int mma_k(MmaShape s) { return s == MmaShape::M16N8K16 ? 16 : 32; }
-LL_HD constexpr int mma_a_count(MmaShape s) { return s == MmaShape::M16N8K16 ? 8 : 16; }
-LL_HD constexpr int mma_b_count(MmaShape s) { return s == MmaShape::M16N8K16 ? 4 : 8; }
+LL_HOST_DEVICE constexpr int mma_k(MmaShape s) { return s == MmaShape::M16N8K16 ? 16 : 32; }
+LL_HOST_DEVICE constexpr int mma_a_count(MmaShape s) { return s == MmaShape::M16N8K16 ? 8 : 16; }
+LL_HOST_DEVICE constexpr int mma_b_count(MmaShape s) { return s == MmaShape::M16N8K16 ? 4 : 8; }
 constexpr int kMmaCCount = 4;
 
 // A: 16 x K, row-major; element i of the lane's registers. The first half of the values covers
 // columns [0, K/2), rows group and group + 8 alternating per register; the second half the same
 // rows at columns [K/2, K).
-LL_HD FragCoord mma_a(MmaShape s, int lane, int i) {
+LL_HOST_DEVICE FragCoord mma_a(MmaShape s, int lane, int i) {
     const int group = lane >> 2, t = lane & 3;
     if (s == MmaShape::M16N8K16) return FragCoord{group + 8 * ((i >> 1) & 1), 2 * t + (i & 1) + 8 * (i >> 2)};
     return FragCoord{group + 8 * ((i >> 2) & 1), 4 * t + (i & 3) + 16 * (i >> 3)};
 }
 
 // B: K x 8, stored column by column ("col"): row = k, col = n.
-LL_HD FragCoord mma_b(MmaShape s, int lane, int i) {
+LL_HOST_DEVICE FragCoord mma_b(MmaShape s, int lane, int i) {
     const int group = lane >> 2, t = lane & 3;
     if (s == MmaShape::M16N8K16) return FragCoord{2 * t + (i & 1) + 8 * (i >> 1), group};
     return FragCoord{4 * t + (i & 3) + 16 * (i >> 2), group};
 }
 
 // C and D: 16 x 8 fp32.
-LL_HD FragCoord mma_c(int lane, int i) {
+LL_HOST_DEVICE FragCoord mma_c(int lane, int i) {
     const int group = lane >> 2, t = lane & 3;
     return FragCoord{group + 8 * (i >> 1), 2 * t + (i & 1)};
 }
