@@ -19,6 +19,8 @@
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
 #include "cuda/device_math.h"
+#include "cuda/int4_layout.h"
+#include "cuda/int4_repack.h"
 #include "cuda/mma_frag.h"
 #include "model/llama_cpu.h"
 #include "weights/linear.h"
@@ -511,6 +513,100 @@ py::array_t<int32_t> dm_mma_fragment(const std::string& shape, const std::string
     return out;
 }
 
+// ---- INT4 GPU layout (csrc/cuda/int4_layout.h, int4_repack.cpp)
+
+bool half_type_arg(const std::string& dtype) {
+    if (dtype == "bf16") return true;
+    if (dtype == "fp16") return false;
+    throw std::invalid_argument("dtype is bf16 or fp16, not " + dtype);
+}
+
+template <class T>
+py::array_t<T> copy_out(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
+    py::array_t<T> a(shape);
+    std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+    return a;
+}
+
+py::dict dm_int4_repack(const U8Array& codes, const FloatArray& scales, int64_t group,
+                        const std::optional<FloatArray>& mins, int zero, const std::string& dtype, const std::string& name) {
+    if (codes.ndim() != 2) throw FormatError("tensor '" + name + "': INT4 codes must be a uint8 [N, K] array");
+    const int64_t N = codes.shape(0), K = codes.shape(1);
+    const cuda::Int4Geometry g = cuda::int4_geometry(name, N, K, group);
+    auto check = [&](const FloatArray& a, const char* what) {
+        if (a.ndim() != 2 || a.shape(0) != N || a.shape(1) != g.groups)
+            throw FormatError("tensor '" + name + "': " + what + " must be float32 [" + std::to_string(N) + ", " +
+                              std::to_string(g.groups) + "] for group " + std::to_string(group));
+    };
+    check(scales, "scales");
+    if (mins) check(*mins, "mins");
+    const cuda::Int4GpuWeight w = cuda::int4_repack(name, codes.data(), N, K, scales.data(),
+                                                    mins ? mins->data() : nullptr, group, zero, half_type_arg(dtype));
+    const std::vector<py::ssize_t> sshape{py::ssize_t(g.n_tiles), py::ssize_t(g.groups), 64};
+    py::dict d;
+    d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), 32, 4});
+    d["scales"] = copy_out(w.scales, sshape);
+    d["mins"] = w.has_min ? py::object(copy_out(w.mins, sshape)) : py::object(py::none());
+    d["n_tiles"] = g.n_tiles;
+    d["k_tiles"] = g.k_tiles;
+    d["groups"] = g.groups;
+    d["tiles_per_group"] = g.tiles_per_group;
+    return d;
+}
+
+// What each lane's int4_tile_fragments gives for each tile, reading the buffers at the kernel's
+// offsets: uint32 [n_tiles, k_tiles, 32 lanes, 8 sub-tiles, 2 registers].
+template <bool kBf16, bool kHasMin>
+void int4_all_fragments(const cuda::Int4Geometry& g, const uint32_t* q, const uint16_t* scales, const uint16_t* mins,
+                        int zero, uint32_t* out) {
+    const cuda::Int4Bias bias = cuda::int4_bias<kBf16>(zero);
+    for (int64_t nt = 0; nt < g.n_tiles; ++nt)
+        for (int64_t kt = 0; kt < g.k_tiles; ++kt)
+            for (int lane = 0; lane < 32; ++lane, out += 16) {
+                const int64_t so = cuda::int4_scale_offset(g, nt, kt, lane);
+                uint32_t s[4], m[4] = {0, 0, 0, 0};
+                std::memcpy(s, scales + so, 16);
+                if (kHasMin) std::memcpy(m, mins + so, 16);
+                cuda::int4_tile_fragments<kBf16, kHasMin>(q + cuda::int4_q_offset(g, nt, kt, lane), s, m, bias,
+                                                          reinterpret_cast<uint32_t(*)[2]>(out));
+            }
+}
+
+py::array_t<uint32_t> dm_int4_fragments(const U32Array& q, const py::array_t<uint16_t, py::array::c_style | py::array::forcecast>& scales,
+                                        const std::optional<py::array_t<uint16_t, py::array::c_style | py::array::forcecast>>& mins,
+                                        int64_t n, int64_t k, int64_t group, int zero, const std::string& dtype) {
+    const cuda::Int4Geometry g = cuda::int4_geometry("int4_fragments", n, k, group);
+    const bool bf16 = half_type_arg(dtype);
+    const int64_t ns = g.n_tiles * g.groups * 64;
+    if (q.size() != g.n_tiles * g.k_tiles * cuda::kInt4TileWords || scales.size() != ns || (mins && mins->size() != ns))
+        throw std::invalid_argument("int4_fragments: buffers do not match a [" + std::to_string(n) + ", " +
+                                    std::to_string(k) + "] weight with group " + std::to_string(group));
+    if (zero < 0 || zero > 15 || (mins && zero != 0)) throw std::invalid_argument("int4_fragments: bad zero point");
+    py::array_t<uint32_t> out({py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), py::ssize_t(32),
+                               py::ssize_t(cuda::kInt4SubTiles), py::ssize_t(2)});
+    const uint16_t* m = mins ? mins->data() : nullptr;
+    uint32_t* o = out.mutable_data();
+    if (bf16 && m) int4_all_fragments<true, true>(g, q.data(), scales.data(), m, zero, o);
+    else if (bf16) int4_all_fragments<true, false>(g, q.data(), scales.data(), m, zero, o);
+    else if (m) int4_all_fragments<false, true>(g, q.data(), scales.data(), m, zero, o);
+    else int4_all_fragments<false, false>(g, q.data(), scales.data(), m, zero, o);
+    return out;
+}
+
+// [32 lanes, 4 words, 8 nibbles, 2]: int4_tile_coord's (k, n) of every nibble of a tile.
+py::array_t<int32_t> dm_int4_tile_coords() {
+    py::array_t<int32_t> out({py::ssize_t(32), py::ssize_t(4), py::ssize_t(8), py::ssize_t(2)});
+    int32_t* p = out.mutable_data();
+    for (int lane = 0; lane < 32; ++lane)
+        for (int w = 0; w < 4; ++w)
+            for (int j = 0; j < 8; ++j, p += 2) {
+                const cuda::FragCoord c = cuda::int4_tile_coord(lane, w, j);
+                p[0] = c.row;
+                p[1] = c.col;
+            }
+    return out;
+}
+
 py::dict build_info() {
     py::dict d;
     d["version"] = LL_VERSION;
@@ -611,6 +707,17 @@ PYBIND11_MODULE(_core, m) {
            "partials (m [S], l [S], o [S, D]) merged in order -> (m, l, o / l)");
     dm.def("mma_fragment", &dm_mma_fragment, py::arg("shape"), py::arg("operand"),
            "[32, n, 2]: the (row, col) of each lane's value i in an mma.sync operand");
+    dm.def("int4_repack", &dm_int4_repack, py::arg("codes"), py::arg("scales"), py::arg("group"),
+           py::arg("mins") = py::none(), py::arg("zero") = 0, py::arg("dtype") = "bf16", py::arg("name") = "weight",
+           "INT4 codes u [N, K] (uint8 0..15), fp32 scales (and mins) [N, groups] -> the GPU layout: "
+           "{q: uint32 [n_tiles, k_tiles, 32, 4], scales, mins: 16-bit [n_tiles, groups, 64] or None, "
+           "n_tiles, k_tiles, groups, tiles_per_group}");
+    dm.def("int4_fragments", &dm_int4_fragments, py::arg("q"), py::arg("scales"), py::arg("mins"), py::arg("n"),
+           py::arg("k"), py::arg("group"), py::arg("zero"), py::arg("dtype"),
+           "the kernel's B fragments of every tile and lane, read from int4_repack's buffers: uint32 "
+           "[n_tiles, k_tiles, 32, 8 sub-tiles, 2 registers] of 16-bit pairs");
+    dm.def("int4_tile_coords", &dm_int4_tile_coords,
+           "[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a lane's load");
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");
     k.attr("FP8_BF16_MIN_ROWS") = cpu::kFP8DotMinRows;  // rows from which avx512bf16 rounds activations to bf16

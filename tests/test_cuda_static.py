@@ -34,6 +34,7 @@ ARCHS = re.search(r'set\(LLAMA_LOCAL_CUDA_ARCHS "([^"]+)"', (ROOT / "CMakeLists.
 HEADER_PROBE = r"""
 #include "cuda/device_math.h"
 #include "cuda/mma_frag.h"
+#include "cuda/int4_layout.h"
 using namespace ll;
 using namespace ll::cuda;
 __global__ void probe(const uint8_t* codes, const float* x, const uint32_t* packed, float* out, uint16_t* h, int* rc) {
@@ -46,6 +47,29 @@ __global__ void probe(const uint8_t* codes, const float* x, const uint32_t* pack
     const FragCoord a = mma_a(MmaShape::M16N8K32, threadIdx.x & 31, i & 15), b = mma_b(MmaShape::M16N8K16, threadIdx.x & 31, i & 3);
     const FragCoord c = mma_c(threadIdx.x & 31, i & 3);
     rc[i] = a.row + a.col + b.row + b.col + c.row + c.col;
+}
+// The INT4 load path as the W4A16 kernel runs it: each lane's 128-bit loads of its tile words,
+// scales and mins at the layout's offsets, dequantized into B fragments (bf16 needs sm_80).
+template <bool kBf16, bool kHasMin>
+__device__ uint32_t int4_probe(const uint4* q, const uint4* s, const uint4* m, const Int4Geometry& g, int zero) {
+    const int lane = threadIdx.x & 31;
+    const uint4 qv = q[int4_q_offset(g, blockIdx.x, blockIdx.y, lane) / 4];
+    const uint4 sv = s[int4_scale_offset(g, blockIdx.x, blockIdx.y, lane) / 8];
+    const uint4 mv = m[int4_scale_offset(g, blockIdx.x, blockIdx.y, lane) / 8];
+    const uint32_t qa[4] = {qv.x, qv.y, qv.z, qv.w}, sa[4] = {sv.x, sv.y, sv.z, sv.w}, ma[4] = {mv.x, mv.y, mv.z, mv.w};
+    uint32_t frag[kInt4SubTiles][2];
+    int4_tile_fragments<kBf16, kHasMin>(qa, sa, ma, int4_bias<kBf16>(zero), frag);
+    uint32_t acc = 0;
+    for (int t = 0; t < kInt4SubTiles; ++t) acc = acc * 3 + (frag[t][0] ^ frag[t][1]);
+    const FragCoord c = int4_tile_coord(lane, threadIdx.y & 3, threadIdx.z & 7);
+    return acc + uint32_t(c.row * 64 + c.col + int4_scale_col(lane, threadIdx.y & 7));
+}
+__global__ void probe_int4(const uint4* q, const uint4* s, const uint4* m, Int4Geometry g, int zero, uint32_t* out) {
+    uint32_t r = int4_probe<false, false>(q, s, m, g, zero) ^ int4_probe<false, true>(q, s, m, g, zero);
+#if __CUDA_ARCH__ >= 800
+    r ^= int4_probe<true, false>(q, s, m, g, zero) ^ int4_probe<true, true>(q, s, m, g, zero);
+#endif
+    out[blockIdx.x * blockDim.x + threadIdx.x] = r;
 }
 """
 
@@ -113,3 +137,6 @@ def test_the_shared_headers_compile_for_the_device_without_spills():
         assert ".entry" in r["ptx"] and "probe" in r["ptx"], f"sm_{arch}: no PTX kept"
         # The fast exponential of the softmax merge, not a library call.
         assert "ex2.approx" in r["ptx"], f"sm_{arch}: softmax_exp is not ex2.approx"
+        # INT4 dequantization: lop3 for the magic numbers, then one packed fma per step.
+        assert "lop3.b32" in r["ptx"] and "fma.rn.f16x2" in r["ptx"], f"sm_{arch}: INT4 dequant instructions"
+        assert ("fma.rn.bf16x2" in r["ptx"]) == (int(arch.rstrip("a")) >= 80), f"sm_{arch}: bf16 dequant"

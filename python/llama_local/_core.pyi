@@ -1,9 +1,9 @@
 """Type stub of the compiled module llama_local._core (csrc/bindings.cpp).
 
 The Llama forward pass (Model) and, in `kernels`, each CPU kernel for the tests; in `device_math`,
-the CUDA kernels' shared host/device math (csrc/cuda/device_math.h, mma_frag.h) run on the host. Array arguments
-typed ArrayLike are converted to the dtype named in their comment (C-contiguous) on the way in;
-NDArray ones must already be numpy arrays. Errors in a model file or spec raise
+the CUDA kernels' shared host/device math (csrc/cuda/device_math.h, mma_frag.h, int4_layout.h) run
+on the host, and the INT4 GPU repack. Array arguments typed ArrayLike are converted to the dtype
+named in their comment (C-contiguous) on the way in; NDArray ones must already be numpy arrays. Errors in a model file or spec raise
 llama_local.ModelFormatError, a prompt past n_ctx llama_local.ContextOverflowError.
 
 tests/test_core_stub.py holds this file to the compiled module: every public name, and each
@@ -194,5 +194,29 @@ class _DeviceMath(ModuleType):
     def mma_fragment(shape: str, operand: str) -> npt.NDArray[np.int32]:
         """[32, n, 2]: the (row, col) in the operand's tile of each lane's value i ('a', 'b', 'c';
         shape 'm16n8k16' or 'm16n8k32')."""
+    @staticmethod
+    def int4_repack(codes: npt.ArrayLike, scales: npt.ArrayLike, group: int, mins: npt.ArrayLike | None = None,
+                    zero: int = 0, dtype: str = "bf16", name: str = "weight") -> _Int4Gpu:
+        """INT4 codes u [N, K] (uint8, 0..15) and float32 scales (and mins) [N, groups] -> the GPU
+        layout of csrc/cuda/int4_layout.h; dtype 'bf16' or 'fp16' (the scales' and the kernel's
+        type). Bad shapes, codes, zero points or scales raise ModelFormatError naming `name`."""
+    @staticmethod
+    def int4_fragments(q: npt.ArrayLike, scales: npt.ArrayLike, mins: npt.ArrayLike | None, n: int, k: int,
+                       group: int, zero: int, dtype: str) -> npt.NDArray[np.uint32]:
+        """The kernel's B fragments of every tile and lane, from int4_repack's buffers: uint32
+        [n_tiles, k_tiles, 32 lanes, 8 sub-tiles, 2 registers] of 16-bit pairs (low half first)."""
+    @staticmethod
+    def int4_tile_coords() -> npt.NDArray[np.int32]:
+        """[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a
+        lane's 128-bit load."""
+
+class _Int4Gpu(TypedDict):
+    q: npt.NDArray[np.uint32]  # [n_tiles, k_tiles, 32, 4]
+    scales: npt.NDArray[np.uint16]  # [n_tiles, groups, 64]: bf16 or fp16 bits
+    mins: npt.NDArray[np.uint16] | None
+    n_tiles: int
+    k_tiles: int
+    groups: int
+    tiles_per_group: int
 
 device_math: _DeviceMath
