@@ -19,6 +19,7 @@
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
 #include "cuda/device_math.h"
+#include "cuda/int4_gemm_tiling.h"
 #include "cuda/int4_layout.h"
 #include "cuda/int4_repack.h"
 #include "cuda/mma_frag.h"
@@ -26,6 +27,7 @@
 #include "weights/linear.h"
 #if defined(LL_HAVE_CUDA)
 #include "cuda/device_info.h"
+#include "cuda/int4_gemm.h"
 #endif
 
 namespace py = pybind11;
@@ -528,8 +530,10 @@ py::array_t<T> copy_out(const std::vector<T>& v, std::vector<py::ssize_t> shape)
     return a;
 }
 
-py::dict dm_int4_repack(const U8Array& codes, const FloatArray& scales, int64_t group,
-                        const std::optional<FloatArray>& mins, int zero, const std::string& dtype, const std::string& name) {
+// int4_repack after the shape checks a Python caller needs (FormatError naming the tensor).
+cuda::Int4GpuWeight repack_checked(const U8Array& codes, const FloatArray& scales, int64_t group,
+                                   const std::optional<FloatArray>& mins, int zero, const std::string& dtype,
+                                   const std::string& name) {
     if (codes.ndim() != 2) throw FormatError("tensor '" + name + "': INT4 codes must be a uint8 [N, K] array");
     const int64_t N = codes.shape(0), K = codes.shape(1);
     const cuda::Int4Geometry g = cuda::int4_geometry(name, N, K, group);
@@ -540,8 +544,15 @@ py::dict dm_int4_repack(const U8Array& codes, const FloatArray& scales, int64_t 
     };
     check(scales, "scales");
     if (mins) check(*mins, "mins");
-    const cuda::Int4GpuWeight w = cuda::int4_repack(name, codes.data(), N, K, scales.data(),
-                                                    mins ? mins->data() : nullptr, group, zero, half_type_arg(dtype));
+    return cuda::int4_repack(name, codes.data(), N, K, scales.data(), mins ? mins->data() : nullptr, group, zero,
+                             half_type_arg(dtype));
+}
+
+py::dict dm_int4_repack(const U8Array& codes, const FloatArray& scales, int64_t group,
+                        const std::optional<FloatArray>& mins, int zero, const std::string& dtype,
+                        const std::string& name) {
+    const cuda::Int4GpuWeight w = repack_checked(codes, scales, group, mins, zero, dtype, name);
+    const cuda::Int4Geometry& g = w.g;
     const std::vector<py::ssize_t> sshape{py::ssize_t(g.n_tiles), py::ssize_t(g.groups), 64};
     py::dict d;
     d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), 32, 4});
@@ -605,6 +616,39 @@ py::array_t<int32_t> dm_int4_tile_coords() {
                 p[1] = c.col;
             }
     return out;
+}
+
+// ---- the W4A16 GEMM's work split (csrc/cuda/int4_gemm_tiling.h)
+
+// [32, 2]: the (row, k) of the 16 x 16 A tile whose shared-memory address each lane gives ldmatrix.x4.
+py::array_t<int32_t> dm_ldmatrix_a_addresses() {
+    py::array_t<int32_t> out({py::ssize_t(32), py::ssize_t(2)});
+    for (int lane = 0; lane < 32; ++lane) {
+        const cuda::FragCoord c = cuda::ldmatrix_a_address(lane);
+        out.mutable_data()[2 * lane] = c.row;
+        out.mutable_data()[2 * lane + 1] = c.col;
+    }
+    return out;
+}
+
+py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int sms) {
+    if (m <= 0 || sms <= 0) throw std::invalid_argument("int4_gemm_plan: m and sms must be positive");
+    const cuda::Int4Geometry g = cuda::int4_geometry("int4_gemm_plan", n, k, group);
+    const cuda::GemmPlan p = cuda::int4_gemm_plan(m, g, sms);
+    py::list ranges;
+    for (int s = 0; s < p.splits; ++s) {
+        const cuda::StageRange r = cuda::splitk_range(p.k_stages, p.splits, s);
+        ranges.append(py::make_tuple(r.begin, r.end));
+    }
+    py::dict d;
+    d["m_frags"] = p.m_frags;
+    d["splits"] = p.splits;
+    d["grid_n"] = p.grid_n;
+    d["grid_m"] = p.grid_m;
+    d["k_stages"] = p.k_stages;
+    d["stage_ranges"] = ranges;
+    d["min_blocks"] = cuda::gemm_min_blocks(p.m_frags);
+    return d;
 }
 
 py::dict build_info() {
@@ -716,8 +760,37 @@ PYBIND11_MODULE(_core, m) {
            py::arg("k"), py::arg("group"), py::arg("zero"), py::arg("dtype"),
            "the kernel's B fragments of every tile and lane, read from int4_repack's buffers: uint32 "
            "[n_tiles, k_tiles, 32, 8 sub-tiles, 2 registers] of 16-bit pairs");
+    dm.def("ldmatrix_a_addresses", &dm_ldmatrix_a_addresses,
+           "[32, 2]: the (row, k) in a 16 x 16 A tile of the address each lane gives ldmatrix.x4");
+    dm.def("splitk_range", [](int64_t k_stages, int splits, int split) {
+        if (k_stages < 0 || splits < 1 || split < 0 || split >= splits)
+            throw std::invalid_argument("splitk_range: need k_stages >= 0 and 0 <= split < splits");
+        const cuda::StageRange r = cuda::splitk_range(k_stages, splits, split);
+        return py::make_tuple(r.begin, r.end);
+    }, py::arg("k_stages"), py::arg("splits"), py::arg("split"), "[begin, end) of the k stages split `split` takes");
+    dm.def("int4_gemm_plan", &dm_int4_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("group"),
+           py::arg("sms"),
+           "the W4A16 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs: {m_frags, splits, "
+           "grid_n, grid_m, k_stages, stage_ranges: [(begin, end)] per split, min_blocks}");
     dm.def("int4_tile_coords", &dm_int4_tile_coords,
            "[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a lane's load");
+
+#if defined(LL_HAVE_CUDA)
+    // Only in CUDA builds: the device kernels, each run once on host data, for tests against numpy.
+    py::module_ ck = m.def_submodule("cuda_kernels", "The CUDA kernels, for tests against numpy (CUDA builds only)");
+    ck.def("int4_gemm", [](const py::array_t<uint16_t, py::array::c_style | py::array::forcecast>& x,
+                           const U8Array& codes, const FloatArray& scales, int64_t group,
+                           const std::optional<FloatArray>& mins, int zero, const std::string& dtype, int splits) {
+        if (x.ndim() != 2 || codes.ndim() != 2 || x.shape(1) != codes.shape(1))
+            throw std::invalid_argument("int4_gemm: x [M, K] and codes [N, K] must agree on K");
+        const cuda::Int4GpuWeight w = repack_checked(codes, scales, group, mins, zero, dtype, "int4_gemm");
+        const std::vector<uint16_t> y = cuda::int4_gemm_on_device(w, x.data(), x.shape(0), splits);
+        return copy_out(y, {x.shape(0), codes.shape(0)});
+    }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("group"), py::arg("mins") = py::none(),
+       py::arg("zero") = 0, py::arg("dtype") = "bf16", py::arg("splits") = 0,
+       "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as int4_repack takes it; splits 0: the "
+       "plan's choice -> y [M, N] bits");
+#endif
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");
     k.attr("FP8_BF16_MIN_ROWS") = cpu::kFP8DotMinRows;  // rows from which avx512bf16 rounds activations to bf16

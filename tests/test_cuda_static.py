@@ -140,3 +140,54 @@ def test_the_shared_headers_compile_for_the_device_without_spills():
         # INT4 dequantization: lop3 for the magic numbers, then one packed fma per step.
         assert "lop3.b32" in r["ptx"] and "fma.rn.f16x2" in r["ptx"], f"sm_{arch}: INT4 dequant instructions"
         assert ("fma.rn.bf16x2" in r["ptx"]) == (int(arch.rstrip("a")) >= 80), f"sm_{arch}: bf16 dequant"
+
+
+def ptxas_functions(log: str) -> dict[str, dict[str, int]]:
+    """ptxas -v's report per entry function: {mangled name: {registers, stack, spill_stores, spill_loads}}."""
+    out = {}
+    for part in log.split("Compiling entry function '")[1:]:
+        name = part[:part.index("'")]
+        regs = re.search(r"Used (\d+) registers", part)
+        stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", part)
+        assert regs and stack, f"no resource usage for {name}:\n{part}"
+        out[name] = {"registers": int(regs.group(1)), "stack": int(stack.group(1)),
+                     "spill_stores": int(stack.group(2)), "spill_loads": int(stack.group(3))}
+    return out
+
+
+# The W4A16 GEMM's occupancy targets (csrc/cuda/int4_gemm_tiling.h, gemm_min_blocks): 4 blocks of
+# 128 threads per SM (16 warps, to hide the weight stream's latency at decode) for 1 or 2 A
+# fragments, 3 blocks for 3; an SM has 65536 registers, so a thread may use 65536 / (128 blocks).
+GEMM_BLOCKS_PER_SM = {1: 4, 2: 4, 3: 3}
+
+
+def test_int4_gemm_uses_tensor_cores_without_spills():
+    text = (CUDA_DIR / "int4_gemm.cu").read_text()
+    # The same jobs as test_each_cuda_source_compiles_for_every_arch: compiled once, cached.
+    results = run_all([(f"int4_gemm.cu-{a}", text, arch_flags(a)) for a in ARCHS])
+    for arch, r in zip(ARCHS, results):
+        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
+        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+        assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx, f"sm_{arch}: activations not loaded by ldmatrix"
+        assert "lop3.b32" in ptx and "fma.rn.f16x2" in ptx, f"sm_{arch}: no in-register INT4 dequantization"
+        if sm >= 80:
+            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+                          "fma.rn.bf16x2", "cp.async.cg.shared.global", "cp.async.wait_group"):
+                assert instr in ptx, f"sm_{arch}: {instr} missing"
+        else:  # Turing: fp16 only, m16n8k16 as two m16n8k8, plain loads
+            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
+            assert "bf16" not in ptx and "m16n8k16" not in ptx, f"sm_{arch}: an instruction Turing lacks"
+            assert "cp.async" not in ptx, f"sm_{arch}: cp.async does not exist before sm_80"
+        funcs = ptxas_functions(r["log"])
+        gemms = {n: f for n, f in funcs.items() if "int4_gemm_kernel" in n}
+        assert len(gemms) == 12 and sum("int4_splitk_reduce" in n for n in funcs) == 2, sorted(funcs)
+        for name, f in funcs.items():
+            assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
+        for name, f in gemms.items():
+            # mangled template arguments: <bool bf16, bool has_min, int m_frags>
+            bf16, _, m_frags = re.search(r"int4_gemm_kernelILb([01])ELb([01])ELi(\d)E", name).groups()
+            if sm < 80 and bf16 == "1":
+                continue  # the trap that int4_gemm never launches there
+            bound = 65536 // (128 * GEMM_BLOCKS_PER_SM[int(m_frags)])
+            assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"

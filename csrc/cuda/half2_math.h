@@ -31,8 +31,9 @@ LL_HOST_DEVICE uint32_t half2_broadcast(uint32_t x, int h) {
 #if !defined(__CUDA_ARCH__)
 // A double rounded to nearest even at the 16-bit format's precision (8 significant bits and
 // subnormals down to 2^-133 for bf16; 11 bits down to 2^-24 for fp16), returned as its bits.
-// Finite inputs; past the largest finite value the result is infinity, as on the device.
+// Past the largest finite value the result is infinity, as on the device; NaN stays NaN.
 static inline uint16_t host_round_to_half(double x, bool bf16) {
+    if (std::isnan(x)) return bf16 ? 0x7FC0 : 0x7E00;
     const int digits = bf16 ? 8 : 11, min_ulp_exp = bf16 ? -133 : -24;
     const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
     double a = std::fabs(x);
@@ -90,6 +91,26 @@ LL_HOST_DEVICE uint32_t half2_fma(uint32_t a, uint32_t b, uint32_t c) {
     const uint16_t lo = host_fma_half(uint16_t(a), uint16_t(b), uint16_t(c), kBf16);
     const uint16_t hi = host_fma_half(uint16_t(a >> 16), uint16_t(b >> 16), uint16_t(c >> 16), kBf16);
     return uint32_t(lo) | uint32_t(hi) << 16;
+#endif
+}
+
+// An fp32 (an accumulator) rounded once, to nearest even, to the 16-bit type: cvt.rn on the device.
+template <bool kBf16>
+LL_HOST_DEVICE uint16_t float_to_half_bits(float x) {
+#if defined(__CUDA_ARCH__)
+    uint16_t h;
+    if constexpr (kBf16) {
+#if __CUDA_ARCH__ >= 800
+        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+#else
+        static_assert(!kBf16, "bf16 conversion needs sm_80 or newer (sm_75 kernels use fp16)");
+#endif
+    } else {
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    }
+    return h;
+#else
+    return host_round_to_half(double(x), kBf16);
 #endif
 }
 

@@ -32,8 +32,8 @@
 #include "half2_math.h"
 #include "mma_frag.h"
 
-// Unrolled by nvcc; the host compiler (no such pragma) unrolls as it likes.
-#if defined(__CUDACC__)
+// Unrolled in device code; host compilers (nvcc's host pass included) know no such pragma.
+#if defined(__CUDA_ARCH__)
 #define LL_UNROLL _Pragma("unroll")
 #else
 #define LL_UNROLL
@@ -62,8 +62,10 @@ LL_HOST_DEVICE uint32_t lop3_and_or(uint32_t x, uint32_t mask, uint32_t bits) {
 // The register and half of dequant_int4x8's output that nibble j of a word becomes.
 LL_HOST_DEVICE int int4_nibble_reg(int j) { return j & 3; }
 LL_HOST_DEVICE int int4_nibble_half(int j) { return j >> 2; }
-// The n8 sub-tile that register r of word w feeds, and which of its two B registers it is.
-LL_HOST_DEVICE int int4_subtile(int w, int r) { return 2 * w + (r >> 1); }
+// The n8 sub-tile that register r of word w feeds (each word feeds two: 2w and 2w + 1), and which
+// of that sub-tile's two B registers it is.
+LL_HOST_DEVICE int int4_word_subtile(int r) { return r >> 1; }
+LL_HOST_DEVICE int int4_subtile(int w, int r) { return 2 * w + int4_word_subtile(r); }
 LL_HOST_DEVICE int int4_frag_reg(int r) { return r & 1; }
 
 // (k, n) within the 16 x 64 tile of nibble j of word w of lane's load (row = k, col = n).
@@ -143,22 +145,38 @@ LL_HOST_DEVICE void dequant_int4x8(uint32_t q, const Int4Bias& b, uint32_t out[4
     out[3] = half2_fma<kBf16>(out[3], b.mul_hi, b.hi);
 }
 
-// Lane's B fragments of one tile: frag[s] = the two registers of n8 sub-tile s, ready for
-// mma.sync.m16n8k16. q: the lane's 4 words (int4_q_offset); scales, mins: its 8 scales and mins as
-// 4 words of pairs (int4_scale_offset; mins unused unless kHasMin).
+// The B fragments of the two sub-tiles that word w (q) of a lane's load feeds: frag[j] holds the
+// two registers of sub-tile int4_subtile(w, r) for the r with int4_word_subtile(r) = j, ready for
+// mma.sync.m16n8k16. scales, mins: the lane's 8 scales and mins as 4 words of pairs
+// (int4_scale_offset; mins unused unless kHasMin). A kernel can dequantize word by word, holding
+// two sub-tiles' fragments at a time instead of eight.
+template <bool kBf16, bool kHasMin>
+LL_HOST_DEVICE void int4_word_fragments(int w, uint32_t q, const uint32_t scales[4], const uint32_t mins[4],
+                                        const Int4Bias& bias, uint32_t frag[2][2]) {
+    uint32_t v[4];
+    dequant_int4x8<kBf16>(q, bias, v);
+LL_UNROLL
+    for (int r = 0; r < 4; ++r) {
+        const int s = int4_subtile(w, r);
+        const uint32_t scale = half2_broadcast(scales[s >> 1], s & 1);
+        const uint32_t add = kHasMin ? half2_broadcast(mins[s >> 1], s & 1) : kHalf2NegZero;
+        frag[int4_word_subtile(r)][int4_frag_reg(r)] = half2_fma<kBf16>(v[r], scale, add);
+    }
+}
+
+// Lane's B fragments of a whole tile: frag[s] = the two registers of n8 sub-tile s. q: the lane's
+// 4 words (int4_q_offset).
 template <bool kBf16, bool kHasMin>
 LL_HOST_DEVICE void int4_tile_fragments(const uint32_t q[4], const uint32_t scales[4], const uint32_t mins[4],
                                         const Int4Bias& bias, uint32_t frag[kInt4SubTiles][2]) {
 LL_UNROLL
     for (int w = 0; w < 4; ++w) {
-        uint32_t v[4];
-        dequant_int4x8<kBf16>(q[w], bias, v);
+        uint32_t f[2][2];
+        int4_word_fragments<kBf16, kHasMin>(w, q[w], scales, mins, bias, f);
 LL_UNROLL
-        for (int r = 0; r < 4; ++r) {
-            const int s = int4_subtile(w, r);
-            const uint32_t scale = half2_broadcast(scales[s >> 1], s & 1);
-            const uint32_t add = kHasMin ? half2_broadcast(mins[s >> 1], s & 1) : kHalf2NegZero;
-            frag[s][int4_frag_reg(r)] = half2_fma<kBf16>(v[r], scale, add);
+        for (int j = 0; j < 2; ++j) {
+            frag[int4_subtile(w, 2 * j)][0] = f[j][0];
+            frag[int4_subtile(w, 2 * j)][1] = f[j][1];
         }
     }
 }

@@ -206,6 +206,16 @@ class _DeviceMath(ModuleType):
         """The kernel's B fragments of every tile and lane, from int4_repack's buffers: uint32
         [n_tiles, k_tiles, 32 lanes, 8 sub-tiles, 2 registers] of 16-bit pairs (low half first)."""
     @staticmethod
+    def ldmatrix_a_addresses() -> npt.NDArray[np.int32]:
+        """[32, 2]: the (row, k) in a 16 x 16 A tile of the shared-memory address each lane gives
+        ldmatrix.x4 in the W4A16 GEMM."""
+    @staticmethod
+    def splitk_range(k_stages: int, splits: int, split: int) -> tuple[int, int]:
+        """[begin, end) of the k stages that split-K block `split` of `splits` takes."""
+    @staticmethod
+    def int4_gemm_plan(m: int, n: int, k: int, group: int, sms: int) -> _GemmPlan:
+        """The W4A16 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
+    @staticmethod
     def int4_tile_coords() -> npt.NDArray[np.int32]:
         """[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a
         lane's 128-bit load."""
@@ -219,4 +229,26 @@ class _Int4Gpu(TypedDict):
     groups: int
     tiles_per_group: int
 
+class _GemmPlan(TypedDict):
+    m_frags: int  # 16-row A fragments per block
+    splits: int  # split-K factor
+    grid_n: int
+    grid_m: int
+    k_stages: int  # stages of 32 k
+    stage_ranges: list[tuple[int, int]]  # [begin, end) of each split
+    min_blocks: int  # blocks per SM the kernel's register budget is built for
+
 device_math: _DeviceMath
+
+class _CudaKernels(ModuleType):
+    """The submodule `cuda_kernels`, present only in CUDA builds (build_info()["cuda_compiled"]):
+    each CUDA kernel run once on host data, for the GPU tests."""
+
+    @staticmethod
+    def int4_gemm(x: npt.ArrayLike, codes: npt.ArrayLike, scales: npt.ArrayLike, group: int,
+                  mins: npt.ArrayLike | None = None, zero: int = 0, dtype: str = "bf16",
+                  splits: int = 0) -> npt.NDArray[np.uint16]:
+        """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.int4_repack
+        takes it; splits 0: int4_gemm_plan's choice -> y [M, N] bits of the same type."""
+
+cuda_kernels: _CudaKernels

@@ -1,0 +1,338 @@
+// W4A16 GEMM/GEMV: Y [M, N] = X [M, K] . W^T with W INT4 (int4_layout.h), X and Y bf16 (sm_80+)
+// or fp16, fp32 accumulation on mma.sync tensor cores.
+//
+// One kernel family from decode (M = 1) to prefill: a block is 4 warps; warp w owns the 64-column
+// slab 4 blockIdx.x + w and 16 m_frags rows of X (blockIdx.y), over the k stages of split
+// blockIdx.z (int4_gemm_tiling.h). Per stage of 32 k, each lane copies its own 16 bytes of each
+// weight tile and its quad's scales into shared memory with cp.async (sm_80+; a plain copy on
+// sm_75) and the block copies the X rows; a 4-stage pipeline keeps 3 stages in flight while one is
+// multiplied. The weight tile becomes B fragments in registers (int4_tile_fragments), X fragments
+// come from ldmatrix, and each lane accumulates 8 n8 sub-tiles x m_frags in fp32. Split-K blocks
+// write fp32 partials that int4_splitk_reduce adds in split order.
+#include "int4_gemm.h"
+
+#include <stdexcept>
+
+namespace ll::cuda {
+namespace {
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+constexpr bool kDeviceHasBf16 = false;  // sm_75: fp16 mma only, and no cp.async
+#else
+constexpr bool kDeviceHasBf16 = true;
+#endif
+
+// ---- the instructions, each in one place
+
+// 16 bytes global -> shared, of which the first `bytes` (0..16) are read and the rest zeroed.
+__device__ __forceinline__ void copy16(void* smem, const void* gmem, int bytes) {
+#if __CUDA_ARCH__ >= 800
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(bytes));
+#else
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (bytes == 16) {
+        v = *static_cast<const uint4*>(gmem);
+    } else {  // an X row's tail: only the halves before K are read
+        const uint16_t* h = static_cast<const uint16_t*>(gmem);
+        uint32_t w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            w[i] = (4 * i < bytes ? h[2 * i] : 0u) | (4 * i + 2 < bytes ? uint32_t(h[2 * i + 1]) << 16 : 0u);
+        v = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    *static_cast<uint4*>(smem) = v;
+#endif
+}
+
+__device__ __forceinline__ void copy_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+
+// Wait until at most `kPending` committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void copy_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+#endif
+}
+
+// Four 8x8 matrices of 16-bit values: register j of a lane gets matrix j's values at row
+// lane / 4, columns 2 (lane % 4) and + 1 (ldmatrix_a_address says which rows the lanes name).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
+    const uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// c += a . b for one m16n8k16 tile (fragments as mma_frag.h numbers them). sm_75 has no m16n8k16
+// for fp16: two m16n8k8 halves (k 0-7 are a0 a1 and b0, k 8-15 are a2 a3 and b1).
+template <bool kBf16>
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if __CUDA_ARCH__ >= 800
+    if constexpr (kBf16) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+#else
+    static_assert(!kBf16, "bf16 mma needs sm_80");
+    for (int h = 0; h < 2; ++h)
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+                     "{%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[2 * h]), "r"(a[2 * h + 1]), "r"(b[h]));
+#endif
+}
+
+// ---- the kernel
+
+struct GemmParams {
+    const uint16_t* x;
+    int64_t ldx, m;
+    const uint32_t* q;
+    const uint16_t* scales;
+    const uint16_t* mins;
+    Int4Geometry g;
+    int zero;
+    int splits;
+    int64_t k_stages;
+    uint16_t* y;
+    int64_t ldy;
+    float* partial;  // [splits, m, n] when splits > 1
+};
+
+template <int kMFrags>
+struct alignas(16) GemmSmem {
+    uint4 w[kGemmStages][kGemmStageTiles][kGemmWarps][32];  // each lane's 16 bytes of each tile
+    uint4 s[kGemmStages][kGemmStageTiles][kGemmWarps][8];   // each quad's 8 scales
+    uint4 mn[kGemmStages][kGemmStageTiles][kGemmWarps][8];  // and mins
+    uint16_t x[kGemmStages][16 * kMFrags][kGemmActStride];
+};
+
+template <bool kBf16, bool kHasMin, int kMFrags>
+__device__ __forceinline__ void gemm_block(const GemmParams& p, GemmSmem<kMFrags>& sm) {
+    const int warp = int(threadIdx.x >> 5), lane = int(threadIdx.x & 31);
+    const int64_t nt = int64_t(blockIdx.x) * kGemmWarps + warp;
+    const bool has_slab = nt < p.g.n_tiles;  // the last block's spare warps still copy X and sync
+    const int64_t m0 = int64_t(blockIdx.y) * 16 * kMFrags;
+    const StageRange range = splitk_range(p.k_stages, p.splits, int(blockIdx.z));
+    const int64_t n_stages = range.end - range.begin;
+
+    auto load_stage = [&](int64_t stage, int buf) {
+        if (has_slab)
+            for (int t = 0; t < kGemmStageTiles; ++t) {
+                const int64_t kt = stage * kGemmStageTiles + t;
+                if (kt >= p.g.k_tiles) break;
+                copy16(&sm.w[buf][t][warp][lane], p.q + int4_q_offset(p.g, nt, kt, lane), 16);
+                if ((lane & 3) == 0) {
+                    const int64_t so = int4_scale_offset(p.g, nt, kt, lane);
+                    copy16(&sm.s[buf][t][warp][lane >> 2], p.scales + so, 16);
+                    if (kHasMin) copy16(&sm.mn[buf][t][warp][lane >> 2], p.mins + so, 16);
+                }
+            }
+        for (int c = int(threadIdx.x); c < 64 * kMFrags; c += kGemmThreads) {
+            const FragCoord a = act_chunk(c);
+            const int64_t row = m0 + a.row, k = stage * kGemmStageK + a.col, left = p.g.k - k;
+            const int bytes = row < p.m && left > 0 ? (left >= 8 ? 16 : int(left) * 2) : 0;
+            copy16(&sm.x[buf][a.row][a.col], bytes ? p.x + row * p.ldx + k : p.x, bytes);
+        }
+    };
+
+    float acc[kMFrags][kInt4SubTiles][4];
+#pragma unroll
+    for (int f = 0; f < kMFrags; ++f)
+#pragma unroll
+        for (int s = 0; s < kInt4SubTiles; ++s)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[f][s][i] = 0.0f;
+    const Int4Bias bias = int4_bias<kBf16>(p.zero);
+    const FragCoord lda = ldmatrix_a_address(lane);
+
+    // Every iteration commits one group (empty past the end), so "all but kGemmStages - 2 groups
+    // done" always means "this iteration's stage has landed".
+    for (int s = 0; s < kGemmStages - 1; ++s) {
+        if (s < n_stages) load_stage(range.begin + s, s);
+        copy_commit();
+    }
+    for (int64_t it = 0; it < n_stages; ++it) {
+        copy_wait<kGemmStages - 2>();
+        __syncthreads();  // the stage is visible to all, and the buffer refilled below is free
+        const int64_t next = it + kGemmStages - 1;
+        if (next < n_stages) load_stage(range.begin + next, int(next % kGemmStages));
+        copy_commit();
+
+        const int buf = int(it % kGemmStages);
+        if (!has_slab) continue;
+#pragma unroll 1
+        for (int t = 0; t < kGemmStageTiles; ++t) {
+            if ((range.begin + it) * kGemmStageTiles + t >= p.g.k_tiles) break;
+            const uint4 qv = sm.w[buf][t][warp][lane], sv = sm.s[buf][t][warp][lane >> 2];
+            const uint4 mv = kHasMin ? sm.mn[buf][t][warp][lane >> 2] : make_uint4(0, 0, 0, 0);
+            const uint32_t q[4] = {qv.x, qv.y, qv.z, qv.w}, sc[4] = {sv.x, sv.y, sv.z, sv.w};
+            const uint32_t mn[4] = {mv.x, mv.y, mv.z, mv.w};
+            uint32_t a[kMFrags][4];
+#pragma unroll
+            for (int f = 0; f < kMFrags; ++f) ldmatrix_x4(a[f], &sm.x[buf][16 * f + lda.row][kInt4TileK * t + lda.col]);
+            // Word by word: two sub-tiles' fragments live at a time, not eight (registers at m_frags 4).
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+                uint32_t frag[2][2];
+                int4_word_fragments<kBf16, kHasMin>(w, q[w], sc, mn, bias, frag);
+#pragma unroll
+                for (int j = 0; j < 2; ++j)
+#pragma unroll
+                    for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(acc[f][int4_subtile(w, 2 * j)], a[f], frag[j]);
+            }
+        }
+    }
+
+    if (!has_slab) return;
+#pragma unroll
+    for (int f = 0; f < kMFrags; ++f)
+#pragma unroll
+        for (int s = 0; s < kInt4SubTiles; ++s)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const FragCoord c = mma_c(lane, i);
+                const int64_t row = m0 + 16 * f + c.row, n = nt * kInt4TileN + 8 * s + c.col;
+                if (row >= p.m || n >= p.g.n) continue;
+                if (p.splits == 1) p.y[row * p.ldy + n] = float_to_half_bits<kBf16>(acc[f][s][i]);
+                else p.partial[(int64_t(blockIdx.z) * p.m + row) * p.g.n + n] = acc[f][s][i];
+            }
+}
+
+// Register budget: gemm_min_blocks (int4_gemm_tiling.h) says why.
+template <bool kBf16, bool kHasMin, int kMFrags>
+__global__ void __launch_bounds__(kGemmThreads, gemm_min_blocks(kMFrags)) int4_gemm_kernel(const GemmParams p) {
+    __shared__ GemmSmem<kMFrags> sm;
+    if constexpr (kBf16 && !kDeviceHasBf16) {
+        __trap();  // never launched: int4_gemm refuses bf16 below sm_80
+    } else {
+        gemm_block<kBf16, kHasMin, kMFrags>(p, sm);
+    }
+}
+
+// y = the split partials added in split order: the same sum whatever order blocks ran in.
+template <bool kBf16>
+__global__ void int4_splitk_reduce(const float* partial, int splits, int64_t m, int64_t n, uint16_t* y, int64_t ldy) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= m * n) return;
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += partial[s * m * n + i];
+    if constexpr (kBf16 && !kDeviceHasBf16) {
+        __trap();
+    } else {
+        y[(i / n) * ldy + i % n] = float_to_half_bits<kBf16>(sum);
+    }
+}
+
+template <bool kBf16, bool kHasMin>
+cudaError_t launch(const GemmParams& p, const GemmPlan& plan, cudaStream_t stream) {
+    const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
+    if (plan.m_frags == 1) int4_gemm_kernel<kBf16, kHasMin, 1><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if (plan.m_frags == 2) int4_gemm_kernel<kBf16, kHasMin, 2><<<grid, kGemmThreads, 0, stream>>>(p);
+    else int4_gemm_kernel<kBf16, kHasMin, 3><<<grid, kGemmThreads, 0, stream>>>(p);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess || plan.splits == 1) return err;
+    const int64_t total = p.m * p.g.n;
+    int4_splitk_reduce<kBf16><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p.partial, plan.splits, p.m, p.g.n,
+                                                                                p.y, p.ldy);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t int4_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
+    return plan.splits > 1 ? size_t(plan.splits) * size_t(M) * size_t(N) * sizeof(float) : 0;
+}
+
+cudaError_t int4_gemm(const uint16_t* x, int64_t ldx, int64_t M, const Int4DeviceWeight& w, uint16_t* y,
+                      int64_t ldy, const GemmPlan& plan, float* workspace, size_t workspace_bytes,
+                      cudaStream_t stream, std::string* error) {
+    auto refuse = [&](const std::string& why) {
+        if (error) *error = "int4_gemm: " + why;
+        return cudaErrorInvalidValue;
+    };
+    if (M <= 0) return refuse("M must be positive");
+    if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8 || ldx < w.g.k)
+        return refuse("X must be 16-byte aligned with a row stride >= K and a multiple of 8 halves");
+    if (ldy < w.g.n) return refuse("Y's row stride is below N");
+    if (w.has_min != (w.mins != nullptr)) return refuse("mins are given exactly for min formats");
+    if (plan.splits < 1 || plan.splits > plan.k_stages || plan.m_frags * 16 * plan.grid_m < M)
+        return refuse("the plan does not cover this product");
+    if (workspace_bytes < int4_gemm_workspace_bytes(plan, M, w.g.n)) return refuse("the split-K workspace is too small");
+    if (w.bf16) {
+        int dev = 0, major = 0;
+        cudaError_t err = cudaGetDevice(&dev);
+        if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        if (err != cudaSuccess) return err;
+        if (major < 8) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
+    }
+    const GemmParams p{x, ldx, M, w.q, w.scales, w.mins, w.g, w.zero, plan.splits, plan.k_stages, y, ldy, workspace};
+    if (w.bf16) return w.has_min ? launch<true, true>(p, plan, stream) : launch<true, false>(p, plan, stream);
+    return w.has_min ? launch<false, true>(p, plan, stream) : launch<false, false>(p, plan, stream);
+}
+
+namespace {
+
+// Device buffers freed on every path out.
+struct DeviceBuffers {
+    std::vector<void*> ptrs;
+    ~DeviceBuffers() {
+        for (void* p : ptrs) cudaFree(p);
+    }
+    template <class T>
+    T* upload(const T* src, size_t count) {
+        void* d = nullptr;
+        check(cudaMalloc(&d, count * sizeof(T) + 16));
+        ptrs.push_back(d);
+        if (src) check(cudaMemcpy(d, src, count * sizeof(T), cudaMemcpyHostToDevice));
+        return static_cast<T*>(d);
+    }
+    static void check(cudaError_t err) {
+        if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
+    }
+};
+
+}  // namespace
+
+std::vector<uint16_t> int4_gemm_on_device(const Int4GpuWeight& w, const uint16_t* x, int64_t M, int splits) {
+    const Int4Geometry& g = w.g;
+    const int64_t ldx = (g.k + 7) / 8 * 8;
+    std::vector<uint16_t> xp(size_t(M * ldx), 0);  // rows padded to a multiple of 8 halves
+    for (int64_t r = 0; r < M; ++r)
+        for (int64_t k = 0; k < g.k; ++k) xp[size_t(r * ldx + k)] = x[r * g.k + k];
+    DeviceBuffers b;
+    int dev = 0, sms = 0;
+    DeviceBuffers::check(cudaGetDevice(&dev));
+    DeviceBuffers::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    GemmPlan plan = int4_gemm_plan(M, g, sms);
+    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const Int4DeviceWeight dw{g, w.bf16, w.has_min, w.zero, b.upload(w.q.data(), w.q.size()),
+                              b.upload(w.scales.data(), w.scales.size()),
+                              w.has_min ? b.upload(w.mins.data(), w.mins.size()) : nullptr};
+    const uint16_t* dx = b.upload(xp.data(), xp.size());
+    uint16_t* dy = b.upload<uint16_t>(nullptr, size_t(M * g.n));
+    const size_t ws = int4_gemm_workspace_bytes(plan, M, g.n);
+    float* dws = ws ? b.upload<float>(nullptr, ws / sizeof(float)) : nullptr;
+    std::string why;
+    const cudaError_t err = int4_gemm(dx, ldx, M, dw, dy, g.n, plan, dws, ws, nullptr, &why);
+    if (err == cudaErrorInvalidValue && !why.empty()) throw std::runtime_error(why);
+    DeviceBuffers::check(err);
+    DeviceBuffers::check(cudaDeviceSynchronize());
+    std::vector<uint16_t> y(size_t(M * g.n));
+    DeviceBuffers::check(cudaMemcpy(y.data(), dy, y.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    return y;
+}
+
+}  // namespace ll::cuda

@@ -1,0 +1,82 @@
+// How the W4A16 GEMM (int4_gemm.cu) cuts its work, as plain functions the host tests run:
+// which activation element each lane's ldmatrix address names, which k range a split-K block
+// takes, how many splits and which fragment count a shape gets.
+//
+// A block is 4 warps; warp w owns the 64-column slab 4 * blockIdx.x + w (one int4_layout.h tile
+// column), all warps share one m range of 16 * m_frags rows and one split's k range. The k range
+// is streamed in stages of kGemmStageTiles tiles (32 k) through a kGemmStages-deep pipeline.
+#pragma once
+#include <cstdint>
+
+#include "int4_layout.h"
+
+namespace ll::cuda {
+
+constexpr int kGemmWarps = 4;
+constexpr int kGemmThreads = 32 * kGemmWarps;
+constexpr int kGemmStageTiles = 2;                        // k16 tiles per pipeline stage
+constexpr int kGemmStageK = kGemmStageTiles * kInt4TileK;  // 32 activation columns per stage
+constexpr int kGemmStages = 4;
+// Activation rows in shared memory are 40 halves (80 bytes) apart, not 32: the 8 row addresses of
+// one ldmatrix 8x8 matrix then start on banks 0, 20, 8, 28, 16, 4, 24, 12 (4 banks each), so the
+// load is conflict-free; 80 is a multiple of 16 as cp.async and ldmatrix need.
+constexpr int kGemmActStride = kGemmStageK + 8;
+
+// ldmatrix.x4 for one 16 x 16 A fragment: lane L gives the address of row L % 8 of 8x8 matrix L / 8,
+// matrices ordered (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15):
+// register j of every lane then holds mma_a's values 2j, 2j + 1.
+LL_HOST_DEVICE FragCoord ldmatrix_a_address(int lane) {
+    return FragCoord{(lane & 7) + 8 * ((lane >> 3) & 1), 8 * (lane >> 4)};
+}
+
+// Stage range [begin, end) of split `split` out of `splits` over k_stages stages: contiguous,
+// disjoint, covering, sizes differing by at most one (the first k_stages % splits get one more).
+struct StageRange {
+    int64_t begin, end;
+};
+LL_HOST_DEVICE StageRange splitk_range(int64_t k_stages, int splits, int split) {
+    const int64_t base = k_stages / splits, extra = k_stages % splits;
+    const int64_t begin = split * base + (split < extra ? split : extra);
+    return StageRange{begin, begin + base + (split < extra ? 1 : 0)};
+}
+
+// The launch of one product Y [M, N] = X [M, K] . W^T.
+struct GemmPlan {
+    int m_frags;       // 16-row A fragments per block: 1, 2 or 3
+    int splits;        // split-K factor (1: no partial sums)
+    int64_t grid_n;    // blocks along N: ceil(n_tiles / 4)
+    int64_t grid_m;    // blocks along M: ceil(M / (16 m_frags))
+    int64_t k_stages;  // ceil(k_tiles / kGemmStageTiles)
+};
+
+// Small M (decode) leaves most SMs idle with one block per 256 columns: split K until there are
+// about two blocks per SM, keeping at least 8 stages (256 k) per split so that the pipeline
+// fills and the partial sums stay a small fraction of the weight traffic; at most 16 splits.
+LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
+    GemmPlan p;
+    p.m_frags = M <= 16 ? 1 : M <= 32 ? 2 : 3;
+    p.grid_n = (g.n_tiles + kGemmWarps - 1) / kGemmWarps;
+    p.grid_m = (M + 16 * p.m_frags - 1) / (16 * p.m_frags);
+    p.k_stages = (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles;
+    const int64_t blocks = p.grid_n * p.grid_m, want = 2 * int64_t(sms);
+    int64_t splits = blocks >= want ? 1 : (want + blocks - 1) / blocks;
+    const int64_t by_depth = p.k_stages / 8 > 0 ? p.k_stages / 8 : 1;
+    if (splits > by_depth) splits = by_depth;
+    if (splits > 16) splits = 16;
+    p.splits = int(splits);
+    return p;
+}
+
+// Blocks per SM each kernel is built for (__launch_bounds__): 4 (16 warps, at most 128 registers
+// a thread) while a lane holds 1 or 2 fragments' accumulators, 32 or 64 fp32 (decode and small
+// batches: enough warps in flight to hide the weight stream's latency); 3 (12 warps, 168
+// registers) for 3 fragments' 96 (prefill, where tensor-core work per weight byte is high). Four
+// fragments would need more than 255 registers and spill. On the GPUs with 100 KB of shared
+// memory per SM (sm_86, 89, 120) the 30-40 KB per block allows one block fewer.
+LL_HOST_DEVICE constexpr int gemm_min_blocks(int m_frags) { return m_frags <= 2 ? 4 : 3; }
+
+// The activation chunk (16 bytes: 8 consecutive k) that thread chunk c of a stage copies:
+// row c / 4, columns 8 (c % 4). A stage holds 16 m_frags rows x 32 k = 64 m_frags chunks.
+LL_HOST_DEVICE FragCoord act_chunk(int c) { return FragCoord{c >> 2, 8 * (c & 3)}; }
+
+}  // namespace ll::cuda
