@@ -118,6 +118,8 @@ struct alignas(16) GemmSmem {
     uint4 mn[kGemmStages][kGemmStageTiles][kGemmWarps][8];  // and mins
     uint16_t x[kGemmStages][16 * kMFrags][kGemmActStride];
 };
+// Static shared memory stops at 48 KB a block (the largest plan uses 39 KB).
+static_assert(sizeof(GemmSmem<3>) <= 48 * 1024, "the pipeline's stages do not fit static shared memory");
 
 template <bool kBf16, bool kHasMin, int kMFrags>
 __device__ __forceinline__ void gemm_block(const GemmParams& p, GemmSmem<kMFrags>& sm) {
