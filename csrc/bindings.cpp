@@ -18,7 +18,9 @@
 #include "core/errors.h"
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
+#include "cuda/attention_plan.h"
 #include "cuda/device_math.h"
+#include "cuda/flash_attn_schedule.h"
 #include "cuda/int4_gemm_tiling.h"
 #include "cuda/int4_layout.h"
 #include "cuda/int4_repack.h"
@@ -618,18 +620,30 @@ py::array_t<int32_t> dm_int4_tile_coords() {
     return out;
 }
 
-// ---- the W4A16 GEMM's work split (csrc/cuda/int4_gemm_tiling.h)
-
-// [32, 2]: the (row, k) of the 16 x 16 A tile whose shared-memory address each lane gives ldmatrix.x4.
-py::array_t<int32_t> dm_ldmatrix_a_addresses() {
-    py::array_t<int32_t> out({py::ssize_t(32), py::ssize_t(2)});
-    for (int lane = 0; lane < 32; ++lane) {
-        const cuda::FragCoord c = cuda::ldmatrix_a_address(lane);
-        out.mutable_data()[2 * lane] = c.row;
-        out.mutable_data()[2 * lane + 1] = c.col;
-    }
+// [32 lanes, 4 registers, 2 halves, 2]: the (row, col) of the row-major shared-memory tile that
+// each lane's register half receives when the lanes give ldmatrix.x4 the row addresses of
+// `layout` (a, b_nk: without .trans; b_kn: with .trans), by the instruction's rule (mma_frag.h:
+// ldm::element gives the element within its 8 x 8 matrix; lane 8 * reg + row gave that row).
+py::array_t<int32_t> dm_ldmatrix_x4(const std::string& layout) {
+    const bool trans = layout == "b_kn";
+    if (layout != "a" && layout != "b_nk" && !trans)
+        throw std::invalid_argument("ldmatrix_x4: layout is a, b_nk or b_kn, not " + layout);
+    py::array_t<int32_t> out({py::ssize_t(32), py::ssize_t(4), py::ssize_t(2), py::ssize_t(2)});
+    int32_t* p = out.mutable_data();
+    for (int lane = 0; lane < 32; ++lane)
+        for (int reg = 0; reg < 4; ++reg)
+            for (int j = 0; j < 2; ++j, p += 2) {
+                const cuda::FragCoord e = cuda::ldm::element(lane, j, trans);
+                const int giver = 8 * reg + e.row;
+                const cuda::FragCoord r = layout == "a" ? cuda::ldm::a_row(giver)
+                                          : trans ? cuda::ldm::b_kn_row(giver) : cuda::ldm::b_nk_row(giver);
+                p[0] = r.row;
+                p[1] = r.col + e.col;
+            }
     return out;
 }
+
+// ---- the W4A16 GEMM's work split (csrc/cuda/int4_gemm_tiling.h)
 
 py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int sms) {
     if (m <= 0 || sms <= 0) throw std::invalid_argument("int4_gemm_plan: m and sms must be positive");
@@ -649,6 +663,25 @@ py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int s
     d["stage_ranges"] = ranges;
     d["min_blocks"] = cuda::gemm_min_blocks(p.m_frags);
     return d;
+}
+
+// ---- flash attention (csrc/cuda/attention_plan.h)
+
+// Its schedule on the host (flash_attn_schedule.h): q [T, H * hd], k and v
+// [p0 + T, KH * hd] -> [T, H * hd].
+py::array_t<float> dm_flash_attention(const FloatArray& q, const FloatArray& k, const FloatArray& v, int p0, int n_heads,
+                                      int n_kv_heads, int splits, int n_sms) {
+    if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads ||
+        q.shape(1) % n_heads)
+        throw std::invalid_argument("flash_attention: need q [T, H * hd], k and v [p0 + T, KH * hd], KH dividing H");
+    const int T = int(q.shape(0)), hd = int(q.shape(1) / n_heads);
+    if (p0 < 0 || k.shape(0) != p0 + T || v.shape(0) != p0 + T || k.shape(1) != n_kv_heads * hd ||
+        v.shape(1) != n_kv_heads * hd)
+        throw std::invalid_argument("flash_attention: k and v must be [p0 + T, KH * hd]");
+    py::array_t<float> out({q.shape(0), q.shape(1)});
+    cuda::flash_attention_schedule(q.data(), k.data(), v.data(), cuda::FaHostShape{T, p0, n_heads, n_kv_heads, hd},
+                                   splits, n_sms, out.mutable_data());
+    return out;
 }
 
 py::dict build_info() {
@@ -760,8 +793,6 @@ PYBIND11_MODULE(_core, m) {
            py::arg("k"), py::arg("group"), py::arg("zero"), py::arg("dtype"),
            "the kernel's B fragments of every tile and lane, read from int4_repack's buffers: uint32 "
            "[n_tiles, k_tiles, 32, 8 sub-tiles, 2 registers] of 16-bit pairs");
-    dm.def("ldmatrix_a_addresses", &dm_ldmatrix_a_addresses,
-           "[32, 2]: the (row, k) in a 16 x 16 A tile of the address each lane gives ldmatrix.x4");
     dm.def("splitk_range", [](int64_t k_stages, int splits, int split) {
         if (k_stages < 0 || splits < 1 || split < 0 || split >= splits)
             throw std::invalid_argument("splitk_range: need k_stages >= 0 and 0 <= split < splits");
@@ -774,6 +805,37 @@ PYBIND11_MODULE(_core, m) {
            "grid_n, grid_m, k_stages, stage_ranges: [(begin, end)] per split, min_blocks}");
     dm.def("int4_tile_coords", &dm_int4_tile_coords,
            "[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a lane's load");
+
+    dm.def("ldmatrix_x4", &dm_ldmatrix_x4, py::arg("layout"),
+           "[32, 4, 2, 2]: the tile (row, col) each lane's register half gets from ldmatrix.x4 (a, b_nk, b_kn)");
+    dm.def("c_to_a", []() {
+        py::array_t<int32_t> out({py::ssize_t(8), py::ssize_t(2)});
+        for (int i = 0; i < 8; ++i) {
+            out.mutable_data()[2 * i] = cuda::c_to_a_tile(i);
+            out.mutable_data()[2 * i + 1] = cuda::c_to_a_value(i);
+        }
+        return out;
+    }, "[8, 2]: for A value i (m16n8k16), the n8 C tile and the value within it that become it");
+    dm.def("fa_split", [](int n_pos, int n_splits) {
+        py::array_t<int32_t> out({py::ssize_t(n_splits), py::ssize_t(2)});
+        for (int s = 0; s < n_splits; ++s) {
+            const cuda::KvRange r = cuda::fa_split(s, n_splits, n_pos);
+            out.mutable_data()[2 * s] = r.begin;
+            out.mutable_data()[2 * s + 1] = r.end;
+        }
+        return out;
+    }, py::arg("n_pos"), py::arg("n_splits"), "[n_splits, 2]: decode's position ranges (begin, end) of a KV head");
+    dm.def("fa_num_splits", &cuda::fa_num_splits, py::arg("n_pos"), py::arg("n_kv_heads"), py::arg("n_sms"),
+           "decode's ranges per KV head");
+    dm.def("fa_smem_offsets", [](int rows, int cols) {
+        py::array_t<int32_t> out({py::ssize_t(rows), py::ssize_t(cols)});
+        for (int r = 0; r < rows; ++r)
+            for (int c = 0; c < cols; ++c) out.mutable_data()[r * cols + c] = cuda::fa_smem_offset(r, c, cols);
+        return out;
+    }, py::arg("rows"), py::arg("cols"), "[rows, cols]: where each element of a K/V tile sits in shared memory");
+    dm.def("flash_attention", &dm_flash_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"),
+           py::arg("n_heads"), py::arg("n_kv_heads"), py::arg("splits") = 0, py::arg("n_sms") = 132,
+           "flash_attn.cu's schedule in fp32 on the host: q [T, H*hd], k, v [p0+T, KH*hd] -> [T, H*hd]");
 
 #if defined(LL_HAVE_CUDA)
     // Only in CUDA builds: the device kernels, each run once on host data, for tests against numpy.

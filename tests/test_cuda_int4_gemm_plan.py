@@ -1,7 +1,8 @@
 """How the W4A16 GEMM (csrc/cuda/int4_gemm.cu) cuts its work, proven on the host through the
 functions the kernel itself calls (csrc/cuda/int4_gemm_tiling.h, via _core.device_math): its
-ldmatrix addresses deliver mma.sync's A fragments, its split-K ranges partition K, and its plan
-covers every output with the occupancy its register budget was built for."""
+split-K ranges partition K, and its plan covers every output with the occupancy its register
+budget was built for. (Its ldmatrix addresses are mma_frag.h's, tested in
+test_cuda_attention_plan.py.)"""
 
 from __future__ import annotations
 
@@ -11,20 +12,6 @@ import pytest
 from llama_local import _core
 
 DM = _core.device_math
-
-
-def test_ldmatrix_addresses_deliver_the_a_fragment():
-    # ldmatrix.x4 (PTX ISA): lanes 8j..8j+7 name the rows of matrix j; lane t then receives, in
-    # register j, row t / 4 of matrix j at columns 2 (t % 4) and + 1. Emulated over the addresses
-    # the kernel gives, that must be exactly mma.sync.m16n8k16's A fragment.
-    addr = DM.ldmatrix_a_addresses()
-    a_frag = DM.mma_fragment("m16n8k16", "a")
-    for t in range(32):
-        for j in range(4):
-            row, col = addr[8 * j + t // 4]
-            for h in range(2):
-                assert (row, col + 2 * (t % 4) + h) == tuple(a_frag[t, 2 * j + h]), (t, j, h)
-    assert (addr[:, 1] % 8 == 0).all()  # each row address is 16-byte aligned, as ldmatrix needs
 
 
 @pytest.mark.parametrize("k_stages", [0, 1, 5, 8, 64, 129])

@@ -88,7 +88,8 @@ def nvcc_version() -> str:
 def compile_once(name: str, source: str, args: list[str]) -> dict:
     """nvcc on `source` (text) with `args`: {"rc", "log", "ptx"}, from the cache when the headers,
     the source, the command and nvcc itself are unchanged."""
-    headers = "".join(p.read_text() for p in sorted(CUDA_DIR.glob("*.h")) + sorted(CORE_DIR.glob("*.h")))
+    headers = "".join(p.read_text() for p in sorted(CUDA_DIR.glob("*.h")) + sorted(CUDA_DIR.glob("*.cuh"))
+                      + sorted(CORE_DIR.glob("*.h")))
     key = hashlib.sha256(json.dumps([headers, source, args, nvcc_version()]).encode()).hexdigest()[:24]
     hit = cache_dir() / f"{name}-{key}.json"
     if hit.is_file():

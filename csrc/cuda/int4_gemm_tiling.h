@@ -22,13 +22,6 @@ constexpr int kGemmStages = 4;
 // load is conflict-free; 80 is a multiple of 16 as cp.async and ldmatrix need.
 constexpr int kGemmActStride = kGemmStageK + 8;
 
-// ldmatrix.x4 for one 16 x 16 A fragment: lane L gives the address of row L % 8 of 8x8 matrix L / 8,
-// matrices ordered (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15):
-// register j of every lane then holds mma_a's values 2j, 2j + 1.
-LL_HOST_DEVICE FragCoord ldmatrix_a_address(int lane) {
-    return FragCoord{(lane & 7) + 8 * ((lane >> 3) & 1), 8 * (lane >> 4)};
-}
-
 // Stage range [begin, end) of split `split` out of `splits` over k_stages stages: contiguous,
 // disjoint, covering, sizes differing by at most one (the first k_stages % splits get one more).
 struct StageRange {

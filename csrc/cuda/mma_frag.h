@@ -49,4 +49,42 @@ LL_HOST_DEVICE FragCoord mma_c(int lane, int i) {
     return FragCoord{group + 8 * (i >> 1), 2 * t + (i & 1)};
 }
 
+// ---- ldmatrix (m8n8, 16-bit elements): how fragments come out of shared memory.
+//
+// ldmatrix.x4 loads four 8 x 8 matrices: lane l gives the address of row l % 8 of matrix l / 8,
+// and register i of every lane receives two elements of matrix i: without .trans those of row
+// lane / 4, columns 2 (lane % 4) and + 1; with .trans those of column lane / 4, rows 2 (lane % 4)
+// and + 1 (PTX ISA, "Warp-level matrix load instruction: ldmatrix").
+namespace ldm {
+
+// Element j (0, 1) of a lane's register within its 8 x 8 matrix.
+LL_HOST_DEVICE FragCoord element(int lane, int j, bool trans) {
+    const int a = lane >> 2, b = 2 * (lane & 3) + j;
+    return trans ? FragCoord{b, a} : FragCoord{a, b};
+}
+
+// The row address each lane gives (row, col of the 16 x 16 tile's first element in that row),
+// for the three ways the kernels load a 16 x 16 tile of a row-major shared-memory array:
+//
+// A operand (16 rows x k16), no .trans: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7),
+//   (rows 0-7, k 8-15), (rows 8-15, k 8-15) land in A's registers 0..3 in mma_a's order.
+LL_HOST_DEVICE FragCoord a_row(int lane) { return FragCoord{(lane & 7) + 8 * ((lane >> 3) & 1), 8 * (lane >> 4)}; }
+
+// B operand stored as [n][k] (B "col": e.g. K rows [position][head_dim] for Q K^T), no .trans:
+//   registers 0, 1 are B's two registers for n 0-7, registers 2, 3 those for n 8-15.
+LL_HOST_DEVICE FragCoord b_nk_row(int lane) { return FragCoord{(lane & 7) + 8 * (lane >> 4), 8 * ((lane >> 3) & 1)}; }
+
+// B operand stored as [k][n] (e.g. V rows [position][head_dim] for P V), with .trans:
+//   registers 0, 1 are B's two registers for n 0-7, registers 2, 3 those for n 8-15.
+LL_HOST_DEVICE FragCoord b_kn_row(int lane) { return FragCoord{(lane & 7) + 8 * ((lane >> 3) & 1), 8 * (lane >> 4)}; }
+
+}  // namespace ldm
+
+// A C/D fragment pair as an A fragment (m16n8k16): the fp32 results of two adjacent n8 tiles
+// (columns 0-7 and 8-15 of a 16 x 16 block, e.g. attention scores P) are, rounded to 16 bits,
+// exactly the A operand of the next product (P V) with no data movement: A's value i is value
+// i % 4 of the C fragment of tile i / 4.
+LL_HOST_DEVICE int c_to_a_tile(int i) { return i >> 2; }
+LL_HOST_DEVICE int c_to_a_value(int i) { return i & 3; }
+
 }  // namespace ll::cuda

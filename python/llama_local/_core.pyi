@@ -1,8 +1,8 @@
 """Type stub of the compiled module llama_local._core (csrc/bindings.cpp).
 
 The Llama forward pass (Model) and, in `kernels`, each CPU kernel for the tests; in `device_math`,
-the CUDA kernels' shared host/device math (csrc/cuda/device_math.h, mma_frag.h, int4_layout.h) run
-on the host, and the INT4 GPU repack. Array arguments typed ArrayLike are converted to the dtype
+the CUDA kernels' shared host/device math (csrc/cuda/device_math.h, mma_frag.h, int4_layout.h,
+attention_plan.h) run on the host, the INT4 GPU repack and flash attention's schedule. Array arguments typed ArrayLike are converted to the dtype
 named in their comment (C-contiguous) on the way in; NDArray ones must already be numpy arrays. Errors in a model file or spec raise
 llama_local.ModelFormatError, a prompt past n_ctx llama_local.ContextOverflowError.
 
@@ -206,10 +206,6 @@ class _DeviceMath(ModuleType):
         """The kernel's B fragments of every tile and lane, from int4_repack's buffers: uint32
         [n_tiles, k_tiles, 32 lanes, 8 sub-tiles, 2 registers] of 16-bit pairs (low half first)."""
     @staticmethod
-    def ldmatrix_a_addresses() -> npt.NDArray[np.int32]:
-        """[32, 2]: the (row, k) in a 16 x 16 A tile of the shared-memory address each lane gives
-        ldmatrix.x4 in the W4A16 GEMM."""
-    @staticmethod
     def splitk_range(k_stages: int, splits: int, split: int) -> tuple[int, int]:
         """[begin, end) of the k stages that split-K block `split` of `splits` takes."""
     @staticmethod
@@ -219,6 +215,29 @@ class _DeviceMath(ModuleType):
     def int4_tile_coords() -> npt.NDArray[np.int32]:
         """[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a
         lane's 128-bit load."""
+    @staticmethod
+    def ldmatrix_x4(layout: str) -> npt.NDArray[np.int32]:
+        """[32 lanes, 4 registers, 2 halves, 2]: the (row, col) of the row-major shared-memory tile
+        each lane's register half gets from ldmatrix.x4 at mma_frag.h's addresses: 'a' (A, 16 x
+        k16), 'b_nk' (B stored [n][k]), 'b_kn' (B stored [k][n], with .trans)."""
+    @staticmethod
+    def c_to_a() -> npt.NDArray[np.int32]:
+        """[8, 2]: for m16n8k16's A value i, the n8 C tile (0, 1) and its value that become it."""
+    @staticmethod
+    def fa_split(n_pos: int, n_splits: int) -> npt.NDArray[np.int32]:
+        """[n_splits, 2]: the flash-decoding position ranges [begin, end) of one KV head."""
+    @staticmethod
+    def fa_num_splits(n_pos: int, n_kv_heads: int, n_sms: int) -> int:
+        """Flash-decoding's ranges per KV head for a GPU with n_sms SMs."""
+    @staticmethod
+    def fa_smem_offsets(rows: int, cols: int) -> npt.NDArray[np.int32]:
+        """[rows, cols]: each K/V tile element's offset (16-bit elements) in shared memory."""
+    @staticmethod
+    def flash_attention(q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, p0: int, n_heads: int,
+                        n_kv_heads: int, splits: int = 0, n_sms: int = 132) -> _F32:
+        """flash_attn.cu's schedule in fp32 on the host (float32 q [T, H*hd], k and v [p0+T, KH*hd])
+        -> [T, H*hd]: causal GQA attention of positions [p0, p0+T); T == 1 takes the decode schedule
+        (splits 0: fa_num_splits for n_sms)."""
 
 class _Int4Gpu(TypedDict):
     q: npt.NDArray[np.uint32]  # [n_tiles, k_tiles, 32, 4]

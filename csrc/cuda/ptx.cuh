@@ -1,0 +1,87 @@
+// The PTX instructions the CUDA kernels share (int4_gemm.cu, flash_attn.cu), each written once:
+// cp.async copies, ldmatrix, and the 16 x 8 x 16 tensor-core product with its sm_75 fallback.
+// Device code only; which element each lane holds is mma_frag.h's, tested on the host.
+#pragma once
+#include <cstdint>
+
+namespace ll::cuda {
+namespace {
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+constexpr bool kDeviceHasBf16 = false;  // sm_75: fp16 mma only, and no cp.async
+#else
+constexpr bool kDeviceHasBf16 = true;
+#endif
+
+// 16 bytes global -> shared, of which the first `bytes` (0..16) are read and the rest zeroed.
+__device__ __forceinline__ void copy16(void* smem, const void* gmem, int bytes) {
+#if __CUDA_ARCH__ >= 800
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(bytes));
+#else
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (bytes == 16) {
+        v = *static_cast<const uint4*>(gmem);
+    } else {  // an X row's tail: only the halves before K are read
+        const uint16_t* h = static_cast<const uint16_t*>(gmem);
+        uint32_t w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            w[i] = (4 * i < bytes ? h[2 * i] : 0u) | (4 * i + 2 < bytes ? uint32_t(h[2 * i + 1]) << 16 : 0u);
+        v = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    *static_cast<uint4*>(smem) = v;
+#endif
+}
+
+__device__ __forceinline__ void copy_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+
+// Wait until at most `kPending` committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void copy_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+#endif
+}
+
+// Four 8x8 matrices of 16-bit values: register j of a lane gets matrix j's values at row
+// lane / 4, columns 2 (lane % 4) and + 1 (mma_frag.h: ldm::a_row says which rows the lanes name).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
+    const uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// c += a . b for one m16n8k16 tile (fragments as mma_frag.h numbers them). sm_75 has no m16n8k16
+// for fp16: two m16n8k8 halves (k 0-7 are a0 a1 and b0, k 8-15 are a2 a3 and b1).
+template <bool kBf16>
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if __CUDA_ARCH__ >= 800
+    if constexpr (kBf16) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+#else
+    static_assert(!kBf16, "bf16 mma needs sm_80");
+    for (int h = 0; h < 2; ++h)
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+                     "{%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[2 * h]), "r"(a[2 * h + 1]), "r"(b[h]));
+#endif
+}
+
+}  // namespace
+}  // namespace ll::cuda
