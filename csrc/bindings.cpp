@@ -29,6 +29,7 @@
 #include "weights/linear.h"
 #if defined(LL_HAVE_CUDA)
 #include "cuda/device_info.h"
+#include "cuda/flash_attn.h"
 #include "cuda/int4_gemm.h"
 #endif
 
@@ -852,6 +853,23 @@ PYBIND11_MODULE(_core, m) {
        py::arg("zero") = 0, py::arg("dtype") = "bf16", py::arg("splits") = 0,
        "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as int4_repack takes it; splits 0: the "
        "plan's choice -> y [M, N] bits");
+    using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
+    ck.def("flash_attention", [](const U16Array& q, const U16Array& k, const U16Array& v, int p0, int n_heads,
+                                 int n_kv_heads, const std::string& dtype, int splits) {
+        if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("flash_attention: dtype is bf16 or fp16");
+        if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_heads < 1 || n_kv_heads < 1 ||
+            n_heads % n_kv_heads || q.shape(1) % n_heads)
+            throw std::invalid_argument("flash_attention: need q [T, H * hd], k and v [p0 + T, KH * hd], KH dividing H");
+        const int T = int(q.shape(0)), hd = int(q.shape(1) / n_heads);
+        if (p0 < 0 || k.shape(0) != p0 + T || v.shape(0) != p0 + T || k.shape(1) != n_kv_heads * hd ||
+            v.shape(1) != n_kv_heads * hd)
+            throw std::invalid_argument("flash_attention: k and v must be [p0 + T, KH * hd]");
+        const std::vector<uint16_t> out = cuda::flash_attention_on_device(q.data(), k.data(), v.data(), T, p0, n_heads,
+                                                                           n_kv_heads, hd, dtype == "bf16", splits);
+        return copy_out(out, {q.shape(0), q.shape(1)});
+    }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"), py::arg("n_heads"), py::arg("n_kv_heads"),
+       py::arg("dtype") = "bf16", py::arg("splits") = 0,
+       "causal GQA attention on the GPU: q [T, H*hd], k, v [p0+T, KH*hd] (bf16/fp16 bits) -> [T, H*hd] bits");
 #endif
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");

@@ -192,3 +192,39 @@ def test_int4_gemm_uses_tensor_cores_without_spills():
                 continue  # the trap that int4_gemm never launches there
             bound = 65536 // (128 * GEMM_BLOCKS_PER_SM[int(m_frags)])
             assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"
+
+
+# Flash attention's occupancy targets (csrc/cuda/flash_attn.cu): blocks of 128 threads per SM, by
+# kernel and head_dim. Prefill keeps Q, S and O fragments in registers (for head_dim 128: 32 + 32 +
+# 64 fp32/bf16x2 registers before addresses): 2 blocks for 128 (and 48 KB of shared memory each),
+# 3 for 64; decode holds a 16-position slice of S, so 3 and 4; the merge kernel is small.
+FA_BLOCKS_PER_SM = {("prefill", 128): 2, ("prefill", 64): 3, ("decode", 128): 3, ("decode", 64): 4,
+                    ("decode_merge", 128): 8, ("decode_merge", 64): 8}
+
+
+def test_flash_attention_uses_tensor_cores_without_spills():
+    text = (CUDA_DIR / "flash_attn.cu").read_text()
+    results = run_all([(f"flash_attn.cu-{a}", text, arch_flags(a)) for a in ARCHS])
+    for arch, r in zip(ARCHS, results):
+        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
+        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+        for instr in ("ldmatrix.sync.aligned.m8n8.x4.shared.b16", "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+                      "ex2.approx", "shfl.sync.bfly"):
+            assert instr in ptx, f"sm_{arch}: {instr} missing"
+        if sm >= 80:
+            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+                          "cp.async.cg.shared.global", "cp.async.wait_group", "cvt.rn.bf16x2.f32"):
+                assert instr in ptx, f"sm_{arch}: {instr} missing"
+        else:
+            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
+            assert "bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
+        funcs = ptxas_functions(r["log"])
+        assert len(funcs) == 12, sorted(funcs)  # 3 kernels x bf16/fp16 x head_dim 64/128
+        for name, f in funcs.items():
+            assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
+            kind, bf16, hd = re.search(r"fa_(prefill|decode_merge|decode)_kernelILb([01])ELi(\d+)E", name).groups()
+            if sm < 80 and bf16 == "1":
+                continue  # the trap flash_attention never launches there
+            bound = min(255, 65536 // (128 * FA_BLOCKS_PER_SM[(kind, int(hd))]))
+            assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"

@@ -67,7 +67,8 @@ LL_HOST_DEVICE KvRange fa_split(int s, int n_splits, int n_pos) {
 
 // Splits for a decode step: enough blocks to give every SM two (n_kv_heads blocks alone leave
 // most of a GPU idle), but never a split shorter than 4 tiles (each block's fixed cost and the
-// merge would dominate) and never more than kFaMaxSplits (the merge kernel's partials per head).
+// merge would dominate) and never more than kFaMaxSplits (the merge kernel folds a head's
+// partials one after another).
 constexpr int kFaMaxSplits = 64;
 LL_HOST_DEVICE int fa_num_splits(int n_pos, int n_kv_heads, int n_sms) {
     const int tiles = (n_pos + kFaKvTile - 1) / kFaKvTile;

@@ -57,6 +57,33 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
                  : "r"(a));
 }
 
+// The same with .trans: register j gets matrix j's values at column lane / 4, rows 2 (lane % 4)
+// and + 1 (a B operand stored [k][n], mma_frag.h: ldm::b_kn_row).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem) {
+    const uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// Two fp32 values rounded to nearest even into a 16-bit pair, lo in the low half: one cvt on
+// sm_80+, two before.
+template <bool kBf16>
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+    uint32_t d;
+#if __CUDA_ARCH__ >= 800
+    if constexpr (kBf16) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+#else
+    static_assert(!kBf16, "bf16 needs sm_80");
+    uint16_t a, b;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(a) : "f"(lo));
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(b) : "f"(hi));
+    d = uint32_t(a) | uint32_t(b) << 16;
+#endif
+    return d;
+}
+
 // c += a . b for one m16n8k16 tile (fragments as mma_frag.h numbers them). sm_75 has no m16n8k16
 // for fp16: two m16n8k8 halves (k 0-7 are a0 a1 and b0, k 8-15 are a2 a3 and b1).
 template <bool kBf16>

@@ -269,5 +269,10 @@ class _CudaKernels(ModuleType):
                   splits: int = 0) -> npt.NDArray[np.uint16]:
         """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.int4_repack
         takes it; splits 0: int4_gemm_plan's choice -> y [M, N] bits of the same type."""
+    @staticmethod
+    def flash_attention(q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, p0: int, n_heads: int,
+                        n_kv_heads: int, dtype: str = "bf16", splits: int = 0) -> npt.NDArray[np.uint16]:
+        """Causal GQA attention on the GPU: q [T, H*hd], k and v [p0+T, KH*hd] (bf16 or fp16 bits,
+        uint16) -> [T, H*hd] bits; T == 1 is flash-decoding with `splits` ranges (0: the GPU's choice)."""
 
 cuda_kernels: _CudaKernels
