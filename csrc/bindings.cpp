@@ -31,6 +31,7 @@
 #include "cuda/device_info.h"
 #include "cuda/flash_attn.h"
 #include "cuda/int4_gemm.h"
+#include "cuda/kernel_timing.h"
 #endif
 
 namespace py = pybind11;
@@ -870,6 +871,23 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"), py::arg("n_heads"), py::arg("n_kv_heads"),
        py::arg("dtype") = "bf16", py::arg("splits") = 0,
        "causal GQA attention on the GPU: q [T, H*hd], k, v [p0+T, KH*hd] (bf16/fp16 bits) -> [T, H*hd] bits");
+    ck.def("device_spec", []() {
+        const cuda::DeviceSpec s = cuda::device_spec();
+        py::dict d;
+        d["name"] = s.name;
+        d["sms"] = s.sms;
+        d["compute_capability"] = py::make_tuple(s.cc_major, s.cc_minor);
+        d["sm_clock_ghz"] = s.sm_clock_ghz;
+        d["mem_spec_gbps"] = s.mem_spec_gbps;
+        d["copy_gbps"] = s.copy_gbps;
+        return d;
+    }, "the current GPU: name, SMs, compute capability, clock, datasheet and measured copy bandwidth");
+    ck.def("time_int4_gemm", &cuda::time_int4_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("group"),
+           py::arg("bf16") = true, py::arg("iters") = 20, py::arg("repeats") = 5,
+           "seconds per W4A16 product X [m, k] . W [n, k]^T (best of repeats x iters launches)");
+    ck.def("time_flash_attention", &cuda::time_flash_attention, py::arg("t"), py::arg("p0"), py::arg("n_heads"),
+           py::arg("n_kv_heads"), py::arg("head_dim"), py::arg("bf16") = true, py::arg("iters") = 20,
+           py::arg("repeats") = 5, "seconds per flash attention call of t query rows after p0 cached positions");
 #endif
 
     py::module_ k = m.def_submodule("kernels", "Each CPU kernel, for tests against numpy");

@@ -159,3 +159,13 @@ def test_cli_rejects_bad_options():
     assert a.gguf_types == ["bf16"] and a.stat == "median" and a.threads == 2
     a = bench_cpu.parse_args([])
     assert a.gguf_types == ["f16", "bf16"] and a.stat == "best" and a.prompt_tokens == 512
+
+
+def test_gpu_bench_says_why_it_cannot_run(capsys):
+    from llama_local import _core
+    info = _core.build_info()
+    if hasattr(_core, "cuda_kernels") and info["cuda_devices"] > 0:
+        pytest.skip("a GPU is here: bench/bench_gpu.py runs for real (minutes), not in the suite")
+    import bench_gpu
+    assert bench_gpu.main([]) == 0
+    assert info["cuda_unavailable_reason"] in capsys.readouterr().out

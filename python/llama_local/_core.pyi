@@ -274,5 +274,17 @@ class _CudaKernels(ModuleType):
                         n_kv_heads: int, dtype: str = "bf16", splits: int = 0) -> npt.NDArray[np.uint16]:
         """Causal GQA attention on the GPU: q [T, H*hd], k and v [p0+T, KH*hd] (bf16 or fp16 bits,
         uint16) -> [T, H*hd] bits; T == 1 is flash-decoding with `splits` ranges (0: the GPU's choice)."""
+    @staticmethod
+    def device_spec() -> dict[str, Any]:
+        """The current GPU: name, sms, compute_capability, sm_clock_ghz, mem_spec_gbps (datasheet)
+        and copy_gbps (a measured 1 GiB device-to-device copy, bytes read + written)."""
+    @staticmethod
+    def time_int4_gemm(m: int, n: int, k: int, group: int, bf16: bool = True, iters: int = 20,
+                       repeats: int = 5) -> float:
+        """Seconds per W4A16 product X [m, k] . W [n, k]^T, inputs made on the device once."""
+    @staticmethod
+    def time_flash_attention(t: int, p0: int, n_heads: int, n_kv_heads: int, head_dim: int, bf16: bool = True,
+                             iters: int = 20, repeats: int = 5) -> float:
+        """Seconds per flash attention call of t query rows after p0 cached positions."""
 
 cuda_kernels: _CudaKernels

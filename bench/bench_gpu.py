@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""The CUDA kernels on a GPU: GB/s and TFLOP/s, as fractions of the memory bandwidth and of the
+tensor cores' peak, on Llama-3.1-8B's shapes; and decode / prefill tokens/s of the 8B layer stack
+as the sum of its GEMM and attention kernels (the small ops are not in it yet).
+
+    python bench/bench_gpu.py                 # bf16
+    python bench/bench_gpu.py --dtype fp16 --depths 1024,32768
+
+Decode is memory-bound: a product at M = 1 is reported in GB/s of weight bytes (codes and scales)
+and as a fraction of the copy bandwidth measured in the same run (a 1 GiB device-to-device copy,
+bytes read + written), next to the datasheet figure. Prefill is compute-bound: TFLOP/s (2 flops per
+multiply-add) as a fraction of the dense 16-bit tensor-core peak of a table by compute capability
+(SM count x clock x FLOP per SM per clock; GeForce parts accumulate fp32 at half that rate, and on
+sm_90 the figure is wgmma's, which mma.sync does not reach). Needs a CUDA build
+(LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_models  # noqa: E402,F401  (puts the source tree on sys.path when llama_local is not installed)
+
+from llama_local import _core  # noqa: E402
+
+# Dense 16-bit mma FLOP per SM per clock, fp32 accumulation (datasheets: T4, A100, A10/A40, L40S,
+# H100 SXM, RTX PRO 6000 Blackwell).
+TC_FLOP_PER_SM_CLOCK = {(7, 5): 1024, (8, 0): 2048, (8, 6): 1024, (8, 7): 1024, (8, 9): 1024, (9, 0): 4096,
+                        (12, 0): 1024}
+
+# Llama-3.1-8B: hidden 4096, FFN 14336, 32 heads, 8 KV heads, head_dim 128, 32 layers; Q/K/V and
+# gate/up fused as the device forward fuses them.
+LAYER_GEMMS = [("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096), ("down", 4096, 14336)]
+N_LAYERS, HEADS, KV_HEADS, HEAD_DIM = 32, 32, 8, 128
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    ap.add_argument("--group", type=int, default=128, help="INT4 group size")
+    ap.add_argument("--prefill", type=int, default=512, help="prompt tokens")
+    ap.add_argument("--depths", default="1024,8192,131072", help="decode depths (cached positions)")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    info = _core.build_info()
+    if not hasattr(_core, "cuda_kernels") or info["cuda_devices"] == 0:
+        print(f"no GPU to benchmark: {info['cuda_unavailable_reason']}")
+        return 0
+    ck = _core.cuda_kernels
+    bf16 = args.dtype == "bf16"
+    spec = ck.device_spec()
+    cc = tuple(spec["compute_capability"])
+    per_clock = TC_FLOP_PER_SM_CLOCK.get(cc, TC_FLOP_PER_SM_CLOCK[max(k for k in TC_FLOP_PER_SM_CLOCK if k <= cc)])
+    peak = spec["sms"] * spec["sm_clock_ghz"] * 1e9 * per_clock
+    bw = spec["copy_gbps"]
+    print(f"{spec['name']}: sm_{cc[0]}{cc[1]}, {spec['sms']} SMs at {spec['sm_clock_ghz']:.2f} GHz; memory "
+          f"{bw:.0f} GB/s measured (copy), {spec['mem_spec_gbps']:.0f} GB/s datasheet; tensor-core peak "
+          f"{peak / 1e12:.0f} TFLOP/s ({args.dtype}, dense); best of {args.repeats}\n")
+
+    print(f"INT4 W4A16 (group {args.group}), Llama-3.1-8B shapes")
+    print(f"{'product':8s} {'N x K':>13s} {'M':>5s} {'us':>9s} {'GB/s':>8s} {'% bw':>6s} {'TFLOP/s':>8s} {'% peak':>7s}")
+    gemm_time = {}
+    for name, n, k in LAYER_GEMMS:
+        for m in (1, 16, args.prefill):
+            t = ck.time_int4_gemm(m, n, k, args.group, bf16=bf16, repeats=args.repeats)
+            gemm_time[(name, m)] = t
+            weight_bytes = n * k / 2 + n * -(-k // args.group) * 2
+            gbs, tflops = weight_bytes / t / 1e9, 2 * m * n * k / t / 1e12
+            print(f"{name:8s} {n:>6d} x {k:<5d} {m:5d} {t * 1e6:9.1f} {gbs:8.0f} {100 * gbs / bw:5.0f}% "
+                  f"{tflops:8.1f} {100 * tflops * 1e12 / peak:6.1f}%")
+
+    print(f"\nflash attention: {HEADS} heads, {KV_HEADS} KV heads, head_dim {HEAD_DIM}")
+    print(f"{'phase':8s} {'positions':>10s} {'us':>9s} {'GB/s':>8s} {'% bw':>6s} {'TFLOP/s':>8s} {'% peak':>7s}")
+    depths = [int(d) for d in args.depths.split(",") if d]
+    attn_time = {}
+    for depth in depths:
+        t = ck.time_flash_attention(1, depth - 1, HEADS, KV_HEADS, HEAD_DIM, bf16=bf16, repeats=args.repeats)
+        attn_time[depth] = t
+        gbs = 2 * depth * KV_HEADS * HEAD_DIM * 2 / t / 1e9
+        print(f"{'decode':8s} {depth:10d} {t * 1e6:9.1f} {gbs:8.0f} {100 * gbs / bw:5.0f}% {'':>8s} {'':>7s}")
+    T = args.prefill
+    t_pre = ck.time_flash_attention(T, 0, HEADS, KV_HEADS, HEAD_DIM, bf16=bf16, repeats=args.repeats)
+    flops = 4 * HEADS * HEAD_DIM * T * (T + 1) / 2
+    print(f"{'prefill':8s} {T:10d} {t_pre * 1e6:9.1f} {'':>8s} {'':>6s} {flops / t_pre / 1e12:8.1f} "
+          f"{100 * flops / t_pre / peak:6.1f}%")
+
+    print("\nLlama-3.1-8B layer stack, INT4 weights, sum of the kernels above (no small ops, no LM head):")
+    for depth in depths:
+        step = N_LAYERS * (sum(gemm_time[(name, 1)] for name, _, _ in LAYER_GEMMS) + attn_time[depth])
+        print(f"  decode at depth {depth}: {1 / step:.0f} tokens/s")
+    pre = N_LAYERS * (sum(gemm_time[(name, T)] for name, _, _ in LAYER_GEMMS) + t_pre)
+    print(f"  prefill of {T} tokens: {T / pre:.0f} tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

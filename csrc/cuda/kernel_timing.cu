@@ -1,0 +1,154 @@
+#include "kernel_timing.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "attention_plan.h"
+#include "flash_attn.h"
+#include "int4_gemm.h"
+#include "int4_repack.h"
+
+namespace ll::cuda {
+namespace {
+
+void check(cudaError_t err) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
+}
+
+// Device buffers freed on every path out.
+struct Buffers {
+    std::vector<void*> ptrs;
+    ~Buffers() {
+        for (void* p : ptrs) cudaFree(p);
+    }
+    template <class T>
+    T* upload(const std::vector<T>& host) {
+        T* d = alloc<T>(host.size());
+        check(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+        return d;
+    }
+    template <class T>
+    T* alloc(size_t count) {
+        void* d = nullptr;
+        check(cudaMalloc(&d, std::max<size_t>(count * sizeof(T), 16)));
+        ptrs.push_back(d);
+        return static_cast<T*>(d);
+    }
+};
+
+// Random 16-bit values of magnitude in [0.5, 1) (bf16 or fp16 bits): finite inputs, no NaN.
+std::vector<uint16_t> random_half(size_t n, bool bf16, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<uint16_t> v(n);
+    for (auto& x : v) {
+        const uint32_t r = rng();
+        // random sign and mantissa, the exponent of 0.5
+        x = bf16 ? uint16_t((r & 0x8000u) | 0x3F00u | (r & 0x7Fu)) : uint16_t((r & 0x8000u) | 0x3800u | (r & 0x3FFu));
+    }
+    return v;
+}
+
+// Best seconds per launch of f over `repeats` rounds of `iters`, after one warm-up launch.
+template <class F>
+double best_time(F f, int iters, int repeats) {
+    cudaEvent_t a, b;
+    check(cudaEventCreate(&a));
+    check(cudaEventCreate(&b));
+    f();
+    check(cudaDeviceSynchronize());
+    float best = 1e30f;
+    for (int r = 0; r < repeats; ++r) {
+        check(cudaEventRecord(a));
+        for (int i = 0; i < iters; ++i) f();
+        check(cudaEventRecord(b));
+        check(cudaEventSynchronize(b));
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, a, b));
+        best = std::min(best, ms / float(iters));
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return double(best) * 1e-3;
+}
+
+}  // namespace
+
+DeviceSpec device_spec() {
+    int dev = 0;
+    check(cudaGetDevice(&dev));
+    cudaDeviceProp p{};
+    check(cudaGetDeviceProperties(&p, dev));
+    DeviceSpec s;
+    s.name = p.name;
+    int clock_khz = 0, mem_khz = 0, bus_bits = 0;
+    check(cudaDeviceGetAttribute(&s.sms, cudaDevAttrMultiProcessorCount, dev));
+    check(cudaDeviceGetAttribute(&s.cc_major, cudaDevAttrComputeCapabilityMajor, dev));
+    check(cudaDeviceGetAttribute(&s.cc_minor, cudaDevAttrComputeCapabilityMinor, dev));
+    check(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev));
+    check(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev));
+    check(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev));
+    s.sm_clock_ghz = clock_khz * 1e-6;
+    s.mem_spec_gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8) * 1e-9;
+    const size_t bytes = size_t(1) << 30;
+    Buffers b;
+    char* src = b.alloc<char>(bytes);
+    char* dst = b.alloc<char>(bytes);
+    check(cudaMemset(src, 1, bytes));
+    const double t = best_time([&] { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 3, 5);
+    s.copy_gbps = 2.0 * double(bytes) / t * 1e-9;
+    return s;
+}
+
+double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16, int iters, int repeats) {
+    std::mt19937 rng(1);
+    std::vector<uint8_t> codes(size_t(N * K));
+    for (auto& c : codes) c = uint8_t(rng() & 15);
+    const int64_t groups = (K + group - 1) / group;
+    std::vector<float> scales(size_t(N * groups), 0.01f);
+    const Int4GpuWeight w = int4_repack("bench", codes.data(), N, K, scales.data(), nullptr, group, 8, bf16);
+    int dev = 0, sms = 0;
+    check(cudaGetDevice(&dev));
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const GemmPlan plan = int4_gemm_plan(M, w.g, sms);
+    Buffers b;
+    const int64_t ldx = (K + 7) / 8 * 8;
+    const Int4DeviceWeight dw{w.g, bf16, false, 8, b.upload(w.q), b.upload(w.scales), nullptr};
+    const uint16_t* x = b.upload(random_half(size_t(M * ldx), bf16, 2));
+    uint16_t* y = b.alloc<uint16_t>(size_t(M * N));
+    const size_t ws = int4_gemm_workspace_bytes(plan, M, N);
+    float* work = b.alloc<float>(ws / sizeof(float));
+    std::string why;
+    return best_time([&] {
+        const cudaError_t err = int4_gemm(x, ldx, M, dw, y, N, plan, work, ws, nullptr, &why);
+        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? cudaGetErrorString(err) : why);
+    }, iters, repeats);
+}
+
+double time_flash_attention(int T, int p0, int n_heads, int n_kv_heads, int head_dim, bool bf16, int iters,
+                            int repeats) {
+    const int64_t n_ctx = int64_t(p0) + T, hd = head_dim;
+    Buffers b;
+    const uint16_t* q = b.upload(random_half(size_t(T * n_heads * hd), bf16, 3));
+    const uint16_t* k = b.upload(random_half(size_t(n_kv_heads * n_ctx * hd), bf16, 4));
+    const uint16_t* v = b.upload(random_half(size_t(n_kv_heads * n_ctx * hd), bf16, 5));
+    uint16_t* out = b.alloc<uint16_t>(size_t(T * n_heads * hd));
+    int dev = 0, sms = 0;
+    check(cudaGetDevice(&dev));
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int splits = T > 1 ? 1 : fa_num_splits(p0 + 1, n_kv_heads, sms);
+    const size_t ws = flash_attention_workspace_bytes(T, n_heads, head_dim, splits);
+    float* work = b.alloc<float>(ws / sizeof(float));
+    const FlashAttentionArgs a{q, int64_t(n_heads) * hd, k, v, n_ctx, out, int64_t(n_heads) * hd, T, p0,
+                               n_heads, n_kv_heads, head_dim, bf16, splits, work, ws};
+    std::string why;
+    return best_time([&] {
+        const cudaError_t err = flash_attention(a, nullptr, &why);
+        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? cudaGetErrorString(err) : why);
+    }, iters, repeats);
+}
+
+}  // namespace ll::cuda
