@@ -25,6 +25,7 @@
 #include "cuda/int4_layout.h"
 #include "cuda/int4_repack.h"
 #include "cuda/mma_frag.h"
+#include "cuda/small_ops_math.h"
 #include "model/llama_cpu.h"
 #include "weights/linear.h"
 #if defined(LL_HAVE_CUDA)
@@ -32,6 +33,7 @@
 #include "cuda/flash_attn.h"
 #include "cuda/int4_gemm.h"
 #include "cuda/kernel_timing.h"
+#include "cuda/small_ops.h"
 #endif
 
 namespace py = pybind11;
@@ -835,6 +837,41 @@ PYBIND11_MODULE(_core, m) {
             for (int c = 0; c < cols; ++c) out.mutable_data()[r * cols + c] = cuda::fa_smem_offset(r, c, cols);
         return out;
     }, py::arg("rows"), py::arg("cols"), "[rows, cols]: where each element of a K/V tile sits in shared memory");
+    dm.def("rmsnorm", [](const FloatArray& x, const FloatArray& w, float eps) {
+        if (x.ndim() != 2 || w.ndim() != 1 || w.shape(0) != x.shape(1))
+            throw std::invalid_argument("rmsnorm: need x [T, D] and w [D]");
+        const int D = int(x.shape(1));
+        py::array_t<float> y({x.shape(0), x.shape(1)});
+        for (py::ssize_t t = 0; t < x.shape(0); ++t) {
+            const float* r = x.data() + t * D;
+            float ss = 0.0f;  // in order, as the scalar CPU kernel
+            for (int i = 0; i < D; ++i) ss += r[i] * r[i];
+            const float inv = cuda::rms_inv(ss, D, eps);
+            for (int i = 0; i < D; ++i) y.mutable_data()[t * D + i] = cuda::rms_apply(r[i], inv, w.data()[i]);
+        }
+        return y;
+    }, py::arg("x"), py::arg("w"), py::arg("eps"), "small_ops_math.h's RMSNorm of each row, sums in order");
+    dm.def("rope", [](const FloatArray& x, const FloatArray& cos, const FloatArray& sin) {
+        if (x.ndim() != 2 || cos.ndim() != 2 || sin.ndim() != 2 || cos.shape(0) != x.shape(0) ||
+            2 * cos.shape(1) != x.shape(1) || sin.shape(0) != cos.shape(0) || sin.shape(1) != cos.shape(1))
+            throw std::invalid_argument("rope: need x [n, hd], cos and sin [n, hd / 2]");
+        const py::ssize_t n = x.shape(0), half = cos.shape(1);
+        py::array_t<float> y({n, 2 * half});
+        for (py::ssize_t r = 0; r < n; ++r)
+            for (py::ssize_t i = 0; i < half; ++i) {
+                const cuda::RopePair p = cuda::rope_pair(x.data()[r * 2 * half + i], x.data()[r * 2 * half + half + i],
+                                                         cos.data()[r * half + i], sin.data()[r * half + i]);
+                y.mutable_data()[r * 2 * half + i] = p.a;
+                y.mutable_data()[r * 2 * half + half + i] = p.b;
+            }
+        return y;
+    }, py::arg("x"), py::arg("cos"), py::arg("sin"), "small_ops_math.h's RoPE of each row (pairs i, i + hd/2)");
+    dm.def("silu_mul", [](const FloatArray& g, const FloatArray& u) {
+        if (g.size() != u.size()) throw std::invalid_argument("silu_mul: g and u differ in size");
+        py::array_t<float> y(g.size());
+        for (py::ssize_t i = 0; i < g.size(); ++i) y.mutable_data()[i] = cuda::silu_mul(g.data()[i], u.data()[i]);
+        return y;
+    }, py::arg("g"), py::arg("u"), "small_ops_math.h's silu(g) * u, elementwise (flattened)");
     dm.def("flash_attention", &dm_flash_attention, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"),
            py::arg("n_heads"), py::arg("n_kv_heads"), py::arg("splits") = 0, py::arg("n_sms") = 132,
            "flash_attn.cu's schedule in fp32 on the host: q [T, H*hd], k, v [p0+T, KH*hd] -> [T, H*hd]");
@@ -871,6 +908,60 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"), py::arg("n_heads"), py::arg("n_kv_heads"),
        py::arg("dtype") = "bf16", py::arg("splits") = 0,
        "causal GQA attention on the GPU: q [T, H*hd], k, v [p0+T, KH*hd] (bf16/fp16 bits) -> [T, H*hd] bits");
+    auto half_type = [](const std::string& dtype) {
+        if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("dtype is bf16 or fp16, not " + dtype);
+        return dtype == "bf16";
+    };
+    ck.def("rmsnorm", [half_type](const FloatArray& x, const FloatArray& w, float eps, const std::string& dtype) {
+        if (x.ndim() != 2 || w.ndim() != 1 || w.shape(0) != x.shape(1))
+            throw std::invalid_argument("rmsnorm: need x [T, D] and w [D]");
+        const bool bf16 = half_type(dtype);
+        return copy_out(cuda::rmsnorm_on_device(x.data(), w.data(), int(x.shape(0)), int(x.shape(1)), eps, bf16),
+                        {x.shape(0), x.shape(1)});
+    }, py::arg("x"), py::arg("w"), py::arg("eps"), py::arg("dtype") = "bf16",
+       "RMSNorm on the GPU: x [T, D] fp32, w [D] -> [T, D] 16-bit bits");
+    ck.def("rope", [half_type](const U16Array& x, int n_heads, const FloatArray& cos, const FloatArray& sin, int p0,
+                               const std::string& dtype) {
+        if (x.ndim() != 2 || n_heads < 1 || x.shape(1) % n_heads || cos.ndim() != 2 || sin.ndim() != 2 ||
+            2 * cos.shape(1) * n_heads != x.shape(1) || sin.shape(0) != cos.shape(0) || sin.shape(1) != cos.shape(1))
+            throw std::invalid_argument("rope: need x [T, H * hd], cos and sin [positions, hd / 2]");
+        const bool bf16 = half_type(dtype);
+        return copy_out(cuda::rope_on_device(x.data(), int(x.shape(0)), n_heads, int(x.shape(1) / n_heads), cos.data(),
+                                             sin.data(), int(cos.shape(0)), p0, bf16),
+                        {x.shape(0), x.shape(1)});
+    }, py::arg("x"), py::arg("n_heads"), py::arg("cos"), py::arg("sin"), py::arg("p0"), py::arg("dtype") = "bf16",
+       "RoPE on the GPU, rows at positions p0 + t: x [T, H * hd] 16-bit bits -> the same");
+    ck.def("swiglu", [half_type](const U16Array& gu, const std::string& dtype) {
+        if (gu.ndim() != 2 || gu.shape(1) % 2) throw std::invalid_argument("swiglu: need gu [T, 2F]");
+        const bool bf16 = half_type(dtype);
+        return copy_out(cuda::swiglu_on_device(gu.data(), int(gu.shape(0)), int(gu.shape(1) / 2), bf16),
+                        {gu.shape(0), gu.shape(1) / 2});
+    }, py::arg("gu"), py::arg("dtype") = "bf16", "silu(gate) * up on the GPU: gu [T, 2F] bits -> [T, F] bits");
+    ck.def("residual_add", [half_type](const FloatArray& x, const U16Array& y, const std::string& dtype) {
+        if (x.ndim() != 2 || y.ndim() != 2 || x.shape(0) != y.shape(0) || x.shape(1) != y.shape(1))
+            throw std::invalid_argument("residual_add: x and y must both be [T, D]");
+        const bool bf16 = half_type(dtype);
+        return copy_out(cuda::residual_add_on_device(x.data(), y.data(), int(x.shape(0)), int(x.shape(1)), bf16),
+                        {x.shape(0), x.shape(1)});
+    }, py::arg("x"), py::arg("y"), py::arg("dtype") = "bf16", "x [T, D] fp32 + y [T, D] 16-bit bits on the GPU");
+    ck.def("embed", [half_type](const U16Array& table, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
+                                const std::string& dtype) {
+        if (table.ndim() != 2 || tokens.ndim() != 1) throw std::invalid_argument("embed: need table [V, D], tokens [T]");
+        const bool bf16 = half_type(dtype);
+        return copy_out(cuda::embed_on_device(table.data(), table.shape(0), tokens.data(), int(tokens.shape(0)),
+                                              int(table.shape(1)), bf16),
+                        {tokens.shape(0), table.shape(1)});
+    }, py::arg("table"), py::arg("tokens"), py::arg("dtype") = "bf16", "rows of a 16-bit table -> [T, D] fp32");
+    ck.def("kv_append", [](const U16Array& k, const U16Array& v, int n_kv_heads, int64_t n_ctx, int p0) {
+        if (k.ndim() != 2 || v.ndim() != 2 || k.shape(0) != v.shape(0) || k.shape(1) != v.shape(1) || n_kv_heads < 1 ||
+            k.shape(1) % n_kv_heads || p0 < 0 || p0 + k.shape(0) > n_ctx)
+            throw std::invalid_argument("kv_append: need k, v [T, KH * hd] and p0 + T <= n_ctx");
+        const int hd = int(k.shape(1) / n_kv_heads);
+        const std::vector<uint16_t> kv = cuda::kv_append_on_device(k.data(), v.data(), int(k.shape(0)), n_kv_heads, hd,
+                                                                   n_ctx, p0);
+        return copy_out(kv, {2, py::ssize_t(n_kv_heads), py::ssize_t(n_ctx), py::ssize_t(hd)});
+    }, py::arg("k"), py::arg("v"), py::arg("n_kv_heads"), py::arg("n_ctx"), py::arg("p0"),
+       "k, v rows appended at p0 to a zero device cache -> [2 (K, V), KH, n_ctx, hd] bits");
     ck.def("device_spec", []() {
         const cuda::DeviceSpec s = cuda::device_spec();
         py::dict d;

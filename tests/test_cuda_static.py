@@ -126,6 +126,8 @@ def test_each_cuda_source_compiles_for_every_arch(source):
     results = run_all([(f"{source}-{a}", text, arch_flags(a)) for a in ARCHS])
     for arch, r in zip(ARCHS, results):
         assert r["rc"] == 0, f"{source} for sm_{arch}:\n{r['log']}"
+        for name, f in ptxas_functions(r["log"]).items():  # every kernel, the small ones too
+            assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"{source} sm_{arch} {name}: {f}"
 
 
 def test_the_shared_headers_compile_for_the_device_without_spills():

@@ -233,6 +233,16 @@ class _DeviceMath(ModuleType):
     def fa_smem_offsets(rows: int, cols: int) -> npt.NDArray[np.int32]:
         """[rows, cols]: each K/V tile element's offset (16-bit elements) in shared memory."""
     @staticmethod
+    def rmsnorm(x: npt.ArrayLike, w: npt.ArrayLike, eps: float) -> _F32:
+        """small_ops_math.h's RMSNorm of each row of float32 x [T, D] with w [D], sums in order."""
+    @staticmethod
+    def rope(x: npt.ArrayLike, cos: npt.ArrayLike, sin: npt.ArrayLike) -> _F32:
+        """small_ops_math.h's RoPE of each row of float32 x [n, hd] (pairs i, i + hd/2), cos and sin
+        [n, hd/2]."""
+    @staticmethod
+    def silu_mul(g: npt.ArrayLike, u: npt.ArrayLike) -> _F32:
+        """small_ops_math.h's silu(g) * u, elementwise over the flattened float32 arrays."""
+    @staticmethod
     def flash_attention(q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, p0: int, n_heads: int,
                         n_kv_heads: int, splits: int = 0, n_sms: int = 132) -> _F32:
         """flash_attn.cu's schedule in fp32 on the host (float32 q [T, H*hd], k and v [p0+T, KH*hd])
@@ -274,6 +284,26 @@ class _CudaKernels(ModuleType):
                         n_kv_heads: int, dtype: str = "bf16", splits: int = 0) -> npt.NDArray[np.uint16]:
         """Causal GQA attention on the GPU: q [T, H*hd], k and v [p0+T, KH*hd] (bf16 or fp16 bits,
         uint16) -> [T, H*hd] bits; T == 1 is flash-decoding with `splits` ranges (0: the GPU's choice)."""
+    @staticmethod
+    def rmsnorm(x: npt.ArrayLike, w: npt.ArrayLike, eps: float, dtype: str = "bf16") -> npt.NDArray[np.uint16]:
+        """RMSNorm on the GPU: float32 x [T, D], w [D] -> [T, D] 16-bit bits."""
+    @staticmethod
+    def rope(x: npt.ArrayLike, n_heads: int, cos: npt.ArrayLike, sin: npt.ArrayLike, p0: int,
+             dtype: str = "bf16") -> npt.NDArray[np.uint16]:
+        """RoPE on the GPU of x [T, H*hd] (16-bit bits), rows at positions p0 + t of the float32
+        cos and sin tables [positions, hd/2] -> the same shape."""
+    @staticmethod
+    def swiglu(gu: npt.ArrayLike, dtype: str = "bf16") -> npt.NDArray[np.uint16]:
+        """silu(gate) * up on the GPU: gu [T, 2F] (gate columns first, bits) -> [T, F] bits."""
+    @staticmethod
+    def residual_add(x: npt.ArrayLike, y: npt.ArrayLike, dtype: str = "bf16") -> _F32:
+        """float32 x [T, D] + 16-bit y [T, D] (bits) on the GPU."""
+    @staticmethod
+    def embed(table: npt.ArrayLike, tokens: npt.ArrayLike, dtype: str = "bf16") -> _F32:
+        """Rows `tokens` (int32 [T]) of a 16-bit table [V, D] (bits) on the GPU -> float32 [T, D]."""
+    @staticmethod
+    def kv_append(k: npt.ArrayLike, v: npt.ArrayLike, n_kv_heads: int, n_ctx: int, p0: int) -> npt.NDArray[np.uint16]:
+        """K and V rows [T, KH*hd] (bits) appended at p0 to a zero device cache -> [2, KH, n_ctx, hd]."""
     @staticmethod
     def device_spec() -> dict[str, Any]:
         """The current GPU: name, sms, compute_capability, sm_clock_ghz, mem_spec_gbps (datasheet)

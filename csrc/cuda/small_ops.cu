@@ -1,0 +1,268 @@
+// The forward pass's small ops (small_ops.h): memory-bound loops over rows, coalesced (consecutive
+// threads take consecutive elements), fp32 arithmetic from small_ops_math.h, one rounding to 16 bits
+// where a value leaves for a GEMM or the cache.
+#include "small_ops.h"
+
+#include <stdexcept>
+
+#include "half2_math.h"
+#include "small_ops_math.h"
+
+namespace ll::cuda {
+namespace {
+
+constexpr int kRowThreads = 256;
+
+template <bool kBf16>
+__device__ __forceinline__ float widen(uint16_t h) {
+    return kBf16 ? bf16_to_float(h) : fp16_to_float(h);
+}
+
+// The bf16 kernels exist for sm_75 too (templates are compiled for every arch), but launch() never
+// starts them there: on sm_75 they stop at once.
+template <bool kBf16>
+__device__ __forceinline__ bool unsupported() {
+#if __CUDA_ARCH__ < 800
+    return kBf16;
+#else
+    return false;
+#endif
+}
+
+template <bool kBf16>
+__device__ __forceinline__ uint16_t narrow(float x) {
+#if __CUDA_ARCH__ >= 800
+    return float_to_half_bits<kBf16>(x);
+#else
+    return float_to_half_bits<false>(x);  // bf16 never runs here (unsupported)
+#endif
+}
+
+// The sum of v over the block's threads, returned to every thread.
+__device__ float block_sum(float v) {
+    __shared__ float part[kRowThreads / 32];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kRowThreads / 32; ++w) s += part[w];
+    __syncthreads();  // part may be written again by a later call
+    return s;
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kRowThreads) rmsnorm_kernel(const float* x, int64_t ldx, const float* w, int D,
+                                                               float eps, uint16_t* y, int64_t ldy) {
+    if (unsupported<kBf16>()) return;
+    const float* row = x + int64_t(blockIdx.x) * ldx;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < D; i += kRowThreads) ss += row[i] * row[i];
+    const float inv = rms_inv(block_sum(ss), D, eps);
+    uint16_t* out = y + int64_t(blockIdx.x) * ldy;
+    for (int i = threadIdx.x; i < D; i += kRowThreads) out[i] = narrow<kBf16>(rms_apply(row[i], inv, w[i]));
+}
+
+// Block t rotates row t's pairs: the query heads' then the KV heads'.
+template <bool kBf16>
+__global__ void __launch_bounds__(kRowThreads) rope_kernel(uint16_t* q, int64_t ldq, int n_heads, uint16_t* k,
+                                                            int64_t ldk, int n_kv_heads, int hd, const float* cos,
+                                                            const float* sin, int p0) {
+    if (unsupported<kBf16>()) return;
+    const int t = blockIdx.x, half = hd / 2;
+    const float* c = cos + int64_t(p0 + t) * half;
+    const float* s = sin + int64_t(p0 + t) * half;
+    for (int j = threadIdx.x; j < (n_heads + n_kv_heads) * half; j += kRowThreads) {
+        const int head = j / half, i = j % half;
+        uint16_t* x = head < n_heads ? q + int64_t(t) * ldq + head * hd : k + int64_t(t) * ldk + (head - n_heads) * hd;
+        const RopePair r = rope_pair(widen<kBf16>(x[i]), widen<kBf16>(x[i + half]), c[i], s[i]);
+        x[i] = narrow<kBf16>(r.a);
+        x[i + half] = narrow<kBf16>(r.b);
+    }
+}
+
+__global__ void __launch_bounds__(kRowThreads) kv_append_kernel(const uint16_t* k, const uint16_t* v, int64_t ld,
+                                                                 int n_kv_heads, int hd, uint16_t* ck, uint16_t* cv,
+                                                                 int64_t n_ctx, int p0) {
+    const int t = blockIdx.x;
+    for (int j = threadIdx.x; j < n_kv_heads * hd; j += kRowThreads) {
+        const int64_t dst = (int64_t(j / hd) * n_ctx + p0 + t) * hd + j % hd;
+        ck[dst] = k[int64_t(t) * ld + j];
+        cv[dst] = v[int64_t(t) * ld + j];
+    }
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kRowThreads) swiglu_kernel(const uint16_t* gu, int F, uint16_t* out) {
+    if (unsupported<kBf16>()) return;
+    const uint16_t* row = gu + int64_t(blockIdx.x) * 2 * F;
+    for (int i = threadIdx.x; i < F; i += kRowThreads)
+        out[int64_t(blockIdx.x) * F + i] = narrow<kBf16>(silu_mul(widen<kBf16>(row[i]), widen<kBf16>(row[F + i])));
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kRowThreads) residual_add_kernel(float* x, const uint16_t* y, int D) {
+    const int64_t r = int64_t(blockIdx.x) * D;
+    for (int i = threadIdx.x; i < D; i += kRowThreads) x[r + i] += widen<kBf16>(y[r + i]);
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(kRowThreads) embed_kernel(const uint16_t* table, const int32_t* tokens, int D,
+                                                             float* x) {
+    const uint16_t* row = table + int64_t(tokens[blockIdx.x]) * D;
+    for (int i = threadIdx.x; i < D; i += kRowThreads) x[int64_t(blockIdx.x) * D + i] = widen<kBf16>(row[i]);
+}
+
+// bf16 before sm_80 is refused here, once, for every op that rounds to 16 bits.
+cudaError_t check_bf16(bool bf16) {
+    if (!bf16) return cudaSuccess;
+    int dev = 0, major = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (err != cudaSuccess) return err;
+    return major < 8 ? cudaErrorNotSupported : cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t rmsnorm_to_half(const float* x, int64_t ldx, const float* w, int T, int D, float eps, uint16_t* y,
+                            int64_t ldy, bool bf16, cudaStream_t stream) {
+    if (const cudaError_t e = check_bf16(bf16)) return e;
+    if (T <= 0) return cudaSuccess;
+    if (bf16) rmsnorm_kernel<true><<<T, kRowThreads, 0, stream>>>(x, ldx, w, D, eps, y, ldy);
+    else rmsnorm_kernel<false><<<T, kRowThreads, 0, stream>>>(x, ldx, w, D, eps, y, ldy);
+    return cudaGetLastError();
+}
+
+cudaError_t rope_qk(uint16_t* q, int64_t ldq, int n_heads, uint16_t* k, int64_t ldk, int n_kv_heads, int hd, int T,
+                    const float* cos, const float* sin, int p0, bool bf16, cudaStream_t stream) {
+    if (const cudaError_t e = check_bf16(bf16)) return e;
+    if (T <= 0) return cudaSuccess;
+    if (bf16) rope_kernel<true><<<T, kRowThreads, 0, stream>>>(q, ldq, n_heads, k, ldk, n_kv_heads, hd, cos, sin, p0);
+    else rope_kernel<false><<<T, kRowThreads, 0, stream>>>(q, ldq, n_heads, k, ldk, n_kv_heads, hd, cos, sin, p0);
+    return cudaGetLastError();
+}
+
+cudaError_t kv_append(const uint16_t* k, const uint16_t* v, int64_t ld, int T, int n_kv_heads, int hd,
+                      uint16_t* cache_k, uint16_t* cache_v, int64_t n_ctx, int p0, cudaStream_t stream) {
+    if (p0 < 0 || int64_t(p0) + T > n_ctx) return cudaErrorInvalidValue;
+    if (T <= 0) return cudaSuccess;
+    kv_append_kernel<<<T, kRowThreads, 0, stream>>>(k, v, ld, n_kv_heads, hd, cache_k, cache_v, n_ctx, p0);
+    return cudaGetLastError();
+}
+
+cudaError_t swiglu(const uint16_t* gu, int T, int F, uint16_t* out, bool bf16, cudaStream_t stream) {
+    if (const cudaError_t e = check_bf16(bf16)) return e;
+    if (T <= 0) return cudaSuccess;
+    if (bf16) swiglu_kernel<true><<<T, kRowThreads, 0, stream>>>(gu, F, out);
+    else swiglu_kernel<false><<<T, kRowThreads, 0, stream>>>(gu, F, out);
+    return cudaGetLastError();
+}
+
+cudaError_t residual_add(float* x, const uint16_t* y, int T, int D, bool bf16, cudaStream_t stream) {
+    if (T <= 0) return cudaSuccess;
+    if (bf16) residual_add_kernel<true><<<T, kRowThreads, 0, stream>>>(x, y, D);
+    else residual_add_kernel<false><<<T, kRowThreads, 0, stream>>>(x, y, D);
+    return cudaGetLastError();
+}
+
+cudaError_t embed(const uint16_t* table, int64_t vocab, const int32_t* tokens, int T, int D, float* x, bool bf16,
+                  cudaStream_t stream) {
+    (void)vocab;  // the forward pass checks token ids against the vocabulary before any launch
+    if (T <= 0) return cudaSuccess;
+    if (bf16) embed_kernel<true><<<T, kRowThreads, 0, stream>>>(table, tokens, D, x);
+    else embed_kernel<false><<<T, kRowThreads, 0, stream>>>(table, tokens, D, x);
+    return cudaGetLastError();
+}
+
+// ---- test helpers: upload, run, copy back
+
+namespace {
+
+void check(cudaError_t err) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
+}
+
+struct Buffers {
+    std::vector<void*> ptrs;
+    ~Buffers() {
+        for (void* p : ptrs) cudaFree(p);
+    }
+    template <class T>
+    T* put(const T* host, size_t n) {
+        void* d = nullptr;
+        check(cudaMalloc(&d, n * sizeof(T) + 16));
+        ptrs.push_back(d);
+        check(host ? cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice) : cudaMemset(d, 0, n * sizeof(T)));
+        return static_cast<T*>(d);
+    }
+};
+
+template <class T>
+std::vector<T> get(const T* dev, size_t n) {
+    check(cudaDeviceSynchronize());
+    std::vector<T> out(n);
+    check(cudaMemcpy(out.data(), dev, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return out;
+}
+
+}  // namespace
+
+std::vector<uint16_t> rmsnorm_on_device(const float* x, const float* w, int T, int D, float eps, bool bf16) {
+    Buffers b;
+    uint16_t* y = b.put<uint16_t>(nullptr, size_t(T) * D);
+    check(rmsnorm_to_half(b.put(x, size_t(T) * D), D, b.put(w, size_t(D)), T, D, eps, y, D, bf16, nullptr));
+    return get(y, size_t(T) * D);
+}
+
+std::vector<uint16_t> rope_on_device(const uint16_t* qk, int T, int n_heads, int hd, const float* cos, const float* sin,
+                                     int n_pos, int p0, bool bf16) {
+    if (p0 < 0 || p0 + T > n_pos) throw std::invalid_argument("rope: positions past the tables");
+    Buffers b;
+    uint16_t* x = b.put(qk, size_t(T) * n_heads * hd);
+    const size_t tab = size_t(n_pos) * (hd / 2);
+    // All heads as query heads (k: none): the kernel's head loop covers both the same way.
+    check(rope_qk(x, int64_t(n_heads) * hd, n_heads, nullptr, 0, 0, hd, T, b.put(cos, tab), b.put(sin, tab), p0, bf16,
+                  nullptr));
+    return get(x, size_t(T) * n_heads * hd);
+}
+
+std::vector<uint16_t> swiglu_on_device(const uint16_t* gu, int T, int F, bool bf16) {
+    Buffers b;
+    uint16_t* out = b.put<uint16_t>(nullptr, size_t(T) * F);
+    check(swiglu(b.put(gu, size_t(T) * 2 * F), T, F, out, bf16, nullptr));
+    return get(out, size_t(T) * F);
+}
+
+std::vector<float> residual_add_on_device(const float* x, const uint16_t* y, int T, int D, bool bf16) {
+    Buffers b;
+    float* dx = b.put(x, size_t(T) * D);
+    check(residual_add(dx, b.put(y, size_t(T) * D), T, D, bf16, nullptr));
+    return get(dx, size_t(T) * D);
+}
+
+std::vector<float> embed_on_device(const uint16_t* table, int64_t vocab, const int32_t* tokens, int T, int D,
+                                   bool bf16) {
+    for (int t = 0; t < T; ++t)
+        if (tokens[t] < 0 || tokens[t] >= vocab) throw std::invalid_argument("embed: token id outside the vocabulary");
+    Buffers b;
+    float* x = b.put<float>(nullptr, size_t(T) * D);
+    check(embed(b.put(table, size_t(vocab) * D), vocab, b.put(tokens, size_t(T)), T, D, x, bf16, nullptr));
+    return get(x, size_t(T) * D);
+}
+
+std::vector<uint16_t> kv_append_on_device(const uint16_t* k, const uint16_t* v, int T, int n_kv_heads, int hd,
+                                          int64_t n_ctx, int p0) {
+    Buffers b;
+    const size_t rows = size_t(T) * n_kv_heads * hd, cache = size_t(n_kv_heads) * n_ctx * hd;
+    uint16_t* ck = b.put<uint16_t>(nullptr, cache);
+    uint16_t* cv = b.put<uint16_t>(nullptr, cache);
+    check(kv_append(b.put(k, rows), b.put(v, rows), int64_t(n_kv_heads) * hd, T, n_kv_heads, hd, ck, cv, n_ctx, p0,
+                    nullptr));
+    std::vector<uint16_t> out = get(ck, cache), vv = get(cv, cache);
+    out.insert(out.end(), vv.begin(), vv.end());
+    return out;
+}
+
+}  // namespace ll::cuda
