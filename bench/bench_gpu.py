@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The CUDA kernels on a GPU: GB/s and TFLOP/s, as fractions of the memory bandwidth and of the
-tensor cores' peak, on Llama-3.1-8B's shapes; and decode / prefill tokens/s of the 8B layer stack
-as the sum of its GEMM and attention kernels (the small ops are not in it yet).
+tensor cores' peak, on Llama-3.1-8B's shapes (the INT4 and the 16-bit-weight GEMMs, flash
+attention); and decode / prefill tokens/s of the 8B layer stack as the sum of its GEMM and
+attention kernels (the small ops are not in it yet).
 
     python bench/bench_gpu.py                 # bf16
     python bench/bench_gpu.py --dtype fp16 --depths 1024,32768
@@ -61,17 +62,24 @@ def main(argv=None) -> int:
           f"{bw:.0f} GB/s measured (copy), {spec['mem_spec_gbps']:.0f} GB/s datasheet; tensor-core peak "
           f"{peak / 1e12:.0f} TFLOP/s ({args.dtype}, dense); best of {args.repeats}\n")
 
-    print(f"INT4 W4A16 (group {args.group}), Llama-3.1-8B shapes")
-    print(f"{'product':8s} {'N x K':>13s} {'M':>5s} {'us':>9s} {'GB/s':>8s} {'% bw':>6s} {'TFLOP/s':>8s} {'% peak':>7s}")
     gemm_time = {}
-    for name, n, k in LAYER_GEMMS:
-        for m in (1, 16, args.prefill):
-            t = ck.time_int4_gemm(m, n, k, args.group, bf16=bf16, repeats=args.repeats)
-            gemm_time[(name, m)] = t
-            weight_bytes = n * k / 2 + n * -(-k // args.group) * 2
-            gbs, tflops = weight_bytes / t / 1e9, 2 * m * n * k / t / 1e12
-            print(f"{name:8s} {n:>6d} x {k:<5d} {m:5d} {t * 1e6:9.1f} {gbs:8.0f} {100 * gbs / bw:5.0f}% "
-                  f"{tflops:8.1f} {100 * tflops * 1e12 / peak:6.1f}%")
+    header = f"{'product':8s} {'N x K':>13s} {'M':>5s} {'us':>9s} {'GB/s':>8s} {'% bw':>6s} {'TFLOP/s':>8s} {'% peak':>7s}"
+    for fmt in ("int4", "bf16"):
+        print("INT4 W4A16 (group %d)" % args.group if fmt == "int4" else "\n16-bit weights (W16A16)",
+              "on Llama-3.1-8B's shapes")
+        print(header)
+        for name, n, k in LAYER_GEMMS:
+            for m in (1, 16, args.prefill):
+                if fmt == "int4":
+                    t = ck.time_int4_gemm(m, n, k, args.group, bf16=bf16, repeats=args.repeats)
+                    weight_bytes = n * k / 2 + n * -(-k // args.group) * 2
+                else:
+                    t = ck.time_bf16_gemm(m, n, k, bf16=bf16, repeats=args.repeats)
+                    weight_bytes = n * k * 2
+                gemm_time[(fmt, name, m)] = t
+                gbs, tflops = weight_bytes / t / 1e9, 2 * m * n * k / t / 1e12
+                print(f"{name:8s} {n:>6d} x {k:<5d} {m:5d} {t * 1e6:9.1f} {gbs:8.0f} {100 * gbs / bw:5.0f}% "
+                      f"{tflops:8.1f} {100 * tflops * 1e12 / peak:6.1f}%")
 
     print(f"\nflash attention: {HEADS} heads, {KV_HEADS} KV heads, head_dim {HEAD_DIM}")
     print(f"{'phase':8s} {'positions':>10s} {'us':>9s} {'GB/s':>8s} {'% bw':>6s} {'TFLOP/s':>8s} {'% peak':>7s}")
@@ -88,12 +96,13 @@ def main(argv=None) -> int:
     print(f"{'prefill':8s} {T:10d} {t_pre * 1e6:9.1f} {'':>8s} {'':>6s} {flops / t_pre / 1e12:8.1f} "
           f"{100 * flops / t_pre / peak:6.1f}%")
 
-    print("\nLlama-3.1-8B layer stack, INT4 weights, sum of the kernels above (no small ops, no LM head):")
-    for depth in depths:
-        step = N_LAYERS * (sum(gemm_time[(name, 1)] for name, _, _ in LAYER_GEMMS) + attn_time[depth])
-        print(f"  decode at depth {depth}: {1 / step:.0f} tokens/s")
-    pre = N_LAYERS * (sum(gemm_time[(name, T)] for name, _, _ in LAYER_GEMMS) + t_pre)
-    print(f"  prefill of {T} tokens: {T / pre:.0f} tokens/s")
+    for fmt in ("int4", "bf16"):
+        print(f"\nLlama-3.1-8B layer stack, {fmt} weights, sum of the kernels above (no small ops, no LM head):")
+        for depth in depths:
+            step = N_LAYERS * (sum(gemm_time[(fmt, name, 1)] for name, _, _ in LAYER_GEMMS) + attn_time[depth])
+            print(f"  decode at depth {depth}: {1 / step:.0f} tokens/s")
+        pre = N_LAYERS * (sum(gemm_time[(fmt, name, T)] for name, _, _ in LAYER_GEMMS) + t_pre)
+        print(f"  prefill of {T} tokens: {T / pre:.0f} tokens/s")
     return 0
 
 

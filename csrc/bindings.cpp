@@ -19,6 +19,7 @@
 #include "cpu/kernels.h"
 #include "cpu/thread_pool.h"
 #include "cuda/attention_plan.h"
+#include "cuda/bf16_gemm_tiling.h"
 #include "cuda/device_math.h"
 #include "cuda/flash_attn_schedule.h"
 #include "cuda/int4_gemm_tiling.h"
@@ -29,6 +30,7 @@
 #include "model/llama_cpu.h"
 #include "weights/linear.h"
 #if defined(LL_HAVE_CUDA)
+#include "cuda/bf16_gemm.h"
 #include "cuda/device_info.h"
 #include "cuda/flash_attn.h"
 #include "cuda/int4_gemm.h"
@@ -649,10 +651,8 @@ py::array_t<int32_t> dm_ldmatrix_x4(const std::string& layout) {
 
 // ---- the W4A16 GEMM's work split (csrc/cuda/int4_gemm_tiling.h)
 
-py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int sms) {
-    if (m <= 0 || sms <= 0) throw std::invalid_argument("int4_gemm_plan: m and sms must be positive");
-    const cuda::Int4Geometry g = cuda::int4_geometry("int4_gemm_plan", n, k, group);
-    const cuda::GemmPlan p = cuda::int4_gemm_plan(m, g, sms);
+// A GEMM launch as a dict, its split ranges spelled out.
+py::dict plan_dict(const cuda::GemmPlan& p) {
     py::list ranges;
     for (int s = 0; s < p.splits; ++s) {
         const cuda::StageRange r = cuda::splitk_range(p.k_stages, p.splits, s);
@@ -667,6 +667,17 @@ py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int s
     d["stage_ranges"] = ranges;
     d["min_blocks"] = cuda::gemm_min_blocks(p.m_frags);
     return d;
+}
+
+py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int sms) {
+    if (m <= 0 || sms <= 0) throw std::invalid_argument("int4_gemm_plan: m and sms must be positive");
+    const cuda::Int4Geometry g = cuda::int4_geometry("int4_gemm_plan", n, k, group);
+    return plan_dict(cuda::int4_gemm_plan(m, g, sms));
+}
+
+py::dict dm_bf16_gemm_plan(int64_t m, int64_t n, int64_t k, int sms) {
+    if (m <= 0 || n <= 0 || k <= 0 || sms <= 0) throw std::invalid_argument("bf16_gemm_plan: m, n, k and sms must be positive");
+    return plan_dict(cuda::bf16_gemm_plan(m, n, k, sms));
 }
 
 // ---- flash attention (csrc/cuda/attention_plan.h)
@@ -807,6 +818,17 @@ PYBIND11_MODULE(_core, m) {
            py::arg("sms"),
            "the W4A16 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs: {m_frags, splits, "
            "grid_n, grid_m, k_stages, stage_ranges: [(begin, end)] per split, min_blocks}");
+    dm.def("bf16_gemm_plan", &dm_bf16_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
+           "the 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs (as int4_gemm_plan)");
+    dm.def("b16_chunks", []() {
+        py::array_t<int32_t> out({py::ssize_t(4 * cuda::kB16BlockN), py::ssize_t(2)});
+        for (int c = 0; c < 4 * cuda::kB16BlockN; ++c) {
+            const cuda::FragCoord a = cuda::b16_chunk(c);
+            out.mutable_data()[2 * c] = a.row;
+            out.mutable_data()[2 * c + 1] = a.col;
+        }
+        return out;
+    }, "[512, 2]: the (row, k) of the 16-byte chunk each copy of a bf16 GEMM stage moves");
     dm.def("int4_tile_coords", &dm_int4_tile_coords,
            "[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a lane's load");
 
@@ -962,6 +984,16 @@ PYBIND11_MODULE(_core, m) {
         return copy_out(kv, {2, py::ssize_t(n_kv_heads), py::ssize_t(n_ctx), py::ssize_t(hd)});
     }, py::arg("k"), py::arg("v"), py::arg("n_kv_heads"), py::arg("n_ctx"), py::arg("p0"),
        "k, v rows appended at p0 to a zero device cache -> [2 (K, V), KH, n_ctx, hd] bits");
+    ck.def("bf16_gemm", [half_type](const U16Array& x, const U16Array& w, const std::string& dtype, bool y_f32,
+                                    int splits) {
+        if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1))
+            throw std::invalid_argument("bf16_gemm: x [M, K] and w [N, K] must agree on K");
+        const bool bf16 = half_type(dtype);
+        return copy_out(cuda::bf16_gemm_on_device(x.data(), w.data(), x.shape(0), w.shape(0), x.shape(1), bf16, y_f32,
+                                                  splits),
+                        {x.shape(0), w.shape(0)});
+    }, py::arg("x"), py::arg("w"), py::arg("dtype") = "bf16", py::arg("y_f32") = false, py::arg("splits") = 0,
+       "x [M, K] . w [N, K]^T on the GPU (16-bit bits) -> y [M, N] as float32 (16-bit results widened exactly)");
     ck.def("device_spec", []() {
         const cuda::DeviceSpec s = cuda::device_spec();
         py::dict d;
@@ -973,6 +1005,9 @@ PYBIND11_MODULE(_core, m) {
         d["copy_gbps"] = s.copy_gbps;
         return d;
     }, "the current GPU: name, SMs, compute capability, clock, datasheet and measured copy bandwidth");
+    ck.def("time_bf16_gemm", &cuda::time_bf16_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("bf16") = true,
+           py::arg("y_f32") = false, py::arg("iters") = 20, py::arg("repeats") = 5,
+           "seconds per 16-bit-weight product X [m, k] . W [n, k]^T (best of repeats x iters launches)");
     ck.def("time_int4_gemm", &cuda::time_int4_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("group"),
            py::arg("bf16") = true, py::arg("iters") = 20, py::arg("repeats") = 5,
            "seconds per W4A16 product X [m, k] . W [n, k]^T (best of repeats x iters launches)");

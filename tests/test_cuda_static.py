@@ -184,7 +184,7 @@ def test_int4_gemm_uses_tensor_cores_without_spills():
             assert "cp.async" not in ptx, f"sm_{arch}: cp.async does not exist before sm_80"
         funcs = ptxas_functions(r["log"])
         gemms = {n: f for n, f in funcs.items() if "int4_gemm_kernel" in n}
-        assert len(gemms) == 12 and sum("int4_splitk_reduce" in n for n in funcs) == 2, sorted(funcs)
+        assert len(gemms) == 12 and sum("splitk_reduce" in n for n in funcs) == 2, sorted(funcs)
         for name, f in funcs.items():
             assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
         for name, f in gemms.items():
@@ -229,4 +229,32 @@ def test_flash_attention_uses_tensor_cores_without_spills():
             if sm < 80 and bf16 == "1":
                 continue  # the trap flash_attention never launches there
             bound = min(255, 65536 // (128 * FA_BLOCKS_PER_SM[(kind, int(hd))]))
+            assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"
+
+
+def test_bf16_gemm_uses_tensor_cores_without_spills():
+    text = (CUDA_DIR / "bf16_gemm.cu").read_text()
+    results = run_all([(f"bf16_gemm.cu-{a}", text, arch_flags(a)) for a in ARCHS])
+    for arch, r in zip(ARCHS, results):
+        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
+        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+        assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx, f"sm_{arch}: no ldmatrix"
+        if sm >= 80:
+            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+                          "cp.async.cg.shared.global", "cp.async.wait_group"):
+                assert instr in ptx, f"sm_{arch}: {instr} missing"
+        else:
+            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
+            # (the kernels' names hold "bf16": look for the instructions' type suffix)
+            assert ".bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
+        funcs = ptxas_functions(r["log"])
+        gemms = {n: f for n, f in funcs.items() if "bf16_gemm_kernel" in n}
+        assert len(gemms) == 12 and sum("splitk_reduce" in n for n in funcs) == 4, sorted(funcs)
+        for name, f in gemms.items():
+            # mangled template arguments: <bool bf16, bool fp32 output, int m_frags>
+            bf16, _, m_frags = re.search(r"bf16_gemm_kernelILb([01])ELb([01])ELi(\d)E", name).groups()
+            if sm < 80 and bf16 == "1":
+                continue  # the trap bf16_gemm never launches there
+            bound = 65536 // (128 * GEMM_BLOCKS_PER_SM[int(m_frags)])
             assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"

@@ -8,9 +8,10 @@
 // sm_75) and the block copies the X rows; a 4-stage pipeline keeps 3 stages in flight while one is
 // multiplied. The weight tile becomes B fragments in registers (int4_tile_fragments), X fragments
 // come from ldmatrix, and each lane accumulates 8 n8 sub-tiles x m_frags in fp32. Split-K blocks
-// write fp32 partials that int4_splitk_reduce adds in split order.
+// write fp32 partials that splitk_reduce (splitk.cuh) adds in split order.
 #include "int4_gemm.h"
 #include "ptx.cuh"
+#include "splitk.cuh"
 
 #include <stdexcept>
 
@@ -147,20 +148,6 @@ __global__ void __launch_bounds__(kGemmThreads, gemm_min_blocks(kMFrags)) int4_g
     }
 }
 
-// y = the split partials added in split order: the same sum whatever order blocks ran in.
-template <bool kBf16>
-__global__ void int4_splitk_reduce(const float* partial, int splits, int64_t m, int64_t n, uint16_t* y, int64_t ldy) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= m * n) return;
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) sum += partial[s * m * n + i];
-    if constexpr (kBf16 && !kDeviceHasBf16) {
-        __trap();
-    } else {
-        y[(i / n) * ldy + i % n] = float_to_half_bits<kBf16>(sum);
-    }
-}
-
 template <bool kBf16, bool kHasMin>
 cudaError_t launch(const GemmParams& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
@@ -169,10 +156,7 @@ cudaError_t launch(const GemmParams& p, const GemmPlan& plan, cudaStream_t strea
     else int4_gemm_kernel<kBf16, kHasMin, 3><<<grid, kGemmThreads, 0, stream>>>(p);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
-    const int64_t total = p.m * p.g.n;
-    int4_splitk_reduce<kBf16><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p.partial, plan.splits, p.m, p.g.n,
-                                                                                p.y, p.ldy);
-    return cudaGetLastError();
+    return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.g.n, p.y, p.ldy, stream);
 }
 
 }  // namespace

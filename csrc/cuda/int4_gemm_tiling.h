@@ -42,21 +42,29 @@ struct GemmPlan {
     int64_t k_stages;  // ceil(k_tiles / kGemmStageTiles)
 };
 
-// Small M (decode) leaves most SMs idle with one block per 256 columns: split K until there are
-// about two blocks per SM, keeping at least 8 stages (256 k) per split so that the pipeline
-// fills and the partial sums stay a small fraction of the weight traffic; at most 16 splits.
+// Small M (decode) leaves most SMs idle with one block per output slab: split K until there are
+// about two blocks per SM, keeping at least 8 stages (256 k) per split so that the pipeline fills
+// and the partial sums stay a small fraction of the weight traffic; at most 16 splits. (The
+// bf16 GEMM takes the same rule.)
+LL_HOST_DEVICE int gemm_splits(int64_t blocks, int64_t k_stages, int sms) {
+    const int64_t want = 2 * int64_t(sms);
+    int64_t splits = blocks >= want ? 1 : (want + blocks - 1) / blocks;
+    const int64_t by_depth = k_stages / 8 > 0 ? k_stages / 8 : 1;
+    if (splits > by_depth) splits = by_depth;
+    if (splits > 16) splits = 16;
+    return int(splits);
+}
+
+// m_frags by M: one 16-row fragment up to 16 rows, two up to 32, three beyond.
+LL_HOST_DEVICE int gemm_m_frags(int64_t M) { return M <= 16 ? 1 : M <= 32 ? 2 : 3; }
+
 LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
     GemmPlan p;
-    p.m_frags = M <= 16 ? 1 : M <= 32 ? 2 : 3;
+    p.m_frags = gemm_m_frags(M);
     p.grid_n = (g.n_tiles + kGemmWarps - 1) / kGemmWarps;
     p.grid_m = (M + 16 * p.m_frags - 1) / (16 * p.m_frags);
     p.k_stages = (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles;
-    const int64_t blocks = p.grid_n * p.grid_m, want = 2 * int64_t(sms);
-    int64_t splits = blocks >= want ? 1 : (want + blocks - 1) / blocks;
-    const int64_t by_depth = p.k_stages / 8 > 0 ? p.k_stages / 8 : 1;
-    if (splits > by_depth) splits = by_depth;
-    if (splits > 16) splits = 16;
-    p.splits = int(splits);
+    p.splits = gemm_splits(p.grid_n * p.grid_m, p.k_stages, sms);
     return p;
 }
 

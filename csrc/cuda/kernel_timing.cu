@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attention_plan.h"
+#include "bf16_gemm.h"
 #include "flash_attn.h"
 #include "int4_gemm.h"
 #include "int4_repack.h"
@@ -101,6 +102,26 @@ DeviceSpec device_spec() {
     const double t = best_time([&] { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 3, 5);
     s.copy_gbps = 2.0 * double(bytes) / t * 1e-9;
     return s;
+}
+
+double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats) {
+    int dev = 0, sms = 0;
+    check(cudaGetDevice(&dev));
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
+    const int64_t ld = (K + 7) / 8 * 8;
+    Buffers b;
+    const uint16_t* x = b.upload(random_half(size_t(M * ld), bf16, 6));
+    const uint16_t* w = b.upload(random_half(size_t(N * ld), bf16, 7));
+    void* y = b.alloc<float>(size_t(M * N));
+    const size_t ws = bf16_gemm_workspace_bytes(plan, M, N);
+    float* work = b.alloc<float>(ws / sizeof(float));
+    const Bf16GemmArgs a{x, ld, w, ld, M, N, K, bf16, y, N, y_f32, plan, work, ws};
+    std::string why;
+    return best_time([&] {
+        const cudaError_t err = bf16_gemm(a, nullptr, &why);
+        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? cudaGetErrorString(err) : why);
+    }, iters, repeats);
 }
 
 double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16, int iters, int repeats) {

@@ -212,6 +212,12 @@ class _DeviceMath(ModuleType):
     def int4_gemm_plan(m: int, n: int, k: int, group: int, sms: int) -> _GemmPlan:
         """The W4A16 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
     @staticmethod
+    def bf16_gemm_plan(m: int, n: int, k: int, sms: int) -> _GemmPlan:
+        """The 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
+    @staticmethod
+    def b16_chunks() -> npt.NDArray[np.int32]:
+        """[512, 2]: the (row, k) of the 16-byte chunk each copy of a 16-bit GEMM stage moves."""
+    @staticmethod
     def int4_tile_coords() -> npt.NDArray[np.int32]:
         """[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a
         lane's 128-bit load."""
@@ -305,9 +311,18 @@ class _CudaKernels(ModuleType):
     def kv_append(k: npt.ArrayLike, v: npt.ArrayLike, n_kv_heads: int, n_ctx: int, p0: int) -> npt.NDArray[np.uint16]:
         """K and V rows [T, KH*hd] (bits) appended at p0 to a zero device cache -> [2, KH, n_ctx, hd]."""
     @staticmethod
+    def bf16_gemm(x: npt.ArrayLike, w: npt.ArrayLike, dtype: str = "bf16", y_f32: bool = False,
+                  splits: int = 0) -> _F32:
+        """x [M, K] . w [N, K]^T on the GPU (16-bit bits, uint16) -> y [M, N] float32 (fp32 output
+        when y_f32, else the 16-bit output widened exactly); splits 0: bf16_gemm_plan's choice."""
+    @staticmethod
     def device_spec() -> dict[str, Any]:
         """The current GPU: name, sms, compute_capability, sm_clock_ghz, mem_spec_gbps (datasheet)
         and copy_gbps (a measured 1 GiB device-to-device copy, bytes read + written)."""
+    @staticmethod
+    def time_bf16_gemm(m: int, n: int, k: int, bf16: bool = True, y_f32: bool = False, iters: int = 20,
+                       repeats: int = 5) -> float:
+        """Seconds per 16-bit-weight product X [m, k] . W [n, k]^T, inputs made on the device once."""
     @staticmethod
     def time_int4_gemm(m: int, n: int, k: int, group: int, bf16: bool = True, iters: int = 20,
                        repeats: int = 5) -> float:
