@@ -22,6 +22,7 @@
 #include "cuda/bf16_gemm_tiling.h"
 #include "cuda/device_math.h"
 #include "cuda/flash_attn_schedule.h"
+#include "cuda/gpu_weights.h"
 #include "cuda/int4_gemm_tiling.h"
 #include "cuda/int4_layout.h"
 #include "cuda/int4_repack.h"
@@ -35,6 +36,7 @@
 #include "cuda/flash_attn.h"
 #include "cuda/int4_gemm.h"
 #include "cuda/kernel_timing.h"
+#include "cuda/llama_cuda.h"
 #include "cuda/small_ops.h"
 #endif
 
@@ -151,33 +153,43 @@ cpu::Isa isa_arg(const std::optional<std::string>& isa) {
 }
 
 // The model plus the Python objects (memory-mapped arrays) its weight pointers point into.
+// The core's config from Model's config dict (ModelConfig.core_dict()).
+LlamaConfig config_from(const py::dict& config) {
+    LlamaConfig c;
+    auto need = [&](const char* key) -> py::handle {
+        if (!config.contains(key)) throw FormatError(std::string("model config lacks '") + key + "'");
+        return config[key];
+    };
+    c.vocab_size = need("vocab_size").cast<int64_t>();
+    c.hidden_size = need("hidden_size").cast<int64_t>();
+    c.intermediate_size = need("intermediate_size").cast<int64_t>();
+    c.n_layers = need("num_hidden_layers").cast<int64_t>();
+    c.n_heads = need("num_attention_heads").cast<int64_t>();
+    c.n_kv_heads = need("num_key_value_heads").cast<int64_t>();
+    c.head_dim = need("head_dim").cast<int64_t>();
+    c.rms_norm_eps = need("rms_norm_eps").cast<float>();
+    c.tie_word_embeddings = need("tie_word_embeddings").cast<bool>();
+    c.inv_freq = need("inv_freq").cast<std::vector<float>>();
+    return c;
+}
+
+// Tensors by name from Model's tensors dict (they stay alive in the dict the model keeps).
+TensorSource tensor_source(const py::dict& tensors) {
+    return [tensors](const std::string& name) {
+        if (!tensors.contains(name.c_str())) throw FormatError("checkpoint has no tensor '" + name + "'");
+        return spec_of(tensors[name.c_str()], name);
+    };
+}
+
 class PyModel {
 public:
     PyModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int n_threads,
             const std::optional<std::string>& isa, int64_t n_batch, const std::string& kv_cache)
         : tensors_(tensors) {
-        LlamaConfig c;
-        auto need = [&](const char* key) -> py::handle {
-            if (!config.contains(key)) throw FormatError(std::string("model config lacks '") + key + "'");
-            return config[key];
-        };
-        c.vocab_size = need("vocab_size").cast<int64_t>();
-        c.hidden_size = need("hidden_size").cast<int64_t>();
-        c.intermediate_size = need("intermediate_size").cast<int64_t>();
-        c.n_layers = need("num_hidden_layers").cast<int64_t>();
-        c.n_heads = need("num_attention_heads").cast<int64_t>();
-        c.n_kv_heads = need("num_key_value_heads").cast<int64_t>();
-        c.head_dim = need("head_dim").cast<int64_t>();
-        c.rms_norm_eps = need("rms_norm_eps").cast<float>();
-        c.tie_word_embeddings = need("tie_word_embeddings").cast<bool>();
-        c.inv_freq = need("inv_freq").cast<std::vector<float>>();
-        TensorSource source = [&](const std::string& name) {
-            if (!tensors.contains(name.c_str())) throw FormatError("checkpoint has no tensor '" + name + "'");
-            return spec_of(tensors[name.c_str()], name);
-        };
         const KVType kv = parse_kv_type(kv_cache);
         if (n_threads <= 0) n_threads = cpu::physical_cores();
-        model_ = std::make_unique<LlamaCpu>(c, source, n_ctx, n_threads, isa_arg(isa), n_batch, kv);
+        model_ = std::make_unique<LlamaCpu>(config_from(config), tensor_source(tensors), n_ctx, n_threads,
+                                            isa_arg(isa), n_batch, kv);
     }
 
     py::array_t<float> forward(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
@@ -229,6 +241,41 @@ private:
     py::dict tensors_;
     std::unique_ptr<LlamaCpu> model_;
 };
+
+#if defined(LL_HAVE_CUDA)
+// The forward pass on the GPU, with Model's interface (what LLM uses of it).
+class PyCudaModel {
+public:
+    PyCudaModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int64_t n_batch) : tensors_(tensors) {
+        model_ = std::make_unique<cuda::LlamaCuda>(config_from(config), tensor_source(tensors), n_ctx, n_batch);
+    }
+    py::array_t<float> forward(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
+                               std::optional<int64_t> start_pos, bool all_logits) {
+        if (tokens.ndim() != 1) throw std::invalid_argument("forward: tokens must be a 1-D array");
+        const int64_t T = tokens.shape(0);
+        if (start_pos) {
+            if (*start_pos < 0 || *start_pos > model_->n_past())
+                throw std::invalid_argument("forward: start_pos " + std::to_string(*start_pos) + " is beyond the " +
+                                            std::to_string(model_->n_past()) + " cached positions");
+            model_->truncate(*start_pos);
+        }
+        const int64_t V = model_->config().vocab_size;
+        py::array_t<float> out = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
+        float* o = out.mutable_data();
+        const int32_t* t = tokens.data();
+        {
+            py::gil_scoped_release release;
+            model_->forward(t, T, o, all_logits);
+        }
+        return out;
+    }
+    cuda::LlamaCuda& model() { return *model_; }
+
+private:
+    py::dict tensors_;
+    std::unique_ptr<cuda::LlamaCuda> model_;
+};
+#endif
 
 // ---- kernel entry points for the tests (single ISA forced, arguments checked here) ----
 
@@ -680,6 +727,25 @@ py::dict dm_bf16_gemm_plan(int64_t m, int64_t n, int64_t k, int sms) {
     return plan_dict(cuda::bf16_gemm_plan(m, n, k, sms));
 }
 
+// What a weight (or weights fused along the output) becomes on the GPU (gpu_weights.h).
+py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, int64_t in, const std::string& dtype) {
+    if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("gpu_weight: dtype is bf16 or fp16");
+    std::vector<TensorSpec> specs;
+    for (size_t i = 0; i < parts.size(); ++i) specs.push_back(spec_of(parts[i], "part" + std::to_string(i)));
+    const cuda::GpuLinearHost g = cuda::gpu_linear(specs, outs, in, dtype == "bf16");
+    py::dict d;
+    d["format"] = g.format;
+    d["int4"] = g.int4;
+    d["out"] = g.out;
+    if (g.int4) {
+        d["q"] = copy_out(g.q.q, {py::ssize_t(g.q.q.size())});
+        d["scales"] = copy_out(g.q.scales, {py::ssize_t(g.q.scales.size())});
+    } else {
+        d["rows"] = copy_out(g.half, {py::ssize_t(g.out), py::ssize_t(g.ld)});
+    }
+    return d;
+}
+
 // ---- flash attention (csrc/cuda/attention_plan.h)
 
 // Its schedule on the host (flash_attn_schedule.h): q [T, H * hd], k and v
@@ -782,6 +848,26 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("kv_cache", [](PyModel& s) { return std::string(kv_type_name(s.model().kv_type())); })
         .def_property_readonly("scratch_bytes", [](PyModel& s) { return s.model().scratch_bytes(); });
 
+#if defined(LL_HAVE_CUDA)
+    py::class_<PyCudaModel>(m, "CudaModel")
+        .def(py::init<const py::dict&, const py::dict&, int64_t, int64_t>(), py::arg("config"), py::arg("tensors"),
+             py::arg("n_ctx"), py::arg("n_batch") = 512,
+             "The forward pass on the GPU (CUDA builds only), with Model's interface")
+        .def("forward", &PyCudaModel::forward, py::arg("tokens"), py::arg("start_pos") = py::none(),
+             py::arg("all_logits") = false, "as Model.forward")
+        .def("reset", [](PyCudaModel& s) { s.model().truncate(0); })
+        .def("truncate", [](PyCudaModel& s, int64_t n) { s.model().truncate(n); }, py::arg("n"))
+        .def_property_readonly("n_past", [](PyCudaModel& s) { return s.model().n_past(); })
+        .def_property_readonly("n_ctx", [](PyCudaModel& s) { return s.model().n_ctx(); })
+        .def_property_readonly("n_threads", [](PyCudaModel&) { return 0; })
+        .def_property_readonly("isa", [](PyCudaModel& s) { return "cuda (" + s.model().device_name() + ")"; })
+        .def_property_readonly("weight_bytes", [](PyCudaModel& s) { return s.model().weight_bytes(); })
+        .def_property_readonly("weight_formats", [](PyCudaModel& s) { return s.model().weight_formats(); })
+        .def_property_readonly("kv_bytes", [](PyCudaModel& s) { return s.model().kv_bytes(); })
+        .def_property_readonly("kv_cache", [](PyCudaModel& s) { return std::string(s.model().bf16() ? "bf16" : "f16"); })
+        .def_property_readonly("scratch_bytes", [](PyCudaModel& s) { return s.model().scratch_bytes(); });
+#endif
+
     py::module_ dm = m.def_submodule("device_math", "csrc/cuda's shared host/device math, run on the host");
     dm.def("e4m3_to_float", [](const U8Array& a) { return map_array<float>(a, cuda::e4m3_to_float); }, py::arg("codes"),
            "E4M3 codes (uint8) -> float32, exact");
@@ -818,6 +904,10 @@ PYBIND11_MODULE(_core, m) {
            py::arg("sms"),
            "the W4A16 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs: {m_frags, splits, "
            "grid_n, grid_m, k_stages, stage_ranges: [(begin, end)] per split, min_blocks}");
+    dm.def("gpu_weight", &dm_gpu_weight, py::arg("parts"), py::arg("outs"), py::arg("in_features"),
+           py::arg("dtype") = "bf16",
+           "the GPU form of weight specs stacked along the output (gpu_weights.h): {format, int4, out, rows "
+           "[out, ld] 16-bit bits | q, scales: int4_repack's flat buffers}");
     dm.def("bf16_gemm_plan", &dm_bf16_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
            "the 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs (as int4_gemm_plan)");
     dm.def("b16_chunks", []() {

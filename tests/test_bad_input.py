@@ -1,6 +1,7 @@
 """Bad input gets a clear error that names what was wrong, and never crashes the interpreter."""
 
 import json
+import re
 import shutil
 import struct
 
@@ -190,19 +191,32 @@ def test_bad_sampling_arguments(good_model):
 
 
 def test_cuda_device_without_gpu_is_a_clear_error(good_model):
-    from llama_local import LlamaLocalError
-    with pytest.raises(LlamaLocalError, match="device='cuda' is not available"):
+    from llama_local import LlamaLocalError, system_info
+    info = system_info()
+    if info["cuda_available"] and info["cuda_backend"]:
+        pytest.skip("a GPU is here: device='cuda' loads (tests/test_cuda_forward.py)")
+    with pytest.raises(LlamaLocalError, match="device='cuda' is not available: " + re.escape(
+            info["cuda_unavailable_reason"] or "this build has no CUDA forward pass")):
         LLM(good_model, device="cuda")
 
 
 def test_auto_device_falls_back_to_cpu_and_says_why(good_model):
-    from llama_local import system_info
+    from llama_local import _core, system_info
     llm = LLM(good_model, device="auto", n_ctx=16)
-    assert llm.device == "cpu"
     info = system_info()
-    assert info["cuda_backend"] is False
+    assert info["cuda_backend"] == _core.build_info()["cuda_compiled"]
+    assert llm.device == ("cuda" if info["cuda_available"] and info["cuda_backend"] else "cpu")
     if not info["cuda_available"]:
         assert info["cuda_unavailable_reason"]
+
+
+def test_cpu_only_kv_cache_formats_are_refused_on_the_gpu(good_model):
+    from llama_local import system_info
+    info = system_info()
+    if not (info["cuda_available"] and info["cuda_backend"]):
+        pytest.skip(f"no GPU: {info['cuda_unavailable_reason']}")
+    with pytest.raises(ValueError, match="CPU-only"):
+        LLM(good_model, device="cuda", kv_cache="q8_0")
 
 
 @pytest.mark.parametrize("field,value", [("architectures", 1.5), ("architectures", [3]), ("model_type", 7),

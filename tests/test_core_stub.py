@@ -115,7 +115,7 @@ def check_class(cls, body: dict[str, ast.AST], where: str) -> None:
 
 
 # Declared in the stub, compiled only in some builds.
-OPTIONAL = {"cuda_kernels": _core.build_info()["cuda_compiled"]}
+OPTIONAL = {name: _core.build_info()["cuda_compiled"] for name in ("cuda_kernels", "CudaModel")}
 
 
 def test_module_names(stub):
@@ -130,6 +130,12 @@ def test_module_functions(stub):
 
 def test_model(stub):
     check_class(_core.Model, stub.class_body(stub.top["Model"]), "Model")
+
+
+def test_cuda_model(stub):
+    if not OPTIONAL["CudaModel"]:
+        pytest.skip("_core.CudaModel exists only in CUDA builds; this one has no CUDA")
+    check_class(_core.CudaModel, stub.class_body(stub.top["CudaModel"]), "CudaModel")
 
 
 @pytest.mark.parametrize("name", ["kernels", "device_math", "cuda_kernels"])

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "../core/errors.h"
+#include "rope_table.h"
 
 namespace ll {
 
@@ -76,17 +77,7 @@ LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ct
     weight_bytes_ += D * sizeof(float);
     if (!cfg.tie_word_embeddings) lm_head_ = linear("lm_head.weight", cfg.vocab_size, D);
 
-    // RoPE table. The angle is formed in fp32 exactly as transformers does (inv_freq * pos),
-    // and its cosine and sine taken in double so the table adds no error of its own.
-    const int64_t half = hd / 2;
-    rope_cos_.resize(size_t(n_ctx) * half);
-    rope_sin_.resize(size_t(n_ctx) * half);
-    for (int64_t pos = 0; pos < n_ctx; ++pos)
-        for (int64_t i = 0; i < half; ++i) {
-            const float angle = float(pos) * cfg.inv_freq[i];
-            rope_cos_[pos * half + i] = float(std::cos(double(angle)));
-            rope_sin_[pos * half + i] = float(std::sin(double(angle)));
-        }
+    rope_tables(cfg.inv_freq, n_ctx, rope_cos_, rope_sin_);
 
     const size_t B = size_t(n_batch_);
     x_.resize(B * D);

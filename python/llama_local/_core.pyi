@@ -95,6 +95,36 @@ class _QuantizedActs(TypedDict):
     r: npt.NDArray[np.int8]  # residual codes [M, Kp]
     flags: npt.NDArray[np.uint64]  # residual blocks, bit sets [M, words]
 
+class CudaModel:
+    """The forward pass on the GPU, with Model's interface; present only in CUDA builds
+    (build_info()["cuda_compiled"]). Weights become INT4 tiles or 16-bit rows on the device
+    (device_math.gpu_weight), the KV cache 16-bit in the compute type (bf16 on sm_80+)."""
+
+    def __init__(self, config: dict[str, Any], tensors: dict[str, _TensorSpec], n_ctx: int,
+                 n_batch: int = 512) -> None: ...
+    def forward(self, tokens: npt.ArrayLike, start_pos: int | None = None, all_logits: bool = False) -> _F32:
+        """As Model.forward."""
+    def reset(self) -> None: ...
+    def truncate(self, n: int) -> None: ...
+    @property
+    def n_past(self) -> int: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def isa(self) -> str: ...
+    @property
+    def weight_bytes(self) -> int: ...
+    @property
+    def weight_formats(self) -> list[tuple[str, int]]: ...
+    @property
+    def kv_bytes(self) -> int: ...
+    @property
+    def kv_cache(self) -> str: ...
+    @property
+    def scratch_bytes(self) -> int: ...
+
 class _Kernels(ModuleType):
     """The submodule `kernels`: each CPU kernel, for tests against numpy. `isa` None: default_isa()."""
 
@@ -211,6 +241,11 @@ class _DeviceMath(ModuleType):
     @staticmethod
     def int4_gemm_plan(m: int, n: int, k: int, group: int, sms: int) -> _GemmPlan:
         """The W4A16 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
+    @staticmethod
+    def gpu_weight(parts: list[Any], outs: list[int], in_features: int, dtype: str = "bf16") -> dict[str, Any]:
+        """What weight specs (as Model takes them) stacked along the output become on the GPU:
+        {format, int4, out, and rows: uint16 [out, ld] 16-bit bits, or q, scales: int4_repack's
+        flat buffers}."""
     @staticmethod
     def bf16_gemm_plan(m: int, n: int, k: int, sms: int) -> _GemmPlan:
         """The 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""

@@ -65,8 +65,9 @@ def system_info() -> dict[str, Any]:
         "cuda_available": b["cuda_devices"] > 0,
         "cuda_devices": list(b["cuda_device_names"]),
         "cuda_unavailable_reason": b["cuda_unavailable_reason"],
-        # The CUDA forward pass is a later milestone: models run on the CPU in this version.
-        "cuda_backend": False,
+        # Whether this build has the forward pass on the GPU (device="cuda"; "auto" takes it when a
+        # GPU is available too).
+        "cuda_backend": hasattr(core, "CudaModel"),
         "compiler": b["compiler"],
     }
     if isa_error:
@@ -136,13 +137,19 @@ class LLM:
                  progress: bool = True, kv_cache: str = "f16", allow_beyond_trained_context: bool = False):
         if device not in ("cpu", "auto", "cuda"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
-        if device == "cuda":
+        use_cuda = False
+        if device in ("cuda", "auto"):
             info = system_info()
-            why = info["cuda_unavailable_reason"] or "the CUDA forward pass is not part of this version"
-            raise LlamaLocalError(f"device='cuda' is not available: {why}")
+            use_cuda = info["cuda_available"] and info["cuda_backend"]
+            if device == "cuda" and not use_cuda:
+                why = info["cuda_unavailable_reason"] or "this build has no CUDA forward pass"
+                raise LlamaLocalError(f"device='cuda' is not available: {why}")
         check_n_ctx(n_ctx)  # bad arguments fail before the model loads
         check_kv_cache(kv_cache)
-        self.device = "cpu"
+        if use_cuda and kv_cache not in ("f16", "bf16"):
+            raise ValueError(f"kv_cache={kv_cache!r} is CPU-only: on the GPU the KV cache is 16-bit "
+                             "(bf16 on sm_80 and newer, f16 before)")
+        self.device = "cuda" if use_cuda else "cpu"
         self.source = Path(path)
         self.path, self.weights = open_model(path, progress=progress)
         if not Path(path).expanduser().exists():
@@ -159,8 +166,11 @@ class LLM:
                                                          f"{self.path}/config.json")
         else:
             tensors = self.weights.core_tensors()
-        self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,
-                                   n_threads=n_threads or 0, isa=isa, n_batch=n_batch, kv_cache=kv_cache)
+        if use_cuda:
+            self.model = _core().CudaModel(self.config.core_dict(), tensors, n_ctx, n_batch=n_batch)
+        else:
+            self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,
+                                       n_threads=n_threads or 0, isa=isa, n_batch=n_batch, kv_cache=kv_cache)
         from .tokenizer.tokenizer import Tokenizer
         self.tokenizer = Tokenizer.load(self.path)
         self.generation_defaults = self._generation_defaults()

@@ -1,0 +1,35 @@
+// What a checkpoint's weights become on the GPU, made on the host (compiled into every build, so
+// the host tests hold it to the CPU weight layer): each linear layer, alone or fused with its
+// neighbours along the output dimension (Q/K/V, gate/up), is
+//   INT4  when every part is a 4-bit group-wise integer spec (GPTQ, AWQ, compressed-tensors) with
+//         one group size and the same kind of zero: codes and scales as they are (int4_repack.h);
+//   16-bit rows [out][ld] otherwise: each row dequantized by the CPU weight layer (which undoes
+//         GGUF's q/k row permutation and decodes every GGUF type) and rounded once to bf16 or fp16.
+// The W16A16 GEMM reads the rows in place; the INT4 GEMM the repacked tiles.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../weights/linear.h"
+#include "int4_repack.h"
+
+namespace ll::cuda {
+
+struct GpuLinearHost {
+    int64_t out = 0, in = 0;
+    bool int4 = false;
+    Int4GpuWeight q;              // int4
+    std::vector<uint16_t> half;   // 16-bit rows [out][ld], zeros past `in`
+    int64_t ld = 0;               // in, rounded up to 8 values (16-byte rows for cp.async)
+    std::string format;           // "int4 g128", "bf16 (from Q4_K)", ...
+};
+
+// parts[i] has outs[i] rows of `in` columns; the result stacks them in order.
+GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in,
+                         bool bf16);
+
+// An embedding table [rows][cols] as 16-bit rows (it is also the tied LM head's weight).
+GpuLinearHost gpu_table(const TensorSpec& spec, int64_t rows, int64_t cols, bool bf16);
+
+}  // namespace ll::cuda

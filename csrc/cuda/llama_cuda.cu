@@ -1,0 +1,335 @@
+#include "llama_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "../core/errors.h"
+#include "../cpu/kernels.h"
+#include "../model/rope_table.h"
+#include "attention_plan.h"
+#include "bf16_gemm.h"
+#include "flash_attn.h"
+#include "gpu_weights.h"
+#include "int4_gemm.h"
+#include "small_ops.h"
+
+namespace ll::cuda {
+namespace {
+
+void check(cudaError_t err, const char* what) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA (") + what + "): " + cudaGetErrorString(err));
+}
+
+// Device memory the model owns, freed with it.
+class DeviceArena {
+public:
+    DeviceArena() = default;
+    DeviceArena(const DeviceArena&) = delete;
+    DeviceArena& operator=(const DeviceArena&) = delete;
+    ~DeviceArena() {
+        for (void* p : ptrs_) cudaFree(p);
+    }
+    template <class T>
+    T* alloc(size_t count) {
+        void* d = nullptr;
+        const size_t bytes = std::max<size_t>(count * sizeof(T), 16);
+        check(cudaMalloc(&d, bytes), "allocating device memory");
+        ptrs_.push_back(d);
+        bytes_ += bytes;
+        return static_cast<T*>(d);
+    }
+    template <class T>
+    T* upload(const std::vector<T>& host) {
+        T* d = alloc<T>(host.size());
+        check(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "uploading weights");
+        return d;
+    }
+    size_t bytes() const { return bytes_; }
+
+private:
+    std::vector<void*> ptrs_;
+    size_t bytes_ = 0;
+};
+
+struct DevLinear {
+    int64_t out = 0, in = 0;
+    bool int4 = false;
+    Int4DeviceWeight q{};
+    const uint16_t* w = nullptr;  // 16-bit rows [out][ldw]
+    int64_t ldw = 0;
+    std::string format;
+    size_t bytes = 0;
+};
+
+std::vector<float> norm_weight(const TensorSource& src, const std::string& name, int64_t n) {
+    const TensorSpec t = src(name);
+    if (t.kind != TensorSpec::Kind::Float || t.shape != std::vector<int64_t>{n})
+        throw FormatError("tensor '" + name + "' must be a float vector of " + std::to_string(n) + " elements");
+    std::vector<float> w(static_cast<size_t>(n));
+    cpu::kernels_for(cpu::best_isa()).to_f32[int(t.dtype)](t.data, w.data(), n);
+    return w;
+}
+
+}  // namespace
+
+struct LlamaCuda::Impl {
+    LlamaConfig cfg;
+    int64_t n_ctx = 0, n_batch = 0, n_past = 0;
+    int64_t qdim = 0, kvdim = 0, qkvdim = 0;
+    bool bf16 = true;
+    int sms = 0;
+    std::string name;
+    cudaStream_t stream = nullptr;
+    DeviceArena weights, state;  // state: KV cache and scratch
+    size_t kv_bytes = 0;
+    std::vector<std::pair<std::string, size_t>> formats;
+
+    struct Layer {
+        const float* attn_norm;
+        const float* ffn_norm;
+        DevLinear qkv, o, gate_up, down;
+        uint16_t* k_cache;
+        uint16_t* v_cache;
+    };
+    std::vector<Layer> layers;
+    DevLinear embed, head;  // head: the embedding's rows when tied
+    const float* final_norm = nullptr;
+    const float* rope_cos = nullptr;
+    const float* rope_sin = nullptr;
+
+    // scratch, n_batch rows each
+    int32_t* tokens = nullptr;
+    float* x = nullptr;     // residual stream, fp32 [T][D]
+    uint16_t* h = nullptr;  // normed input of a GEMM [T][D]
+    uint16_t* qkv = nullptr;
+    uint16_t* attn = nullptr;
+    uint16_t* tmp = nullptr;  // a GEMM's output before the residual add [T][D]
+    uint16_t* gu = nullptr;
+    uint16_t* act = nullptr;
+    float* logits = nullptr;
+    float* gemm_work = nullptr;
+    size_t gemm_work_bytes = 0;
+    float* attn_work = nullptr;
+    size_t attn_work_bytes = 0;
+
+    void add_format(const std::string& f, size_t n) {
+        for (auto& e : formats)
+            if (e.first == f) return void(e.second += n);
+        formats.emplace_back(f, n);
+    }
+
+    DevLinear upload(const GpuLinearHost& g) {
+        DevLinear d;
+        d.out = g.out;
+        d.in = g.in;
+        d.format = g.format;
+        d.int4 = g.int4;
+        const size_t before = weights.bytes();
+        if (g.int4) {
+            d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q), weights.upload(g.q.scales),
+                                   g.q.has_min ? weights.upload(g.q.mins) : nullptr};
+        } else {
+            d.w = weights.upload(g.half);
+            d.ldw = g.ld;
+        }
+        d.bytes = weights.bytes() - before;
+        add_format(d.format, d.bytes);
+        return d;
+    }
+
+    const float* upload_f32(const std::vector<float>& v) {
+        const float* d = weights.upload(v);
+        add_format("f32", v.size() * sizeof(float));
+        return d;
+    }
+
+    // The split-K workspace the largest plan of any product at any batch size needs.
+    size_t workspace_for(const DevLinear& w) const {
+        size_t most = 0;
+        for (int64_t M = 1; M <= n_batch; ++M) {
+            const GemmPlan p = w.int4 ? int4_gemm_plan(M, w.q.g, sms) : bf16_gemm_plan(M, w.out, w.in, sms);
+            most = std::max(most, w.int4 ? int4_gemm_workspace_bytes(p, M, w.out) : bf16_gemm_workspace_bytes(p, M, w.out));
+        }
+        return most;
+    }
+
+    // y [M][ldy] = x [M][ldx] . w^T: 16-bit, or fp32 (the LM head, which is never INT4).
+    void gemm(const DevLinear& w, const uint16_t* xin, int64_t ldx, int64_t M, void* y, int64_t ldy, bool y_f32) {
+        std::string why;
+        cudaError_t err;
+        if (w.int4) {
+            const GemmPlan plan = int4_gemm_plan(M, w.q.g, sms);
+            err = int4_gemm(xin, ldx, M, w.q, static_cast<uint16_t*>(y), ldy, plan, gemm_work, gemm_work_bytes, stream,
+                            &why);
+        } else {
+            const GemmPlan plan = bf16_gemm_plan(M, w.out, w.in, sms);
+            err = bf16_gemm(Bf16GemmArgs{xin, ldx, w.w, w.ldw, M, w.out, w.in, bf16, y, ldy, y_f32, plan, gemm_work,
+                                         gemm_work_bytes},
+                            stream, &why);
+        }
+        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? std::string("CUDA (GEMM): ") + cudaGetErrorString(err) : why);
+    }
+
+    void chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits);
+};
+
+LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int64_t n_batch)
+    : impl_(std::make_unique<Impl>()) {
+    Impl& m = *impl_;
+    m.cfg = cfg;
+    const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim;
+    m.qdim = cfg.n_heads * hd;
+    m.kvdim = cfg.n_kv_heads * hd;
+    m.qkvdim = m.qdim + 2 * m.kvdim;
+    if (D <= 0 || F <= 0 || cfg.n_layers <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 || cfg.vocab_size <= 0)
+        throw FormatError("model config has a non-positive size");
+    if (cfg.n_heads % cfg.n_kv_heads) throw FormatError("num_attention_heads is not a multiple of num_key_value_heads");
+    if (hd != 64 && hd != 128) throw FormatError("the CUDA backend takes head_dim 64 or 128, not " + std::to_string(hd));
+    if (D % 8 || F % 8) throw FormatError("the CUDA backend needs hidden and intermediate sizes that are multiples of 8");
+    if (cfg.n_heads / cfg.n_kv_heads > 16)
+        throw FormatError("the CUDA backend takes at most 16 query heads per KV head");
+    if (int64_t(cfg.inv_freq.size()) != hd / 2) throw FormatError("RoPE needs head_dim / 2 frequencies");
+    if (n_ctx <= 0 || n_batch <= 0) throw std::invalid_argument("n_ctx and n_batch must be positive");
+    m.n_ctx = n_ctx;
+    m.n_batch = std::min(n_batch, n_ctx);
+
+    int dev = 0, major = 0;
+    check(cudaGetDevice(&dev), "selecting the device");
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "reading the device");
+    check(cudaDeviceGetAttribute(&m.sms, cudaDevAttrMultiProcessorCount, dev), "reading the device");
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, dev), "reading the device");
+    m.name = prop.name;
+    m.bf16 = major >= 8;  // bf16 tensor cores from Ampere; Turing computes in fp16
+    check(cudaStreamCreate(&m.stream), "creating a stream");
+
+    // Weights, one layer at a time (each converted on the host, uploaded, then freed there).
+    const std::string embed_name = "model.embed_tokens.weight";
+    m.embed = m.upload(gpu_table(src(embed_name), cfg.vocab_size, D, m.bf16));
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        Impl::Layer L{};
+        L.attn_norm = m.upload_f32(norm_weight(src, p + "input_layernorm.weight", D));
+        L.ffn_norm = m.upload_f32(norm_weight(src, p + "post_attention_layernorm.weight", D));
+        L.qkv = m.upload(gpu_linear({src(p + "self_attn.q_proj.weight"), src(p + "self_attn.k_proj.weight"),
+                                     src(p + "self_attn.v_proj.weight")},
+                                    {m.qdim, m.kvdim, m.kvdim}, D, m.bf16));
+        L.o = m.upload(gpu_linear({src(p + "self_attn.o_proj.weight")}, {D}, m.qdim, m.bf16));
+        L.gate_up = m.upload(gpu_linear({src(p + "mlp.gate_proj.weight"), src(p + "mlp.up_proj.weight")}, {F, F}, D,
+                                        m.bf16));
+        L.down = m.upload(gpu_linear({src(p + "mlp.down_proj.weight")}, {D}, F, m.bf16));
+        m.layers.push_back(L);
+    }
+    m.final_norm = m.upload_f32(norm_weight(src, "model.norm.weight", D));
+    // The head gives fp32 logits, which only the 16-bit-weight GEMM writes: an untied head is kept
+    // as 16-bit rows whatever its source format.
+    m.head = cfg.tie_word_embeddings ? m.embed : m.upload(gpu_table(src("lm_head.weight"), cfg.vocab_size, D, m.bf16));
+    std::vector<float> cos_t, sin_t;
+    rope_tables(cfg.inv_freq, n_ctx, cos_t, sin_t);
+    m.rope_cos = m.state.upload(cos_t);
+    m.rope_sin = m.state.upload(sin_t);
+
+    // The KV cache, then the scratch of one chunk of n_batch tokens.
+    for (Impl::Layer& L : m.layers) {
+        L.k_cache = m.state.alloc<uint16_t>(size_t(m.kvdim * n_ctx));
+        L.v_cache = m.state.alloc<uint16_t>(size_t(m.kvdim * n_ctx));
+    }
+    m.kv_bytes = size_t(cfg.n_layers) * 2 * size_t(m.kvdim * n_ctx) * 2;
+    const int64_t B = m.n_batch;
+    m.tokens = m.state.alloc<int32_t>(size_t(B));
+    m.x = m.state.alloc<float>(size_t(B * D));
+    m.h = m.state.alloc<uint16_t>(size_t(B * D));
+    m.qkv = m.state.alloc<uint16_t>(size_t(B * m.qkvdim));
+    m.attn = m.state.alloc<uint16_t>(size_t(B * m.qdim));
+    m.tmp = m.state.alloc<uint16_t>(size_t(B * D));
+    m.gu = m.state.alloc<uint16_t>(size_t(B * 2 * F));
+    m.act = m.state.alloc<uint16_t>(size_t(B * F));
+    m.logits = m.state.alloc<float>(size_t(B * cfg.vocab_size));
+    size_t ws = m.workspace_for(m.head);
+    for (const Impl::Layer& L : m.layers)
+        for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down}) ws = std::max(ws, m.workspace_for(*w));
+    m.gemm_work_bytes = ws;
+    m.gemm_work = m.state.alloc<float>(ws / sizeof(float));
+    m.attn_work_bytes = flash_attention_workspace_bytes(1, int(cfg.n_heads), int(hd), kFaMaxSplits);
+    m.attn_work = m.state.alloc<float>(m.attn_work_bytes / sizeof(float));
+}
+
+LlamaCuda::~LlamaCuda() {
+    if (impl_ && impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits) {
+    const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim, V = cfg.vocab_size;
+    const int p0 = int(n_past);
+    const float eps = cfg.rms_norm_eps;
+    auto ok = [](cudaError_t err, const char* what) { check(err, what); };
+    ok(cudaMemcpyAsync(tokens, host_tokens, size_t(T) * sizeof(int32_t), cudaMemcpyHostToDevice, stream), "tokens");
+    ok(cuda::embed(embed.w, V, tokens, int(T), int(D), x, bf16, stream), "embedding");
+    for (const Layer& L : layers) {
+        ok(rmsnorm_to_half(x, D, L.attn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
+        gemm(L.qkv, h, D, T, qkv, qkvdim, false);
+        ok(rope_qk(qkv, qkvdim, int(cfg.n_heads), qkv + qdim, qkvdim, int(cfg.n_kv_heads), int(hd), int(T), rope_cos,
+                   rope_sin, p0, bf16, stream),
+           "RoPE");
+        ok(kv_append(qkv + qdim, qkv + qdim + kvdim, qkvdim, int(T), int(cfg.n_kv_heads), int(hd), L.k_cache, L.v_cache,
+                     n_ctx, p0, stream),
+           "KV append");
+        std::string why;
+        const FlashAttentionArgs a{qkv, qkvdim, L.k_cache, L.v_cache, n_ctx, attn, qdim, int(T), p0,
+                                   int(cfg.n_heads), int(cfg.n_kv_heads), int(hd), bf16, 0, attn_work, attn_work_bytes};
+        const cudaError_t err = flash_attention(a, stream, &why);
+        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? std::string("CUDA (attention): ") + cudaGetErrorString(err) : why);
+        gemm(L.o, attn, qdim, T, tmp, D, false);
+        ok(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
+        ok(rmsnorm_to_half(x, D, L.ffn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
+        gemm(L.gate_up, h, D, T, gu, 2 * F, false);
+        ok(swiglu(gu, int(T), int(F), act, bf16, stream), "SwiGLU");
+        gemm(L.down, act, F, T, tmp, D, false);
+        ok(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
+    }
+    n_past += T;
+    if (logits_out) {
+        const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
+        ok(rmsnorm_to_half(x + first * D, D, final_norm, int(n_out), int(D), eps, h, D, bf16, stream), "RMSNorm");
+        gemm(head, h, D, n_out, logits, V, true);
+        ok(cudaMemcpyAsync(logits_out, logits, size_t(n_out * V) * sizeof(float), cudaMemcpyDeviceToHost, stream),
+           "logits");
+    }
+    ok(cudaStreamSynchronize(stream), "the forward pass");
+}
+
+void LlamaCuda::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
+    Impl& m = *impl_;
+    if (T <= 0) throw std::invalid_argument("forward: no tokens to evaluate");
+    if (m.n_past + T > m.n_ctx)
+        throw ContextOverflow(std::to_string(m.n_past) + " cached + " + std::to_string(T) +
+                              " new tokens exceed the context size n_ctx=" + std::to_string(m.n_ctx));
+    for (int64_t t = 0; t < T; ++t)
+        if (tokens[t] < 0 || tokens[t] >= m.cfg.vocab_size)
+            throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
+                                        " is outside the vocabulary [0, " + std::to_string(m.cfg.vocab_size) + ")");
+    for (int64_t done = 0; done < T; done += m.n_batch) {
+        const int64_t n = std::min(m.n_batch, T - done);
+        const bool last = done + n == T;
+        float* out = all_logits ? logits + done * m.cfg.vocab_size : (last ? logits : nullptr);
+        m.chunk(tokens + done, n, out, all_logits);
+    }
+}
+
+void LlamaCuda::truncate(int64_t n) {
+    if (n < 0) throw std::invalid_argument("truncate: negative length");
+    impl_->n_past = std::min(impl_->n_past, n);
+}
+int64_t LlamaCuda::n_past() const { return impl_->n_past; }
+int64_t LlamaCuda::n_ctx() const { return impl_->n_ctx; }
+const LlamaConfig& LlamaCuda::config() const { return impl_->cfg; }
+bool LlamaCuda::bf16() const { return impl_->bf16; }
+std::string LlamaCuda::device_name() const { return impl_->name; }
+size_t LlamaCuda::weight_bytes() const { return impl_->weights.bytes(); }
+size_t LlamaCuda::kv_bytes() const { return impl_->kv_bytes; }
+size_t LlamaCuda::scratch_bytes() const { return impl_->state.bytes() - impl_->kv_bytes; }
+std::vector<std::pair<std::string, size_t>> LlamaCuda::weight_formats() const { return impl_->formats; }
+
+}  // namespace ll::cuda
