@@ -45,12 +45,14 @@ struct GemmPlan {
 // Small M (decode) leaves most SMs idle with one block per 256 columns: split K until there are
 // about two blocks per SM, keeping at least 8 stages (256 k) per split so that the pipeline
 // fills and the partial sums stay a small fraction of the weight traffic; at most 16 splits.
-LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
+// n_tiles: 64-column slabs; k_stages: stages of 32 k; max_m_frags: the largest kernel built.
+LL_HOST_DEVICE GemmPlan gemm_plan(int64_t M, int64_t n_tiles, int64_t k_stages, int max_m_frags, int sms) {
     GemmPlan p;
     p.m_frags = M <= 16 ? 1 : M <= 32 ? 2 : 3;
-    p.grid_n = (g.n_tiles + kGemmWarps - 1) / kGemmWarps;
+    if (p.m_frags > max_m_frags) p.m_frags = max_m_frags;
+    p.grid_n = (n_tiles + kGemmWarps - 1) / kGemmWarps;
     p.grid_m = (M + 16 * p.m_frags - 1) / (16 * p.m_frags);
-    p.k_stages = (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles;
+    p.k_stages = k_stages;
     const int64_t blocks = p.grid_n * p.grid_m, want = 2 * int64_t(sms);
     int64_t splits = blocks >= want ? 1 : (want + blocks - 1) / blocks;
     const int64_t by_depth = p.k_stages / 8 > 0 ? p.k_stages / 8 : 1;
@@ -58,6 +60,10 @@ LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms
     if (splits > 16) splits = 16;
     p.splits = int(splits);
     return p;
+}
+
+LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
+    return gemm_plan(M, g.n_tiles, (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles, 3, sms);
 }
 
 // Blocks per SM each kernel is built for (__launch_bounds__): 4 (16 warps, at most 128 registers

@@ -1,0 +1,48 @@
+// How the FP8 GEMM (fp8_gemm.cu) cuts its work, as plain functions the host tests run. The block
+// shape and the split-K policy are the W4A16 GEMM's (int4_gemm_tiling.h): 4 warps, warp w owns
+// the 64-column slab 4 blockIdx.x + w, all warps share 16 m_frags rows and one split's k range;
+// here a stage is one 32 x 64 FP8 tile per warp (2 KB, twice INT4's bytes per k).
+#pragma once
+#include <cstdint>
+
+#include "fp8_layout.h"
+#include "int4_gemm_tiling.h"
+
+namespace ll::cuda {
+
+// Three stages, two in flight while one is multiplied: 16 KB of weights in flight per block, and
+// the largest kernel's 36 KB stays under the 48 KB of static shared memory.
+constexpr int kFp8Stages = 3;
+// Activation rows in shared memory: W8A8 32 codes + 16 bytes of padding (48 bytes: the 8 row
+// addresses of an ldmatrix 8x8 matrix start on banks 0, 12, 24, 4, 16, 28, 8, 20, 4 banks each:
+// conflict-free); W8A16 32 halves + 8 (80 bytes, as int4_gemm_tiling.h's kGemmActStride).
+constexpr int kFp8ActStrideW8A8 = kFp8TileK + 16;
+constexpr int kFp8ActStrideW8A16 = 2 * kFp8TileK + 16;
+
+// The launch of Y [M, N] = X [M, K] . W^T. Block-scaled weights keep a second set of
+// accumulators (a block's partial sums, until its scale is applied), so their largest kernel takes
+// 2 A fragments, not 3.
+LL_HOST_DEVICE GemmPlan fp8_gemm_plan(int64_t M, const Fp8TileGeometry& g, int sms) {
+    return gemm_plan(M, g.n_tiles, g.k_tiles, g.blocks > 1 ? 2 : 3, sms);
+}
+
+// Blocks per SM each kernel is built for (__launch_bounds__): 4 (128 registers a thread) while a
+// lane's fp32 accumulators are at most 64 (1 or 2 A fragments x 8 sub-tiles x 4, per-column
+// scales), leaving room for the A fragments (up to 16 registers) and the addresses; 3 (168
+// registers) for 96 or 128 (3 fragments, or 2 with a block's partial sums beside the totals).
+LL_HOST_DEVICE constexpr int fp8_gemm_min_blocks(int m_frags, bool block_scaled) {
+    return 32 * m_frags * (block_scaled ? 2 : 1) <= 64 ? 4 : 3;
+}
+
+// Whether a block folds its partial sums into the totals (times the k-block's scales) after tile
+// kt of a split that ends before tile `end`: at the end of every k-block and of the split, so
+// that each tile's products are scaled by their own block's scale exactly once.
+LL_HOST_DEVICE bool fp8_fold_after(const Fp8TileGeometry& g, int64_t kt, int64_t end) {
+    return (kt + 1) % g.tiles_per_block == 0 || kt + 1 == end;
+}
+
+// The 16-byte activation chunk c of a stage: row c / per_row, byte offset 16 (c % per_row) in
+// the row (per_row = 2 for W8A8's 32 codes, 4 for W8A16's 32 halves).
+LL_HOST_DEVICE FragCoord fp8_act_chunk(int c, int per_row) { return FragCoord{c / per_row, 16 * (c % per_row)}; }
+
+}  // namespace ll::cuda
