@@ -34,6 +34,7 @@
 #if defined(LL_HAVE_CUDA)
 #include "cuda/device_info.h"
 #include "cuda/flash_attn.h"
+#include "cuda/fp8_gemm.h"
 #include "cuda/int4_gemm.h"
 #endif
 
@@ -779,7 +780,6 @@ py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sm
     d["k_stages"] = p.k_stages;
     d["stage_ranges"] = ranges;
     d["folds"] = folds;
-    d["min_blocks"] = cuda::fp8_gemm_min_blocks(p.m_frags, g.blocks > 1);
     return d;
 }
 
@@ -946,7 +946,7 @@ PYBIND11_MODULE(_core, m) {
     dm.def("fp8_gemm_plan", &dm_fp8_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("block"),
            py::arg("sms"),
            "the FP8 GEMM's launch: {m_frags, splits, grid_n, grid_m, k_stages, stage_ranges, folds: the tiles "
-           "after which each split applies block scales, min_blocks}");
+           "after which each split applies block scales}");
 
     dm.def("ldmatrix_x4", &dm_ldmatrix_x4, py::arg("layout"),
            "[32, 4, 2, 2]: the tile (row, col) each lane's register half gets from ldmatrix.x4 (a, b_nk, b_kn)");
@@ -995,6 +995,32 @@ PYBIND11_MODULE(_core, m) {
        "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as int4_repack takes it; splits 0: the "
        "plan's choice -> y [M, N] bits");
     using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
+    ck.def("fp8_gemm", [](const U16Array& x, const U8Array& codes, const FloatArray& scales, int64_t block,
+                          const std::string& path, const std::string& dtype, int splits, std::optional<float> ub) {
+        if (x.ndim() != 2 || codes.ndim() != 2 || x.shape(1) != codes.shape(1))
+            throw std::invalid_argument("fp8_gemm: x [M, K] and codes [N, K] must agree on K");
+        if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm: path is w8a8 or w8a16");
+        const bool bf16 = half_type_arg(dtype);
+        if (path == "w8a8" && !bf16) throw std::invalid_argument("fp8_gemm: W8A8 takes bf16 activations");
+        const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, "fp8_gemm");
+        const std::vector<uint16_t> y = cuda::fp8_gemm_on_device(
+            w, x.data(), x.shape(0), path == "w8a8", bf16, splits, ub.value_or(std::numeric_limits<float>::infinity()));
+        return copy_out(y, {x.shape(0), codes.shape(0)});
+    }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("block") = 0, py::arg("path") = "w8a8",
+       py::arg("dtype") = "bf16", py::arg("splits") = 0, py::arg("ub") = py::none(),
+       "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as device_math.fp8_repack takes it; path "
+       "w8a8 (x quantized per row on the device, bound ub) or w8a16; splits 0: the plan's choice -> y [M, N] bits");
+    ck.def("fp8_quantize", [](const U16Array& x, std::optional<float> ub) {
+        if (x.ndim() != 2) throw std::invalid_argument("fp8_quantize: x must be bf16 bits [M, K]");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        std::vector<uint8_t> codes;
+        std::vector<float> scales;
+        cuda::fp8_quantize_on_device(x.data(), M, K, ub.value_or(std::numeric_limits<float>::infinity()), &codes,
+                                     &scales);
+        return py::make_tuple(copy_out(codes, {M, py::ssize_t(codes.size()) / M}), copy_out(scales, {M}));
+    }, py::arg("x"), py::arg("ub") = py::none(),
+       "W8A8's activation quantization on the GPU: x [M, K] bf16 bits -> (codes [M, ceil(K/32)*32] in slot "
+       "order, scales [M]), as device_math.fp8_quantize_rows");
     ck.def("flash_attention", [](const U16Array& q, const U16Array& k, const U16Array& v, int p0, int n_heads,
                                  int n_kv_heads, const std::string& dtype, int splits) {
         if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("flash_attention: dtype is bf16 or fp16");

@@ -26,12 +26,21 @@ LL_HOST_DEVICE GemmPlan fp8_gemm_plan(int64_t M, const Fp8TileGeometry& g, int s
     return gemm_plan(M, g.n_tiles, g.k_tiles, g.blocks > 1 ? 2 : 3, sms);
 }
 
-// Blocks per SM each kernel is built for (__launch_bounds__): 4 (128 registers a thread) while a
-// lane's fp32 accumulators are at most 64 (1 or 2 A fragments x 8 sub-tiles x 4, per-column
-// scales), leaving room for the A fragments (up to 16 registers) and the addresses; 3 (168
-// registers) for 96 or 128 (3 fragments, or 2 with a block's partial sums beside the totals).
-LL_HOST_DEVICE constexpr int fp8_gemm_min_blocks(int m_frags, bool block_scaled) {
-    return 32 * m_frags * (block_scaled ? 2 : 1) <= 64 ? 4 : 3;
+// Blocks per SM each kernel is built for (__launch_bounds__), from a lane's fp32 accumulators,
+// 32 per A fragment (8 sub-tiles x 4), twice that for block-scaled weights (a block's partial
+// sums beside the totals):
+//   W8A8   up to 64: 4 blocks (16 warps to hide the weight stream at decode; 128 registers a
+//          thread); 96 or 128: 3 blocks (168 registers), but 2 (255) on sm_90, where ptxas takes
+//          about 30 more registers for the same e4m3 mma code (one fragment: 112 against sm_89's
+//          85) and 168 would spill. (Hopper's own FP8 path is wgmma.)
+//   W8A16  the expansion's temporaries and the second k16 step's A fragments take about 30 more
+//          registers: 4 blocks for 32, 3 for 64 and 96, 2 (255 registers) for 128.
+// On the GPUs with 100 KB of shared memory per SM (sm_86, 89, 120) the 27-36 KB per block
+// allows 3 blocks, one fewer than the registers would.
+LL_HOST_DEVICE constexpr int fp8_gemm_min_blocks(int m_frags, bool block_scaled, bool w8a16, bool sm90) {
+    const int acc = 32 * m_frags * (block_scaled ? 2 : 1);
+    if (!w8a16) return acc <= 64 ? 4 : sm90 ? 2 : 3;
+    return acc <= 32 ? 4 : acc <= 96 ? 3 : 2;
 }
 
 // Whether a block folds its partial sums into the totals (times the k-block's scales) after tile

@@ -290,7 +290,13 @@ class _Fp8Gpu(TypedDict):
     blocks: int
     tiles_per_block: int
 
-class _Fp8GemmPlan(_GemmPlan):
+class _Fp8GemmPlan(TypedDict):
+    m_frags: int  # 16-row A fragments per block
+    splits: int  # split-K factor
+    grid_n: int
+    grid_m: int
+    k_stages: int  # 32-k tiles
+    stage_ranges: list[tuple[int, int]]  # [begin, end) of each split
     folds: list[list[int]]  # per split: the k tiles after which block scales are applied
 
 device_math: _DeviceMath
@@ -305,6 +311,17 @@ class _CudaKernels(ModuleType):
                   splits: int = 0) -> npt.NDArray[np.uint16]:
         """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.int4_repack
         takes it; splits 0: int4_gemm_plan's choice -> y [M, N] bits of the same type."""
+    @staticmethod
+    def fp8_gemm(x: npt.ArrayLike, codes: npt.ArrayLike, scales: npt.ArrayLike, block: int = 0,
+                 path: str = "w8a8", dtype: str = "bf16", splits: int = 0,
+                 ub: float | None = None) -> npt.NDArray[np.uint16]:
+        """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.fp8_repack
+        takes it: path 'w8a8' (bf16 x quantized per row to E4M3 on the device, absmax bound ub) or
+        'w8a16'; splits 0: fp8_gemm_plan's choice -> y [M, N] bits of x's type."""
+    @staticmethod
+    def fp8_quantize(x: npt.ArrayLike, ub: float | None = None) -> tuple[npt.NDArray[np.uint8], _F32]:
+        """W8A8's activation quantization on the GPU: x [M, K] bf16 bits -> (codes [M,
+        ceil(K/32)*32] in slot order, scales [M]), as device_math.fp8_quantize_rows on the host."""
     @staticmethod
     def flash_attention(q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, p0: int, n_heads: int,
                         n_kv_heads: int, dtype: str = "bf16", splits: int = 0) -> npt.NDArray[np.uint16]:
