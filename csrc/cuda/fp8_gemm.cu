@@ -280,6 +280,17 @@ cudaError_t device_cc(int* cc) {
     return err;
 }
 
+// Whether the GPU runs `kernel` from code compiled for compute capability `cc` or newer: a build
+// whose LLAMA_LOCAL_CUDA_ARCHS leaves out this GPU's arch runs the PTX of an older one, where
+// the e4m3 (or bf16) kernels are traps.
+template <class Kernel>
+cudaError_t compiled_for(Kernel* kernel, int cc, bool* ok) {
+    cudaFuncAttributes a{};
+    const cudaError_t err = cudaFuncGetAttributes(&a, kernel);
+    *ok = err == cudaSuccess && a.ptxVersion >= cc;
+    return err;
+}
+
 // The checks both paths share; empty when the arguments are fine.
 std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const GemmPlan& plan,
                        size_t workspace_bytes) {
@@ -325,6 +336,10 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     int cc = 0;
     if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
     if (cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
+    bool built = false;
+    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, 1>, 89, &built); err != cudaSuccess)
+        return err;
+    if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
     return launch<Fp8Act::E4M3>(p, plan, stream);
 }
@@ -344,6 +359,10 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
         int cc = 0;
         if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
         if (cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
+        bool built = false;
+        if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, 1>, 80, &built); err != cudaSuccess)
+            return err;
+        if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     }
     const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.g, plan.splits,
                       y, ldy, workspace};
