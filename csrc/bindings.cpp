@@ -759,17 +759,19 @@ py::tuple dm_fp8_quantize_rows(const FloatArray& x, std::optional<float> ub_arg)
     return py::make_tuple(codes, scales);
 }
 
-py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sms) {
+py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sms, const std::string& path) {
     if (m <= 0 || sms <= 0) throw std::invalid_argument("fp8_gemm_plan: m and sms must be positive");
+    if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm_plan: path is w8a8 or w8a16");
+    const bool w8a8 = path == "w8a8";
     const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_gemm_plan", n, k, block);
-    const cuda::GemmPlan p = cuda::fp8_gemm_plan(m, g, sms);
+    const cuda::GemmPlan p = cuda::fp8_gemm_plan(m, g, sms, w8a8);
     py::list ranges, folds;
     for (int s = 0; s < p.splits; ++s) {
         const cuda::StageRange r = cuda::splitk_range(p.k_stages, p.splits, s);
         ranges.append(py::make_tuple(r.begin, r.end));
         py::list f;
         for (int64_t kt = r.begin; kt < r.end; ++kt)
-            if (cuda::fp8_fold_after(g, kt, r.end)) f.append(kt);
+            if ((w8a8 || g.blocks > 1) && cuda::fp8_fold_after(g, kt, r.end, w8a8)) f.append(kt);  // the folding kernels
         folds.append(f);
     }
     py::dict d;
@@ -944,9 +946,9 @@ PYBIND11_MODULE(_core, m) {
     dm.def("fp8_lane_scales", &dm_fp8_lane_scales, py::arg("scales"), py::arg("n"), py::arg("k"), py::arg("block"),
            "[n_tiles, blocks, 32, 16]: the scales each lane reads from fp8_repack's scales");
     dm.def("fp8_gemm_plan", &dm_fp8_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("block"),
-           py::arg("sms"),
-           "the FP8 GEMM's launch: {m_frags, splits, grid_n, grid_m, k_stages, stage_ranges, folds: the tiles "
-           "after which each split applies block scales}");
+           py::arg("sms"), py::arg("path"),
+           "the FP8 GEMM's launch on path w8a8 or w8a16: {m_frags, splits, grid_n, grid_m, k_stages, stage_ranges, "
+           "folds: per split, the tiles after which partial sums are scaled into the fp32 totals}");
 
     dm.def("ldmatrix_x4", &dm_ldmatrix_x4, py::arg("layout"),
            "[32, 4, 2, 2]: the tile (row, col) each lane's register half gets from ldmatrix.x4 (a, b_nk, b_kn)");

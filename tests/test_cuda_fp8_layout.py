@@ -213,10 +213,12 @@ def test_each_lane_reads_its_accumulators_scales(block):
 
 @pytest.mark.parametrize("m,n,k,block", [(1, 4096, 4096, 0), (1, 4096, 4096, 128), (1, 14336, 4096, 128),
                                          (5, 300, 1000, 0), (20, 257, 2048, 128), (40, 257, 2048, 128),
-                                         (40, 257, 2048, 0), (512, 4096, 4096, 128), (1, 64, 32, 0)])
+                                         (40, 257, 2048, 0), (512, 4096, 4096, 128), (1, 64, 32, 0),
+                                         (3, 100, 3000, 256)])
 @pytest.mark.parametrize("sms", [46, 132])
-def test_plan_covers_the_product_and_scales_each_tile_once(m, n, k, block, sms):
-    p = DM.fp8_gemm_plan(m, n, k, block, sms)
+@pytest.mark.parametrize("path", ["w8a8", "w8a16"])
+def test_plan_covers_the_product_and_scales_each_tile_once(m, n, k, block, sms, path):
+    p = DM.fp8_gemm_plan(m, n, k, block, sms, path)
     assert p["grid_n"] * 4 * 64 >= n > (p["grid_n"] - 1) * 4 * 64
     assert p["grid_m"] * 16 * p["m_frags"] >= m > (p["grid_m"] - 1) * 16 * p["m_frags"]
     assert p["k_stages"] * 32 >= k > (p["k_stages"] - 1) * 32
@@ -224,18 +226,24 @@ def test_plan_covers_the_product_and_scales_each_tile_once(m, n, k, block, sms):
     assert ranges[0][0] == 0 and ranges[-1][1] == p["k_stages"] and all(e > b for b, e in ranges)
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     blocked = 0 < block < k
-    assert p["m_frags"] == min(1 if m <= 16 else 2 if m <= 32 else 3, 2 if blocked else 3)
+    folding = blocked or path == "w8a8"  # the kernels with a second set of accumulators
+    assert p["m_frags"] == min(1 if m <= 16 else 2 if m <= 32 else 3, 2 if folding else 3)
     # Between two folds (and from a split's start to its first) every tile is in one k-block, and
-    # each split ends on a fold: every partial sum meets its own block's scale exactly once.
+    # each split ends on a fold: every partial sum meets its own block's scale exactly once. W8A8
+    # folds at least every 4 tiles: its e4m3 mma keeps partial sums in 22 bits.
+    tiles_per_block = block // 32 if blocked else p["k_stages"]
     for (b, e), folds in zip(ranges, p["folds"]):
+        if not folding:
+            assert folds == [], "a per-column W8A16 product has nothing to fold"
+            continue
         assert folds and folds[-1] == e - 1
         start = b
         for f in folds:
-            if blocked:
-                assert start // (block // 32) == f // (block // 32), (start, f)
+            assert start // tiles_per_block == f // tiles_per_block, (start, f)
+            assert f - start < (4 if path == "w8a8" else tiles_per_block), (start, f)
             start = f + 1
-        if not blocked:
-            assert folds == [e - 1]
+        ends = [t for t in range(b, e) if (t + 1) % tiles_per_block == 0]
+        assert set(ends) <= set(folds), "a block end without a fold"
 
 
 def test_bad_weights_are_refused_naming_the_tensor():

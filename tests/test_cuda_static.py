@@ -231,12 +231,12 @@ def test_flash_attention_uses_tensor_cores_without_spills():
 
 
 # The FP8 GEMM's occupancy targets (csrc/cuda/fp8_gemm_tiling.h, fp8_gemm_min_blocks): blocks of
-# 128 threads per SM by path, block scales and A fragments, from a lane's fp32 accumulators (32 per
-# fragment, twice that beside a block's partial sums): W8A8 4 blocks up to 64 accumulators, then 3
-# (2 on sm_90, whose ptxas needs ~30 more registers for the same e4m3 code); W8A16 (expansion
-# temporaries) 4 for 32, 3 for 64 and 96, 2 for 128.
-FP8_BLOCKS_PER_SM = {("e4m3", False, 1): 4, ("e4m3", False, 2): 4, ("e4m3", False, 3): 3,
-                     ("e4m3", True, 1): 4, ("e4m3", True, 2): 3,
+# 128 threads per SM by path, folding and A fragments, from a lane's fp32 accumulators (32 per
+# fragment, twice that where partial sums fold into totals: always for W8A8, for block-scaled
+# W8A16): W8A8 4 blocks for 64 accumulators, 3 for 128 (2 on sm_90, whose ptxas needs ~30 more
+# registers for the same e4m3 code); W8A16 (expansion temporaries) 4 for 32, 3 for 64 and 96, 2
+# for 128.
+FP8_BLOCKS_PER_SM = {("e4m3", True, 1): 4, ("e4m3", True, 2): 3,
                      ("w8a16", False, 1): 4, ("w8a16", False, 2): 3, ("w8a16", False, 3): 3,
                      ("w8a16", True, 1): 3, ("w8a16", True, 2): 2}
 FP8_ACTS = {"0": "e4m3", "1": "bf16", "2": "fp16"}  # fp8_gemm.cu's enum Fp8Act
@@ -267,17 +267,17 @@ def test_fp8_gemm_uses_e4m3_mma_where_it_exists_without_spills():
             assert "bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
         funcs = ptxas_functions(r["log"])
         gemms = {n: f for n, f in funcs.items() if "fp8_gemm_kernel" in n}
-        assert len(gemms) == 15, sorted(funcs)  # 3 activation types x (3 per-column + 2 block-scaled)
+        assert len(gemms) == 12, sorted(funcs)  # W8A8: 2 (folding); W8A16 bf16, fp16: 3 per-column + 2 folding
         assert sum("fp8_splitk_reduce" in n for n in funcs) == 2 and sum("fp8_quantize_kernel" in n for n in funcs) == 1
         for name, f in funcs.items():
             assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
         for name, f in gemms.items():
-            # mangled template arguments: <Fp8Act act, bool block_scaled, int m_frags>
-            act, block, m_frags = re.search(r"fp8_gemm_kernelILNS\d_6Fp8ActE(\d)ELb([01])ELi(\d)E", name).groups()
+            # mangled template arguments: <Fp8Act act, bool fold, int m_frags>
+            act, fold, m_frags = re.search(r"fp8_gemm_kernelILNS\d_6Fp8ActE(\d)ELb([01])ELi(\d)E", name).groups()
             act = FP8_ACTS[act]
             if (act == "e4m3" and sm < 89) or (act == "bf16" and sm < 80):
                 continue  # the traps fp8_gemm never launches there
-            blocks = FP8_BLOCKS_PER_SM[("e4m3" if act == "e4m3" else "w8a16", block == "1", int(m_frags))]
+            blocks = FP8_BLOCKS_PER_SM[("e4m3" if act == "e4m3" else "w8a16", fold == "1", int(m_frags))]
             if act == "e4m3" and sm == 90 and blocks == 3:
                 blocks = 2
             bound = min(255, 65536 // (128 * blocks))

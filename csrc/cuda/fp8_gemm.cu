@@ -8,9 +8,10 @@
 // (a plain copy on sm_75) and the block copies the X rows; a 3-stage pipeline keeps 2 tiles in
 // flight while one is multiplied. X fragments come from ldmatrix; the weight chunks are B
 // fragments as they are (W8A8) or after the exact E4M3 -> 16-bit expansion (W8A16). Each lane
-// accumulates 8 n8 sub-tiles x m_frags in fp32; block-scaled weights fold a block's sums into a
-// second set of totals times the block's scales; split-K blocks write fp32 partials that
-// fp8_splitk_reduce adds in split order.
+// accumulates 8 n8 sub-tiles x m_frags; W8A8 (whose mma accumulates in 22 bits) and block-scaled
+// weights fold the partial sums into a second set of fp32 totals, times the k-block's scales, at
+// least every 4 tiles (fp8_fold_after); split-K blocks write fp32 partials that fp8_splitk_reduce
+// adds in split order.
 #include "fp8_gemm.h"
 #include "ptx.cuh"
 
@@ -34,19 +35,19 @@ struct Fp8Params {
     float* partial;  // [splits, m, n] when splits > 1
 };
 
-template <Fp8Act kAct, bool kBlock, int kMFrags>
+template <Fp8Act kAct, bool kFold, int kMFrags>
 struct alignas(16) Fp8Smem {
     static constexpr int kStride = kAct == Fp8Act::E4M3 ? kFp8ActStrideW8A8 : kFp8ActStrideW8A16;  // bytes
     uint4 w[kFp8Stages][kGemmWarps][kFp8Chunks][32];      // each lane's 16 bytes of each chunk
-    float s[kFp8Stages][kGemmWarps][kBlock ? kFp8TileN : 4];  // a block's 64 scales per slab
+    float s[kFp8Stages][kGemmWarps][kFold ? kFp8TileN : 4];  // a k-block's 64 scales per slab
     uint8_t x[kFp8Stages][16 * kMFrags][kStride];
 };
 static_assert(sizeof(Fp8Smem<Fp8Act::BF16, false, 3>) <= 48 * 1024 &&
                   sizeof(Fp8Smem<Fp8Act::BF16, true, 2>) <= 48 * 1024,
               "the pipeline's stages do not fit static shared memory");
 
-template <Fp8Act kAct, bool kBlock, int kMFrags>
-__device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kBlock, kMFrags>& sm) {
+template <Fp8Act kAct, bool kFold, int kMFrags>
+__device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFold, kMFrags>& sm) {
     constexpr bool kE4m3 = kAct == Fp8Act::E4M3, kBf16 = kAct != Fp8Act::FP16;
     constexpr int kPerRow = kE4m3 ? 2 : 4;            // 16-byte chunks of a row per tile
     constexpr int kTileBytes = kE4m3 ? kFp8TileK : 2 * kFp8TileK;
@@ -63,7 +64,7 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kBlo
 #pragma unroll
             for (int c = 0; c < kFp8Chunks; ++c)
                 copy16(&sm.w[buf][warp][c][lane], p.q + fp8_w_offset(p.g, nt, kt, c, lane), 16);
-            if (kBlock && lane < kFp8TileN / 4 && fp8_fold_after(p.g, kt, range.end))
+            if (kFold && lane < kFp8TileN / 4 && fp8_fold_after(p.g, kt, range.end, kE4m3))
                 copy16(&sm.s[buf][warp][4 * lane],
                        p.scales + fp8_scale_offset(p.g, nt, kt / p.g.tiles_per_block) + 4 * lane, 16);
         }
@@ -80,7 +81,7 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kBlo
     };
 
     float acc[kMFrags][kFp8SubTiles][4] = {};
-    float tot[kBlock ? kMFrags : 1][kFp8SubTiles][4] = {};  // block-scaled: the scaled totals
+    float tot[kFold ? kMFrags : 1][kFp8SubTiles][4] = {};  // folding kernels: the scaled fp32 totals
     const FragCoord lda = ldm::a_row(lane);
 
     // Every iteration commits one group (empty past the end), so "all but kFp8Stages - 2 groups
@@ -137,8 +138,8 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kBlo
                 }
             }
         }
-        if constexpr (kBlock) {
-            if (fp8_fold_after(p.g, range.begin + it, range.end)) {
+        if constexpr (kFold) {
+            if (fp8_fold_after(p.g, range.begin + it, range.end, kE4m3)) {
                 const float* sc = &sm.s[buf][warp][fp8_lane_scales(lane)];
 #pragma unroll
                 for (int f = 0; f < kMFrags; ++f)
@@ -155,7 +156,7 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kBlo
 
     if (!has_slab) return;
     float sw[16] = {};  // per-column scales: the lane's 16 (fp8_lane_scales), applied once here
-    if constexpr (!kBlock) {
+    if constexpr (!kFold) {
         const float4* sp = reinterpret_cast<const float4*>(p.scales + fp8_scale_offset(p.g, nt, 0) + fp8_lane_scales(lane));
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
@@ -176,7 +177,7 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kBlo
                 const int64_t n = nt * kFp8TileN + 8 * s + c.col;
                 if (n >= p.g.n) continue;
                 float v;
-                if constexpr (kBlock) v = tot[f][s][i];
+                if constexpr (kFold) v = tot[f][s][i];
                 else v = acc[f][s][i] * sw[2 * s + (i & 1)];
                 if (p.splits == 1) p.y[row * p.ldy + n] = float_to_half_bits<kBf16>(kE4m3 ? v * sa : v);
                 else p.partial[(int64_t(blockIdx.z) * p.m + row) * p.g.n + n] = v;
@@ -191,13 +192,13 @@ constexpr bool kSm90 = false;
 #endif
 
 // Register budget: fp8_gemm_min_blocks (fp8_gemm_tiling.h) says why.
-template <Fp8Act kAct, bool kBlock, int kMFrags>
-__global__ void __launch_bounds__(kGemmThreads, fp8_gemm_min_blocks(kMFrags, kBlock, kAct != Fp8Act::E4M3, kSm90)) fp8_gemm_kernel(const Fp8Params p) {
-    __shared__ Fp8Smem<kAct, kBlock, kMFrags> sm;
+template <Fp8Act kAct, bool kFold, int kMFrags>
+__global__ void __launch_bounds__(kGemmThreads, fp8_gemm_min_blocks(kMFrags, kFold, kAct != Fp8Act::E4M3, kSm90)) fp8_gemm_kernel(const Fp8Params p) {
+    __shared__ Fp8Smem<kAct, kFold, kMFrags> sm;
     if constexpr ((kAct == Fp8Act::E4M3 && !kDeviceHasFp8Mma) || (kAct == Fp8Act::BF16 && !kDeviceHasBf16)) {
         __trap();  // never launched: the launchers refuse these paths below sm_89 / sm_80
     } else {
-        fp8_block<kAct, kBlock, kMFrags>(p, sm);
+        fp8_block<kAct, kFold, kMFrags>(p, sm);
     }
 }
 
@@ -246,17 +247,18 @@ __global__ void __launch_bounds__(128) fp8_quantize_kernel(const uint16_t* x, in
     }
 }
 
-template <Fp8Act kAct, bool kBlock>
+template <Fp8Act kAct, bool kFold>
 void launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
-    if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kBlock, 1><<<grid, kGemmThreads, 0, stream>>>(p);
-    else if (plan.m_frags == 2) fp8_gemm_kernel<kAct, kBlock, 2><<<grid, kGemmThreads, 0, stream>>>(p);
-    else if constexpr (!kBlock) fp8_gemm_kernel<kAct, kBlock, 3><<<grid, kGemmThreads, 0, stream>>>(p);
+    if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kFold, 1><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if (plan.m_frags == 2) fp8_gemm_kernel<kAct, kFold, 2><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if constexpr (!kFold) fp8_gemm_kernel<kAct, kFold, 3><<<grid, kGemmThreads, 0, stream>>>(p);
 }
 
 template <Fp8Act kAct>
 cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
-    if (p.g.blocks > 1) launch_gemm<kAct, true>(p, plan, stream);
+    if constexpr (kAct == Fp8Act::E4M3) launch_gemm<kAct, true>(p, plan, stream);  // W8A8 always folds
+    else if (p.g.blocks > 1) launch_gemm<kAct, true>(p, plan, stream);
     else launch_gemm<kAct, false>(p, plan, stream);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
@@ -293,12 +295,12 @@ cudaError_t compiled_for(Kernel* kernel, int cc, bool* ok) {
 
 // The checks both paths share; empty when the arguments are fine.
 std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const GemmPlan& plan,
-                       size_t workspace_bytes) {
+                       size_t workspace_bytes, bool w8a8) {
     if (M <= 0) return "M must be positive";
     if (ldy < w.g.n) return "Y's row stride is below N";
     if (plan.splits < 1 || plan.splits > plan.k_stages || plan.k_stages != w.g.k_tiles ||
         plan.m_frags * 16 * plan.grid_m < M || plan.grid_n * kGemmWarps < w.g.n_tiles ||
-        (w.g.blocks > 1 && plan.m_frags > 2))
+        plan.m_frags < 1 || plan.m_frags > (w8a8 || w.g.blocks > 1 ? 2 : 3))  // the kernels built
         return "the plan does not cover this product";
     if (workspace_bytes < fp8_gemm_workspace_bytes(plan, M, w.g.n)) return "the split-K workspace is too small";
     return "";
@@ -329,7 +331,7 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
         if (error) *error = "fp8_gemm_w8a8: " + why;
         return cudaErrorInvalidValue;
     };
-    std::string why = check_gemm(M, w, ldy, plan, workspace_bytes);
+    std::string why = check_gemm(M, w, ldy, plan, workspace_bytes, true);
     if (!why.empty()) return refuse(why);
     if (reinterpret_cast<uintptr_t>(codes) % 16 || ldq % 16 || ldq < w.g.k_tiles * kFp8TileK)
         return refuse("the codes must be 16-byte aligned with a row stride >= K rounded up to 32, a multiple of 16");
@@ -337,7 +339,7 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
     if (cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
     bool built = false;
-    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, 1>, 89, &built); err != cudaSuccess)
+    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, true, 1>, 89, &built); err != cudaSuccess)
         return err;
     if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
@@ -351,7 +353,7 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
         if (error) *error = "fp8_gemm_w8a16: " + why;
         return cudaErrorInvalidValue;
     };
-    std::string why = check_gemm(M, w, ldy, plan, workspace_bytes);
+    std::string why = check_gemm(M, w, ldy, plan, workspace_bytes, false);
     if (!why.empty()) return refuse(why);
     if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8 || ldx < w.g.k)
         return refuse("X must be 16-byte aligned with a row stride >= K and a multiple of 8 halves");
@@ -407,7 +409,7 @@ std::vector<uint16_t> fp8_gemm_on_device(const Fp8GpuWeight& w, const uint16_t* 
     int dev = 0, sms = 0;
     DeviceBuffers::check(cudaGetDevice(&dev));
     DeviceBuffers::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    GemmPlan plan = fp8_gemm_plan(M, g, sms);
+    GemmPlan plan = fp8_gemm_plan(M, g, sms, w8a8);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
     const Fp8DeviceWeight dw{g, b.upload(w.q.data(), w.q.size()), b.upload(w.scales.data(), w.scales.size())};
     const uint16_t* dx = b.upload(xp.data(), xp.size());

@@ -1,6 +1,7 @@
 // The FP8 GEMM/GEMV on the device: Y [M, N] = X [M, K] . W^T with W E4M3 in the layout of
 // fp8_layout.h (per-column or per-block fp32 scales), fp32 accumulation. Two paths:
-//   W8A8   (sm_89+) X quantized per row to E4M3 by fp8_quantize_activations, mma.sync e4m3;
+//   W8A8   (sm_89+) X quantized per row to E4M3 by fp8_quantize_activations, mma.sync e4m3 with
+//          its 22-bit partial sums promoted to fp32 at least every 128 k (fp8_gemm_tiling.h);
 //          Y bf16 = rn(sa[m] * sum_b sw[n, b] * sum_{k in b} qa[m, k] qw[n, k])
 //   W8A16  (sm_80+ bf16, any arch fp16) X and Y 16-bit, the codes expanded exactly to X's type;
 //          Y = rn(sum_b sw[n, b] * sum_{k in b} x[m, k] qw[n, k])

@@ -237,8 +237,9 @@ class _DeviceMath(ModuleType):
     def fp8_lane_scales(scales: npt.ArrayLike, n: int, k: int, block: int) -> _F32:
         """[n_tiles, blocks, 32 lanes, 16]: the scales each lane reads from fp8_repack's scales."""
     @staticmethod
-    def fp8_gemm_plan(m: int, n: int, k: int, block: int, sms: int) -> _Fp8GemmPlan:
-        """The FP8 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
+    def fp8_gemm_plan(m: int, n: int, k: int, block: int, sms: int, path: str) -> _Fp8GemmPlan:
+        """The FP8 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs, path 'w8a8' or
+        'w8a16'."""
     @staticmethod
     def ldmatrix_x4(layout: str) -> npt.NDArray[np.int32]:
         """[32 lanes, 4 registers, 2 halves, 2]: the (row, col) of the row-major shared-memory tile
@@ -297,7 +298,7 @@ class _Fp8GemmPlan(TypedDict):
     grid_m: int
     k_stages: int  # 32-k tiles
     stage_ranges: list[tuple[int, int]]  # [begin, end) of each split
-    folds: list[list[int]]  # per split: the k tiles after which block scales are applied
+    folds: list[list[int]]  # per split: the k tiles after which partial sums are scaled into the totals
 
 device_math: _DeviceMath
 
