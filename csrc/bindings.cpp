@@ -10,6 +10,7 @@
 #include <chrono>
 #include <memory>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -22,6 +23,9 @@
 #include "cuda/bf16_gemm_tiling.h"
 #include "cuda/device_math.h"
 #include "cuda/flash_attn_schedule.h"
+#include "cuda/fp8_gemm_tiling.h"
+#include "cuda/fp8_layout.h"
+#include "cuda/fp8_repack.h"
 #include "cuda/gpu_weights.h"
 #include "cuda/int4_gemm_tiling.h"
 #include "cuda/int4_layout.h"
@@ -34,6 +38,7 @@
 #include "cuda/bf16_gemm.h"
 #include "cuda/device_info.h"
 #include "cuda/flash_attn.h"
+#include "cuda/fp8_gemm.h"
 #include "cuda/int4_gemm.h"
 #include "cuda/kernel_timing.h"
 #include "cuda/llama_cuda.h"
@@ -746,6 +751,120 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
     return d;
 }
 
+// ---- FP8 GPU layout (csrc/cuda/fp8_layout.h, fp8_repack.cpp) and the FP8 GEMM's work split
+
+// fp8_repack after the shape checks a Python caller needs (FormatError naming the tensor). scales:
+// [N] or [N, blocks], as the CPU format's spec holds them.
+cuda::Fp8GpuWeight fp8_repack_checked(const U8Array& codes, const FloatArray& scales, int64_t block,
+                                      const std::string& name) {
+    if (codes.ndim() != 2) throw FormatError("tensor '" + name + "': FP8 codes must be a uint8 [N, K] array");
+    const int64_t N = codes.shape(0), K = codes.shape(1);
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry(name, N, K, block);
+    if (scales.size() != N * g.blocks || (scales.ndim() == 2 && scales.shape(0) != N) || scales.ndim() > 2)
+        throw FormatError("tensor '" + name + "': FP8 scales must be float32 [" + std::to_string(N) + ", " +
+                          std::to_string(g.blocks) + "] for blocks of " + std::to_string(g.block) + " columns");
+    return cuda::fp8_repack(name, codes.data(), N, K, scales.data(), block);
+}
+
+py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t block, const std::string& name) {
+    const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, name);
+    const cuda::Fp8TileGeometry& g = w.g;
+    py::dict d;
+    d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), cuda::kFp8Chunks, 32, 4});
+    d["scales"] = copy_out(w.scales, {py::ssize_t(g.n_tiles), py::ssize_t(g.blocks), cuda::kFp8TileN});
+    d["n_tiles"] = g.n_tiles;
+    d["k_tiles"] = g.k_tiles;
+    d["block"] = g.block;
+    d["blocks"] = g.blocks;
+    d["tiles_per_block"] = g.tiles_per_block;
+    return d;
+}
+
+// What each lane's fragment functions give for each tile, reading q at the kernel's offsets:
+// kind "e4m3": uint32 [n_tiles, k_tiles, 32 lanes, 8 sub-tiles, 2 registers] (m16n8k32 B);
+// "bf16" / "fp16": [n_tiles, k_tiles, 32, 8 sub-tiles, 2 k16 steps, 2 registers] of 16-bit pairs.
+py::array_t<uint32_t> dm_fp8_fragments(const U32Array& q, int64_t n, int64_t k, int64_t block, const std::string& kind) {
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_fragments", n, k, block);
+    if (q.size() != g.n_tiles * g.k_tiles * cuda::kFp8TileWords)
+        throw std::invalid_argument("fp8_fragments: q does not match a [" + std::to_string(n) + ", " + std::to_string(k) +
+                                    "] weight");
+    const bool e4m3 = kind == "e4m3";
+    const bool bf16 = !e4m3 && half_type_arg(kind);
+    std::vector<py::ssize_t> shape{py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), 32, cuda::kFp8SubTiles, 2};
+    if (!e4m3) shape.push_back(2);
+    py::array_t<uint32_t> out(shape);
+    uint32_t* o = out.mutable_data();
+    for (int64_t nt = 0; nt < g.n_tiles; ++nt)
+        for (int64_t kt = 0; kt < g.k_tiles; ++kt)
+            for (int lane = 0; lane < 32; ++lane)
+                for (int s = 0; s < cuda::kFp8SubTiles; ++s) {
+                    const uint32_t* v = q.data() + cuda::fp8_w_offset(g, nt, kt, s / 2, lane);
+                    if (e4m3) {
+                        cuda::fp8_e4m3_fragment(v, s, o);
+                        o += 2;
+                        continue;
+                    }
+                    for (int r = 0; r < 2; ++r, o += 2) {
+                        const uint32_t word = v[2 * (s & 1) + r];
+                        if (bf16) cuda::fp8_word_fragment<true>(word, o);
+                        else cuda::fp8_word_fragment<false>(word, o);
+                    }
+                }
+    return out;
+}
+
+// [n_tiles, blocks, 32 lanes, 16]: the scales each lane reads for its accumulators.
+py::array_t<float> dm_fp8_lane_scales(const FloatArray& scales, int64_t n, int64_t k, int64_t block) {
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_lane_scales", n, k, block);
+    if (scales.size() != g.n_tiles * g.blocks * cuda::kFp8TileN)
+        throw std::invalid_argument("fp8_lane_scales: scales do not match the weight");
+    py::array_t<float> out({py::ssize_t(g.n_tiles), py::ssize_t(g.blocks), py::ssize_t(32), py::ssize_t(16)});
+    float* o = out.mutable_data();
+    for (int64_t nt = 0; nt < g.n_tiles; ++nt)
+        for (int64_t b = 0; b < g.blocks; ++b)
+            for (int lane = 0; lane < 32; ++lane, o += 16)
+                std::memcpy(o, scales.data() + cuda::fp8_scale_offset(g, nt, b) + cuda::fp8_lane_scales(lane), 64);
+    return out;
+}
+
+// x [M, K] float32 -> (codes uint8 [M, ceil(K / 32) * 32] in slot order, scales float32 [M]).
+py::tuple dm_fp8_quantize_rows(const FloatArray& x, std::optional<float> ub_arg) {
+    const float ub = ub_arg.value_or(std::numeric_limits<float>::infinity());
+    if (x.ndim() != 2) throw std::invalid_argument("fp8_quantize_rows: x must be [M, K]");
+    const int64_t M = x.shape(0), K = x.shape(1), ldq = (K + cuda::kFp8TileK - 1) / cuda::kFp8TileK * cuda::kFp8TileK;
+    py::array_t<uint8_t> codes({M, ldq});
+    py::array_t<float> scales(M);
+    for (int64_t m = 0; m < M; ++m)
+        scales.mutable_data()[m] = cuda::fp8_quantize_row(x.data() + m * K, K, ldq, ub, codes.mutable_data() + m * ldq);
+    return py::make_tuple(codes, scales);
+}
+
+py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sms, const std::string& path) {
+    if (m <= 0 || sms <= 0) throw std::invalid_argument("fp8_gemm_plan: m and sms must be positive");
+    if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm_plan: path is w8a8 or w8a16");
+    const bool w8a8 = path == "w8a8";
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_gemm_plan", n, k, block);
+    const cuda::GemmPlan p = cuda::fp8_gemm_plan(m, g, sms, w8a8);
+    py::list ranges, folds;
+    for (int s = 0; s < p.splits; ++s) {
+        const cuda::StageRange r = cuda::splitk_range(p.k_stages, p.splits, s);
+        ranges.append(py::make_tuple(r.begin, r.end));
+        py::list f;
+        for (int64_t kt = r.begin; kt < r.end; ++kt)
+            if ((w8a8 || g.blocks > 1) && cuda::fp8_fold_after(g, kt, r.end, w8a8)) f.append(kt);  // the folding kernels
+        folds.append(f);
+    }
+    py::dict d;
+    d["m_frags"] = p.m_frags;
+    d["splits"] = p.splits;
+    d["grid_n"] = p.grid_n;
+    d["grid_m"] = p.grid_m;
+    d["k_stages"] = p.k_stages;
+    d["stage_ranges"] = ranges;
+    d["folds"] = folds;
+    return d;
+}
+
 // ---- flash attention (csrc/cuda/attention_plan.h)
 
 // Its schedule on the host (flash_attn_schedule.h): q [T, H * hd], k and v
@@ -922,6 +1041,30 @@ PYBIND11_MODULE(_core, m) {
     dm.def("int4_tile_coords", &dm_int4_tile_coords,
            "[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a lane's load");
 
+    dm.def("fp8_k_of_slot", []() {
+        py::array_t<int32_t> out(32);
+        for (int v = 0; v < 32; ++v) out.mutable_data()[v] = cuda::fp8_k_of_slot(v);
+        return out;
+    }, "[32]: the k (within a 32-k tile) whose code W8A8 stores at each slot");
+    dm.def("fp8_quantize_rows", &dm_fp8_quantize_rows, py::arg("x"), py::arg("ub") = py::none(),
+           "x [M, K] float32 -> (E4M3 codes uint8 [M, ceil(K/32)*32] in slot order, zeros past K; scales [M]); "
+           "ub: the bound on absmax (None: none)");
+    dm.def("fp8_repack", &dm_fp8_repack, py::arg("codes"), py::arg("scales"), py::arg("block") = 0,
+           py::arg("name") = "weight",
+           "E4M3 codes [N, K] (uint8), fp32 scales [N, blocks] (block <= 0 or >= K: one per row) -> the GPU "
+           "layout: {q: uint32 [n_tiles, k_tiles, 4, 32, 4], scales: float32 [n_tiles, blocks, 64], n_tiles, "
+           "k_tiles, block, blocks, tiles_per_block}");
+    dm.def("fp8_fragments", &dm_fp8_fragments, py::arg("q"), py::arg("n"), py::arg("k"), py::arg("block"),
+           py::arg("kind"),
+           "the kernel's B fragments of every tile, lane and sub-tile from fp8_repack's q: kind e4m3 -> uint32 "
+           "[.., 8, 2]; bf16 / fp16 -> [.., 8, 2 steps, 2] of 16-bit pairs");
+    dm.def("fp8_lane_scales", &dm_fp8_lane_scales, py::arg("scales"), py::arg("n"), py::arg("k"), py::arg("block"),
+           "[n_tiles, blocks, 32, 16]: the scales each lane reads from fp8_repack's scales");
+    dm.def("fp8_gemm_plan", &dm_fp8_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("block"),
+           py::arg("sms"), py::arg("path"),
+           "the FP8 GEMM's launch on path w8a8 or w8a16: {m_frags, splits, grid_n, grid_m, k_stages, stage_ranges, "
+           "folds: per split, the tiles after which partial sums are scaled into the fp32 totals}");
+
     dm.def("ldmatrix_x4", &dm_ldmatrix_x4, py::arg("layout"),
            "[32, 4, 2, 2]: the tile (row, col) each lane's register half gets from ldmatrix.x4 (a, b_nk, b_kn)");
     dm.def("c_to_a", []() {
@@ -1004,6 +1147,32 @@ PYBIND11_MODULE(_core, m) {
        "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as int4_repack takes it; splits 0: the "
        "plan's choice -> y [M, N] bits");
     using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
+    ck.def("fp8_gemm", [](const U16Array& x, const U8Array& codes, const FloatArray& scales, int64_t block,
+                          const std::string& path, const std::string& dtype, int splits, std::optional<float> ub) {
+        if (x.ndim() != 2 || codes.ndim() != 2 || x.shape(1) != codes.shape(1))
+            throw std::invalid_argument("fp8_gemm: x [M, K] and codes [N, K] must agree on K");
+        if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm: path is w8a8 or w8a16");
+        const bool bf16 = half_type_arg(dtype);
+        if (path == "w8a8" && !bf16) throw std::invalid_argument("fp8_gemm: W8A8 takes bf16 activations");
+        const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, "fp8_gemm");
+        const std::vector<uint16_t> y = cuda::fp8_gemm_on_device(
+            w, x.data(), x.shape(0), path == "w8a8", bf16, splits, ub.value_or(std::numeric_limits<float>::infinity()));
+        return copy_out(y, {x.shape(0), codes.shape(0)});
+    }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("block") = 0, py::arg("path") = "w8a8",
+       py::arg("dtype") = "bf16", py::arg("splits") = 0, py::arg("ub") = py::none(),
+       "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as device_math.fp8_repack takes it; path "
+       "w8a8 (x quantized per row on the device, bound ub) or w8a16; splits 0: the plan's choice -> y [M, N] bits");
+    ck.def("fp8_quantize", [](const U16Array& x, std::optional<float> ub) {
+        if (x.ndim() != 2) throw std::invalid_argument("fp8_quantize: x must be bf16 bits [M, K]");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        std::vector<uint8_t> codes;
+        std::vector<float> scales;
+        cuda::fp8_quantize_on_device(x.data(), M, K, ub.value_or(std::numeric_limits<float>::infinity()), &codes,
+                                     &scales);
+        return py::make_tuple(copy_out(codes, {M, py::ssize_t(codes.size()) / M}), copy_out(scales, {M}));
+    }, py::arg("x"), py::arg("ub") = py::none(),
+       "W8A8's activation quantization on the GPU: x [M, K] bf16 bits -> (codes [M, ceil(K/32)*32] in slot "
+       "order, scales [M]), as device_math.fp8_quantize_rows");
     ck.def("flash_attention", [](const U16Array& q, const U16Array& k, const U16Array& v, int p0, int n_heads,
                                  int n_kv_heads, const std::string& dtype, int splits) {
         if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("flash_attention: dtype is bf16 or fp16");

@@ -258,3 +258,57 @@ def test_bf16_gemm_uses_tensor_cores_without_spills():
                 continue  # the trap bf16_gemm never launches there
             bound = 65536 // (128 * GEMM_BLOCKS_PER_SM[int(m_frags)])
             assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"
+
+
+# The FP8 GEMM's occupancy targets (csrc/cuda/fp8_gemm_tiling.h, fp8_gemm_min_blocks): blocks of
+# 128 threads per SM by path, folding and A fragments, from a lane's fp32 accumulators (32 per
+# fragment, twice that where partial sums fold into totals: always for W8A8, for block-scaled
+# W8A16): W8A8 4 blocks for 64 accumulators, 3 for 128 (2 on sm_90, whose ptxas needs ~30 more
+# registers for the same e4m3 code); W8A16 (expansion temporaries) 4 for 32, 3 for 64 and 96, 2
+# for 128.
+FP8_BLOCKS_PER_SM = {("e4m3", True, 1): 4, ("e4m3", True, 2): 3,
+                     ("w8a16", False, 1): 4, ("w8a16", False, 2): 3, ("w8a16", False, 3): 3,
+                     ("w8a16", True, 1): 3, ("w8a16", True, 2): 2}
+FP8_ACTS = {"0": "e4m3", "1": "bf16", "2": "fp16"}  # fp8_gemm.cu's enum Fp8Act
+
+
+def test_fp8_gemm_uses_e4m3_mma_where_it_exists_without_spills():
+    text = (CUDA_DIR / "fp8_gemm.cu").read_text()
+    results = run_all([(f"fp8_gemm.cu-{a}", text, arch_flags(a)) for a in ARCHS])
+    for arch, r in zip(ARCHS, results):
+        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
+        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+        # W8A8 on the FP8 tensor cores of Ada, Hopper and Blackwell, and nowhere else: below sm_89
+        # only the W8A16 kernels are built (the e4m3 ones are traps the launcher never reaches).
+        e4m3 = "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"
+        assert (e4m3 in ptx) == (sm >= 89), f"sm_{arch}: e4m3 mma {'missing' if sm >= 89 else 'present'}"
+        # The W8A16 expansion (prmt sign-extension, then one packed fma) and ldmatrix everywhere;
+        # the activation quantization's IEEE divisions (never an approximate reciprocal) likewise.
+        for instr in ("ldmatrix.sync.aligned.m8n8.x4.shared.b16", "prmt.b32", "fma.rn.f16x2", "shfl.sync.bfly",
+                      "div.rn.f32"):
+            assert instr in ptx, f"sm_{arch}: {instr} missing"
+        if sm >= 80:
+            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+                          "fma.rn.bf16x2", "cp.async.cg.shared.global", "cp.async.wait_group"):
+                assert instr in ptx, f"sm_{arch}: {instr} missing"
+        else:
+            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
+            assert "bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
+        funcs = ptxas_functions(r["log"])
+        gemms = {n: f for n, f in funcs.items() if "fp8_gemm_kernel" in n}
+        assert len(gemms) == 12, sorted(funcs)  # W8A8: 2 (folding); W8A16 bf16, fp16: 3 per-column + 2 folding
+        assert sum("splitk_reduce" in n for n in funcs) == 2 and sum("fp8_quantize_kernel" in n for n in funcs) == 1
+        for name, f in funcs.items():
+            assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
+        for name, f in gemms.items():
+            # mangled template arguments: <Fp8Act act, bool fold, int m_frags>
+            act, fold, m_frags = re.search(r"fp8_gemm_kernelILNS\d_6Fp8ActE(\d)ELb([01])ELi(\d)E", name).groups()
+            act = FP8_ACTS[act]
+            if (act == "e4m3" and sm < 89) or (act == "bf16" and sm < 80):
+                continue  # the traps fp8_gemm never launches there
+            blocks = FP8_BLOCKS_PER_SM[("e4m3" if act == "e4m3" else "w8a16", fold == "1", int(m_frags))]
+            if act == "e4m3" and sm == 90 and blocks == 3:
+                blocks = 2
+            bound = min(255, 65536 // (128 * blocks))
+            assert f["registers"] <= bound, f"sm_{arch} {name}: {f['registers']} registers > {bound}"

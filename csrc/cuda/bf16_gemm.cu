@@ -131,9 +131,11 @@ cudaError_t launch(const B16Params& p, const GemmPlan& plan, cudaStream_t stream
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
     if constexpr (kOutF32)
-        return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.n, static_cast<float*>(p.y), p.ldy, stream);
+        return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.n, nullptr, static_cast<float*>(p.y), p.ldy,
+                                           stream);
     else
-        return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.n, static_cast<uint16_t*>(p.y), p.ldy, stream);
+        return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.n, nullptr, static_cast<uint16_t*>(p.y),
+                                           p.ldy, stream);
 }
 
 }  // namespace

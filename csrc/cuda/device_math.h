@@ -45,6 +45,35 @@ LL_HOST_DEVICE uint8_t float_to_e4m3(float x) {
     return uint8_t(sign | e << 3 | m);
 }
 
+// ---- Dynamic per-token E4M3 activations (W8A8; compressed-tensors' "token" strategy, vLLM's
+// dynamic FP8 quantization): a row x gets the scale s = absmax(x) / 448 and the codes
+// e4m3(x / s), both divisions rounded to nearest as IEEE does (the textbook x / scale, never a
+// multiply by an inexact reciprocal), so x = s * e4m3(...) to within the rounding of e4m3.
+
+// a / b rounded to nearest even: __fdiv_rn on the device (whatever --use_fast_math says), IEEE
+// division on the host.
+LL_HOST_DEVICE float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
+// The scale of a row whose largest |x| is absmax, that bound first clamped to ub (Meta's
+// activation_scale_ub; +inf for none). Floored at 2^-126, the smallest normal fp32: a zero row
+// (or one below 448 * 2^-126) then gets codes 0 (or at most 448) instead of 0 / 0 = NaN, and x / s
+// cannot overflow.
+LL_HOST_DEVICE float e4m3_act_scale(float absmax, float ub) {
+    const float a = absmax < ub ? absmax : ub;
+    const float s = div_rn(a, 448.0f);
+    return s >= 0x1p-126f ? s : 0x1p-126f;
+}
+
+// The code of x under scale s, ties to even. Saturating (__NV_SATFINITE): where ub clamped the
+// scale, or a quotient rounds past 448, the code is +-448, never NaN.
+LL_HOST_DEVICE uint8_t e4m3_act_code(float x, float s) { return float_to_e4m3(div_rn(x, s)); }
+
 // ---- INT4 group-wise weights (the compressed-tensors / GPTQ / AWQ math): w = scale * (q - zero),
 // q the unsigned nibble; symmetric formats take zero = 8. One fp32 multiply of an exact integer:
 // the result the CPU kernels see, bit for bit.

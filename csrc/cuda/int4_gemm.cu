@@ -156,7 +156,7 @@ cudaError_t launch(const GemmParams& p, const GemmPlan& plan, cudaStream_t strea
     else int4_gemm_kernel<kBf16, kHasMin, 3><<<grid, kGemmThreads, 0, stream>>>(p);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
-    return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.g.n, p.y, p.ldy, stream);
+    return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.g.n, nullptr, p.y, p.ldy, stream);
 }
 
 }  // namespace

@@ -44,8 +44,8 @@ struct GemmPlan {
 
 // Small M (decode) leaves most SMs idle with one block per output slab: split K until there are
 // about two blocks per SM, keeping at least 8 stages (256 k) per split so that the pipeline fills
-// and the partial sums stay a small fraction of the weight traffic; at most 16 splits. (The
-// bf16 GEMM takes the same rule.)
+// and the partial sums stay a small fraction of the weight traffic; at most 16 splits. (Every
+// GEMM takes this rule: INT4, FP8 and 16-bit weights.)
 LL_HOST_DEVICE int gemm_splits(int64_t blocks, int64_t k_stages, int sms) {
     const int64_t want = 2 * int64_t(sms);
     int64_t splits = blocks >= want ? 1 : (want + blocks - 1) / blocks;
@@ -58,14 +58,21 @@ LL_HOST_DEVICE int gemm_splits(int64_t blocks, int64_t k_stages, int sms) {
 // m_frags by M: one 16-row fragment up to 16 rows, two up to 32, three beyond.
 LL_HOST_DEVICE int gemm_m_frags(int64_t M) { return M <= 16 ? 1 : M <= 32 ? 2 : 3; }
 
-LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
+// The launch of a GEMM over 64-column slabs (n_tiles of them, kGemmWarps per block) and k_stages
+// stages of 32 k; max_m_frags: the largest kernel built.
+LL_HOST_DEVICE GemmPlan gemm_plan(int64_t M, int64_t n_tiles, int64_t k_stages, int max_m_frags, int sms) {
     GemmPlan p;
     p.m_frags = gemm_m_frags(M);
-    p.grid_n = (g.n_tiles + kGemmWarps - 1) / kGemmWarps;
+    if (p.m_frags > max_m_frags) p.m_frags = max_m_frags;
+    p.grid_n = (n_tiles + kGemmWarps - 1) / kGemmWarps;
     p.grid_m = (M + 16 * p.m_frags - 1) / (16 * p.m_frags);
-    p.k_stages = (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles;
+    p.k_stages = k_stages;
     p.splits = gemm_splits(p.grid_n * p.grid_m, p.k_stages, sms);
     return p;
+}
+
+LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
+    return gemm_plan(M, g.n_tiles, (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles, 3, sms);
 }
 
 // Blocks per SM each kernel is built for (__launch_bounds__): 4 (16 warps, at most 128 registers

@@ -1,5 +1,6 @@
-// The PTX instructions the CUDA kernels share (int4_gemm.cu, flash_attn.cu), each written once:
-// cp.async copies, ldmatrix, and the 16 x 8 x 16 tensor-core product with its sm_75 fallback.
+// The PTX instructions the CUDA kernels share (int4_gemm.cu, fp8_gemm.cu, flash_attn.cu), each
+// written once: cp.async copies, ldmatrix, the 16 x 8 x 16 tensor-core product with its sm_75
+// fallback, and the 16 x 8 x 32 E4M3 product of sm_89+.
 // Device code only; which element each lane holds is mma_frag.h's, tested on the host.
 #pragma once
 #include <cstdint>
@@ -11,6 +12,11 @@ namespace {
 constexpr bool kDeviceHasBf16 = false;  // sm_75: fp16 mma only, and no cp.async
 #else
 constexpr bool kDeviceHasBf16 = true;
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+constexpr bool kDeviceHasFp8Mma = false;  // Ada (sm_89) brought the e4m3 / e5m2 mma
+#else
+constexpr bool kDeviceHasFp8Mma = true;
 #endif
 
 // 16 bytes global -> shared, of which the first `bytes` (0..16) are read and the rest zeroed.
@@ -107,6 +113,20 @@ __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const
                      "{%0, %1, %2, %3};"
                      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                      : "r"(a[2 * h]), "r"(a[2 * h + 1]), "r"(b[h]));
+#endif
+}
+
+// c += a . b for one m16n8k32 tile of E4M3 codes (fragments as mma_frag.h numbers them: A 4
+// registers of 4 codes, B 2), products exact and summed in fp32. sm_89+ only: kernels that call
+// it are built only where kDeviceHasFp8Mma.
+__device__ __forceinline__ void mma_16832_e4m3(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if __CUDA_ARCH__ >= 890
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
 #endif
 }
 

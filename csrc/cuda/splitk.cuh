@@ -1,6 +1,7 @@
 // The split-K reduction the GEMMs share: y = the split partials added in split order, the same
-// sum whatever order the blocks ran in (results do not depend on timing). Output 16-bit (bf16 or
-// fp16 bits, rounded once) or fp32 (logits).
+// sum whatever order the blocks ran in (results do not depend on timing), times the row's scale
+// when there is one (W8A8's per-token activation scale). Output 16-bit (bf16 or fp16 bits, rounded
+// once) or fp32 (logits).
 #pragma once
 #include <cstdint>
 
@@ -11,11 +12,13 @@ namespace ll::cuda {
 namespace {
 
 template <bool kBf16, class Out>
-__global__ void splitk_reduce(const float* partial, int splits, int64_t m, int64_t n, Out* y, int64_t ldy) {
+__global__ void splitk_reduce(const float* partial, int splits, int64_t m, int64_t n, const float* row_scales, Out* y,
+                              int64_t ldy) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= m * n) return;
     float sum = 0.0f;
     for (int s = 0; s < splits; ++s) sum += partial[s * m * n + i];
+    if (row_scales) sum *= row_scales[i / n];
     Out* out = y + (i / n) * ldy + i % n;
     if constexpr (sizeof(Out) == 4) {
         *out = sum;
@@ -27,10 +30,11 @@ __global__ void splitk_reduce(const float* partial, int splits, int64_t m, int64
 }
 
 template <bool kBf16, class Out>
-cudaError_t launch_splitk_reduce(const float* partial, int splits, int64_t m, int64_t n, Out* y, int64_t ldy,
-                                 cudaStream_t stream) {
+cudaError_t launch_splitk_reduce(const float* partial, int splits, int64_t m, int64_t n, const float* row_scales, Out* y,
+                                 int64_t ldy, cudaStream_t stream) {
     const int64_t total = m * n;
-    splitk_reduce<kBf16, Out><<<unsigned((total + 255) / 256), 256, 0, stream>>>(partial, splits, m, n, y, ldy);
+    splitk_reduce<kBf16, Out><<<unsigned((total + 255) / 256), 256, 0, stream>>>(partial, splits, m, n, row_scales, y,
+                                                                                 ldy);
     return cudaGetLastError();
 }
 

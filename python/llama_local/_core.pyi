@@ -257,6 +257,31 @@ class _DeviceMath(ModuleType):
         """[32 lanes, 4 words, 8 nibbles, 2]: the (k, n) in a 16 x 64 tile of each nibble of a
         lane's 128-bit load."""
     @staticmethod
+    def fp8_k_of_slot() -> npt.NDArray[np.int32]:
+        """[32]: the k (within a 32-k tile) whose E4M3 code W8A8 stores at each slot
+        (csrc/cuda/fp8_layout.h)."""
+    @staticmethod
+    def fp8_quantize_rows(x: npt.ArrayLike, ub: float | None = None) -> tuple[npt.NDArray[np.uint8], _F32]:
+        """Dynamic per-token E4M3: float32 x [M, K] -> (codes uint8 [M, ceil(K/32)*32] in slot order,
+        zeros past K; scales [M] = max(min(absmax, ub) / 448, 2^-126)); ub None: no bound."""
+    @staticmethod
+    def fp8_repack(codes: npt.ArrayLike, scales: npt.ArrayLike, block: int = 0, name: str = "weight") -> _Fp8Gpu:
+        """E4M3 codes [N, K] (uint8) and float32 scales [N, blocks] (block <= 0 or >= K: one per
+        row) -> the GPU layout of csrc/cuda/fp8_layout.h. Bad shapes, blocks (not a multiple of
+        32), NaN codes or non-finite scales raise ModelFormatError naming `name`."""
+    @staticmethod
+    def fp8_fragments(q: npt.ArrayLike, n: int, k: int, block: int, kind: str) -> npt.NDArray[np.uint32]:
+        """The kernels' B fragments of every tile, lane and sub-tile from fp8_repack's q: kind
+        'e4m3' -> uint32 [n_tiles, k_tiles, 32, 8, 2] (m16n8k32 registers); 'bf16' / 'fp16' ->
+        [n_tiles, k_tiles, 32, 8, 2 k16 steps, 2 registers] of 16-bit pairs."""
+    @staticmethod
+    def fp8_lane_scales(scales: npt.ArrayLike, n: int, k: int, block: int) -> _F32:
+        """[n_tiles, blocks, 32 lanes, 16]: the scales each lane reads from fp8_repack's scales."""
+    @staticmethod
+    def fp8_gemm_plan(m: int, n: int, k: int, block: int, sms: int, path: str) -> _Fp8GemmPlan:
+        """The FP8 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs, path 'w8a8' or
+        'w8a16'."""
+    @staticmethod
     def ldmatrix_x4(layout: str) -> npt.NDArray[np.int32]:
         """[32 lanes, 4 registers, 2 halves, 2]: the (row, col) of the row-major shared-memory tile
         each lane's register half gets from ldmatrix.x4 at mma_frag.h's addresses: 'a' (A, 16 x
@@ -308,6 +333,24 @@ class _GemmPlan(TypedDict):
     stage_ranges: list[tuple[int, int]]  # [begin, end) of each split
     min_blocks: int  # blocks per SM the kernel's register budget is built for
 
+class _Fp8Gpu(TypedDict):
+    q: npt.NDArray[np.uint32]  # [n_tiles, k_tiles, 4 chunks, 32, 4]
+    scales: _F32  # [n_tiles, blocks, 64]
+    n_tiles: int
+    k_tiles: int
+    block: int
+    blocks: int
+    tiles_per_block: int
+
+class _Fp8GemmPlan(TypedDict):
+    m_frags: int  # 16-row A fragments per block
+    splits: int  # split-K factor
+    grid_n: int
+    grid_m: int
+    k_stages: int  # 32-k tiles
+    stage_ranges: list[tuple[int, int]]  # [begin, end) of each split
+    folds: list[list[int]]  # per split: the k tiles after which partial sums are scaled into the totals
+
 device_math: _DeviceMath
 
 class _CudaKernels(ModuleType):
@@ -320,6 +363,17 @@ class _CudaKernels(ModuleType):
                   splits: int = 0) -> npt.NDArray[np.uint16]:
         """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.int4_repack
         takes it; splits 0: int4_gemm_plan's choice -> y [M, N] bits of the same type."""
+    @staticmethod
+    def fp8_gemm(x: npt.ArrayLike, codes: npt.ArrayLike, scales: npt.ArrayLike, block: int = 0,
+                 path: str = "w8a8", dtype: str = "bf16", splits: int = 0,
+                 ub: float | None = None) -> npt.NDArray[np.uint16]:
+        """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.fp8_repack
+        takes it: path 'w8a8' (bf16 x quantized per row to E4M3 on the device, absmax bound ub) or
+        'w8a16'; splits 0: fp8_gemm_plan's choice -> y [M, N] bits of x's type."""
+    @staticmethod
+    def fp8_quantize(x: npt.ArrayLike, ub: float | None = None) -> tuple[npt.NDArray[np.uint8], _F32]:
+        """W8A8's activation quantization on the GPU: x [M, K] bf16 bits -> (codes [M,
+        ceil(K/32)*32] in slot order, scales [M]), as device_math.fp8_quantize_rows on the host."""
     @staticmethod
     def flash_attention(q: npt.ArrayLike, k: npt.ArrayLike, v: npt.ArrayLike, p0: int, n_heads: int,
                         n_kv_heads: int, dtype: str = "bf16", splits: int = 0) -> npt.NDArray[np.uint16]:

@@ -1,0 +1,430 @@
+// FP8 GEMM/GEMV: Y [M, N] = X [M, K] . W^T with W E4M3 (fp8_layout.h), fp32 accumulation on
+// mma.sync tensor cores: W8A8 on e4m3 mma (sm_89+), W8A16 on bf16 / fp16 mma (fp8_gemm.h).
+//
+// The W4A16 kernel's shape (int4_gemm.cu): a block is 4 warps; warp w owns the 64-column slab
+// 4 blockIdx.x + w and 16 m_frags rows of X (blockIdx.y), over the k tiles of split blockIdx.z.
+// Per tile of 32 k, each lane copies its own four 16-byte chunks of the weight tile (and, at the
+// end of a scale block, the warp copies that block's 64 scales) into shared memory with cp.async
+// (a plain copy on sm_75) and the block copies the X rows; a 3-stage pipeline keeps 2 tiles in
+// flight while one is multiplied. X fragments come from ldmatrix; the weight chunks are B
+// fragments as they are (W8A8) or after the exact E4M3 -> 16-bit expansion (W8A16). Each lane
+// accumulates 8 n8 sub-tiles x m_frags; W8A8 (whose mma accumulates in 22 bits) and block-scaled
+// weights fold the partial sums into a second set of fp32 totals, times the k-block's scales, at
+// least every 4 tiles (fp8_fold_after); split-K blocks write fp32 partials that splitk_reduce (splitk.cuh)
+// adds in split order.
+#include "fp8_gemm.h"
+#include "ptx.cuh"
+#include "splitk.cuh"
+
+#include <stdexcept>
+
+namespace ll::cuda {
+namespace {
+
+enum class Fp8Act { E4M3, BF16, FP16 };  // the activations (and mma inputs) a kernel takes
+
+struct Fp8Params {
+    const uint8_t* a;  // codes [m, lda] (E4M3) or 16-bit X [m, lda halves]
+    int64_t lda, m;
+    const float* a_scales;  // W8A8 only: [m]
+    const uint32_t* q;
+    const float* scales;
+    Fp8TileGeometry g;
+    int splits;
+    uint16_t* y;
+    int64_t ldy;
+    float* partial;  // [splits, m, n] when splits > 1
+};
+
+template <Fp8Act kAct, bool kFold, int kMFrags>
+struct alignas(16) Fp8Smem {
+    static constexpr int kStride = kAct == Fp8Act::E4M3 ? kFp8ActStrideW8A8 : kFp8ActStrideW8A16;  // bytes
+    uint4 w[kFp8Stages][kGemmWarps][kFp8Chunks][32];      // each lane's 16 bytes of each chunk
+    float s[kFp8Stages][kGemmWarps][kFold ? kFp8TileN : 4];  // a k-block's 64 scales per slab
+    uint8_t x[kFp8Stages][16 * kMFrags][kStride];
+};
+static_assert(sizeof(Fp8Smem<Fp8Act::BF16, false, 3>) <= 48 * 1024 &&
+                  sizeof(Fp8Smem<Fp8Act::BF16, true, 2>) <= 48 * 1024,
+              "the pipeline's stages do not fit static shared memory");
+
+template <Fp8Act kAct, bool kFold, int kMFrags>
+__device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFold, kMFrags>& sm) {
+    constexpr bool kE4m3 = kAct == Fp8Act::E4M3, kBf16 = kAct != Fp8Act::FP16;
+    constexpr int kPerRow = kE4m3 ? 2 : 4;            // 16-byte chunks of a row per tile
+    constexpr int kTileBytes = kE4m3 ? kFp8TileK : 2 * kFp8TileK;
+    const int warp = int(threadIdx.x >> 5), lane = int(threadIdx.x & 31);
+    const int64_t nt = int64_t(blockIdx.x) * kGemmWarps + warp;
+    const bool has_slab = nt < p.g.n_tiles;  // the last block's spare warps still copy X and sync
+    const int64_t m0 = int64_t(blockIdx.y) * 16 * kMFrags;
+    const StageRange range = splitk_range(p.g.k_tiles, p.splits, int(blockIdx.z));
+    const int64_t n_tiles = range.end - range.begin;
+    const int64_t row_bytes = kE4m3 ? p.lda : 2 * p.lda;
+
+    auto load_tile = [&](int64_t kt, int buf) {
+        if (has_slab) {
+#pragma unroll
+            for (int c = 0; c < kFp8Chunks; ++c)
+                copy16(&sm.w[buf][warp][c][lane], p.q + fp8_w_offset(p.g, nt, kt, c, lane), 16);
+            if (kFold && lane < kFp8TileN / 4 && fp8_fold_after(p.g, kt, range.end, kE4m3))
+                copy16(&sm.s[buf][warp][4 * lane],
+                       p.scales + fp8_scale_offset(p.g, nt, kt / p.g.tiles_per_block) + 4 * lane, 16);
+        }
+        for (int c = int(threadIdx.x); c < 16 * kMFrags * kPerRow; c += kGemmThreads) {
+            const FragCoord ch = fp8_act_chunk(c, kPerRow);
+            const int64_t row = m0 + ch.row;
+            int bytes = row < p.m ? 16 : 0;  // E4M3 rows hold zeros up to k_tiles * 32
+            if (!kE4m3 && bytes) {           // X's tail: only the halves before K
+                const int64_t left = p.g.k - (kt * kFp8TileK + ch.col / 2);
+                bytes = left <= 0 ? 0 : left >= 8 ? 16 : int(left) * 2;
+            }
+            copy16(&sm.x[buf][ch.row][ch.col], bytes ? p.a + row * row_bytes + kt * kTileBytes + ch.col : p.a, bytes);
+        }
+    };
+
+    float acc[kMFrags][kFp8SubTiles][4] = {};
+    float tot[kFold ? kMFrags : 1][kFp8SubTiles][4] = {};  // folding kernels: the scaled fp32 totals
+    const FragCoord lda = ldm::a_row(lane);
+
+    // Every iteration commits one group (empty past the end), so "all but kFp8Stages - 2 groups
+    // done" always means "this iteration's tile has landed".
+    for (int s = 0; s < kFp8Stages - 1; ++s) {
+        if (s < n_tiles) load_tile(range.begin + s, s);
+        copy_commit();
+    }
+    for (int64_t it = 0; it < n_tiles; ++it) {
+        copy_wait<kFp8Stages - 2>();
+        __syncthreads();  // the tile is visible to all, and the buffer refilled below is free
+        const int64_t next = it + kFp8Stages - 1;
+        if (next < n_tiles) load_tile(range.begin + next, int(next % kFp8Stages));
+        copy_commit();
+
+        const int buf = int(it % kFp8Stages);
+        if (!has_slab) continue;
+        if constexpr (kE4m3) {
+            uint32_t a[kMFrags][4];
+#pragma unroll
+            for (int f = 0; f < kMFrags; ++f) ldmatrix_x4(a[f], &sm.x[buf][16 * f + lda.row][2 * lda.col]);
+#pragma unroll
+            for (int c = 0; c < kFp8Chunks; ++c) {
+                const uint4 v = sm.w[buf][warp][c][lane];
+                const uint32_t q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    uint32_t b[2];
+                    fp8_e4m3_fragment(q, 2 * c + h, b);
+#pragma unroll
+                    for (int f = 0; f < kMFrags; ++f) mma_16832_e4m3(acc[f][2 * c + h], a[f], b);
+                }
+            }
+        } else {
+            // Step by step (k 0-15, then 16-31): one step's A fragments live at a time, and each
+            // chunk is read from shared memory twice, to stay within the register budget.
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                uint32_t a[kMFrags][4];
+#pragma unroll
+                for (int f = 0; f < kMFrags; ++f)
+                    ldmatrix_x4(a[f], &sm.x[buf][16 * f + lda.row][2 * (16 * r + lda.col)]);
+#pragma unroll
+                for (int c = 0; c < kFp8Chunks; ++c) {
+                    const uint4 v = sm.w[buf][warp][c][lane];
+                    const uint32_t q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {  // word 2h + r: sub-tile 2c + h, step r
+                        uint32_t b[2];
+                        fp8_word_fragment<kBf16>(q[2 * h + r], b);
+#pragma unroll
+                        for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(acc[f][2 * c + h], a[f], b);
+                    }
+                }
+            }
+        }
+        if constexpr (kFold) {
+            if (fp8_fold_after(p.g, range.begin + it, range.end, kE4m3)) {
+                const float* sc = &sm.s[buf][warp][fp8_lane_scales(lane)];
+#pragma unroll
+                for (int f = 0; f < kMFrags; ++f)
+#pragma unroll
+                    for (int s = 0; s < kFp8SubTiles; ++s)
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            tot[f][s][i] += acc[f][s][i] * sc[2 * s + (i & 1)];
+                            acc[f][s][i] = 0.0f;
+                        }
+            }
+        }
+    }
+
+    if (!has_slab) return;
+    float sw[16] = {};  // per-column scales: the lane's 16 (fp8_lane_scales), applied once here
+    if constexpr (!kFold) {
+        const float4* sp = reinterpret_cast<const float4*>(p.scales + fp8_scale_offset(p.g, nt, 0) + fp8_lane_scales(lane));
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const float4 v = sp[j];
+            sw[4 * j] = v.x, sw[4 * j + 1] = v.y, sw[4 * j + 2] = v.z, sw[4 * j + 3] = v.w;
+        }
+    }
+#pragma unroll
+    for (int f = 0; f < kMFrags; ++f)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const FragCoord c = mma_c(lane, i);
+            const int64_t row = m0 + 16 * f + c.row;
+            if (row >= p.m) continue;
+            const float sa = kE4m3 && p.splits == 1 ? p.a_scales[row] : 1.0f;
+#pragma unroll
+            for (int s = 0; s < kFp8SubTiles; ++s) {
+                const int64_t n = nt * kFp8TileN + 8 * s + c.col;
+                if (n >= p.g.n) continue;
+                float v;
+                if constexpr (kFold) v = tot[f][s][i];
+                else v = acc[f][s][i] * sw[2 * s + (i & 1)];
+                if (p.splits == 1) p.y[row * p.ldy + n] = float_to_half_bits<kBf16>(kE4m3 ? v * sa : v);
+                else p.partial[(int64_t(blockIdx.z) * p.m + row) * p.g.n + n] = v;
+            }
+        }
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900
+constexpr bool kSm90 = true;
+#else
+constexpr bool kSm90 = false;
+#endif
+
+// Register budget: fp8_gemm_min_blocks (fp8_gemm_tiling.h) says why.
+template <Fp8Act kAct, bool kFold, int kMFrags>
+__global__ void __launch_bounds__(kGemmThreads, fp8_gemm_min_blocks(kMFrags, kFold, kAct != Fp8Act::E4M3, kSm90)) fp8_gemm_kernel(const Fp8Params p) {
+    __shared__ Fp8Smem<kAct, kFold, kMFrags> sm;
+    if constexpr ((kAct == Fp8Act::E4M3 && !kDeviceHasFp8Mma) || (kAct == Fp8Act::BF16 && !kDeviceHasBf16)) {
+        __trap();  // never launched: the launchers refuse these paths below sm_89 / sm_80
+    } else {
+        fp8_block<kAct, kFold, kMFrags>(p, sm);
+    }
+}
+
+// One block of 128 threads per row: the row's absmax (a max: the same in any order, so the
+// host's fp8_quantize_row gives the same scale), then whole 16-code chunks in slot order.
+__global__ void __launch_bounds__(128) fp8_quantize_kernel(const uint16_t* x, int64_t ldx, int64_t K, float ub,
+                                                           uint8_t* codes, int64_t ldq, float* scales) {
+    __shared__ float warp_max[4];
+    const int64_t row = blockIdx.x;
+    const uint16_t* xr = x + row * ldx;
+    float amax = 0.0f;
+    for (int64_t k = threadIdx.x; k < K; k += 128) amax = fmaxf(amax, fabsf(bf16_to_float(xr[k])));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = amax;
+    __syncthreads();
+    amax = fmaxf(fmaxf(warp_max[0], warp_max[1]), fmaxf(warp_max[2], warp_max[3]));
+    const float s = e4m3_act_scale(amax, ub);
+    if (threadIdx.x == 0) scales[row] = s;
+    for (int64_t c = threadIdx.x; c < ldq / 16; c += 128) {
+        uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int v = 0; v < 16; ++v) {
+            const int64_t k = (16 * c & ~int64_t(31)) + fp8_k_of_slot(int((16 * c + v) & 31));
+            const uint32_t code = k < K ? e4m3_act_code(bf16_to_float(xr[k]), s) : 0u;
+            w[v >> 2] |= code << (8 * (v & 3));
+        }
+        *reinterpret_cast<uint4*>(codes + row * ldq + 16 * c) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
+
+template <Fp8Act kAct, bool kFold>
+void launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
+    const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
+    if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kFold, 1><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if (plan.m_frags == 2) fp8_gemm_kernel<kAct, kFold, 2><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if constexpr (!kFold) fp8_gemm_kernel<kAct, kFold, 3><<<grid, kGemmThreads, 0, stream>>>(p);
+}
+
+template <Fp8Act kAct>
+cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
+    if constexpr (kAct == Fp8Act::E4M3) launch_gemm<kAct, true>(p, plan, stream);  // W8A8 always folds
+    else if (p.g.blocks > 1) launch_gemm<kAct, true>(p, plan, stream);
+    else launch_gemm<kAct, false>(p, plan, stream);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess || plan.splits == 1) return err;
+    if (kAct == Fp8Act::FP16)
+        return launch_splitk_reduce<false>(p.partial, plan.splits, p.m, p.g.n, nullptr, p.y, p.ldy, stream);
+    return launch_splitk_reduce<true>(p.partial, plan.splits, p.m, p.g.n, kAct == Fp8Act::E4M3 ? p.a_scales : nullptr,
+                                      p.y, p.ldy, stream);
+}
+
+// The current device's compute capability as 10 major + minor (89 for sm_89).
+cudaError_t device_cc(int* cc) {
+    int dev = 0, major = 0, minor = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    *cc = 10 * major + minor;
+    return err;
+}
+
+// Whether the GPU runs `kernel` from code compiled for compute capability `cc` or newer: a build
+// whose LLAMA_LOCAL_CUDA_ARCHS leaves out this GPU's arch runs the PTX of an older one, where
+// the e4m3 (or bf16) kernels are traps.
+template <class Kernel>
+cudaError_t compiled_for(Kernel* kernel, int cc, bool* ok) {
+    cudaFuncAttributes a{};
+    const cudaError_t err = cudaFuncGetAttributes(&a, kernel);
+    *ok = err == cudaSuccess && a.ptxVersion >= cc;
+    return err;
+}
+
+// The checks both paths share; empty when the arguments are fine.
+std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const GemmPlan& plan,
+                       size_t workspace_bytes, bool w8a8) {
+    if (M <= 0) return "M must be positive";
+    if (ldy < w.g.n) return "Y's row stride is below N";
+    if (plan.splits < 1 || plan.splits > plan.k_stages || plan.k_stages != w.g.k_tiles ||
+        plan.m_frags * 16 * plan.grid_m < M || plan.grid_n * kGemmWarps < w.g.n_tiles ||
+        plan.m_frags < 1 || plan.m_frags > (w8a8 || w.g.blocks > 1 ? 2 : 3))  // the kernels built
+        return "the plan does not cover this product";
+    if (workspace_bytes < fp8_gemm_workspace_bytes(plan, M, w.g.n)) return "the split-K workspace is too small";
+    return "";
+}
+
+}  // namespace
+
+size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
+    return plan.splits > 1 ? size_t(plan.splits) * size_t(M) * size_t(N) * sizeof(float) : 0;
+}
+
+cudaError_t fp8_quantize_activations(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, float ub, uint8_t* codes,
+                                     int64_t ldq, float* scales, cudaStream_t stream, std::string* error) {
+    if (M <= 0 || K <= 0 || ldx < K || ldq % 16 || ldq < (K + kFp8TileK - 1) / kFp8TileK * kFp8TileK ||
+        reinterpret_cast<uintptr_t>(codes) % 16) {
+        if (error) *error = "fp8_quantize_activations: need M, K > 0, ldx >= K, 16-byte aligned codes and ldq a "
+                            "multiple of 16 of at least K rounded up to 32";
+        return cudaErrorInvalidValue;
+    }
+    fp8_quantize_kernel<<<unsigned(M), 128, 0, stream>>>(x, ldx, K, ub, codes, ldq, scales);
+    return cudaGetLastError();
+}
+
+cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scales, int64_t M,
+                          const Fp8DeviceWeight& w, uint16_t* y, int64_t ldy, const GemmPlan& plan, float* workspace,
+                          size_t workspace_bytes, cudaStream_t stream, std::string* error) {
+    auto refuse = [&](const std::string& why) {
+        if (error) *error = "fp8_gemm_w8a8: " + why;
+        return cudaErrorInvalidValue;
+    };
+    std::string why = check_gemm(M, w, ldy, plan, workspace_bytes, true);
+    if (!why.empty()) return refuse(why);
+    if (reinterpret_cast<uintptr_t>(codes) % 16 || ldq % 16 || ldq < w.g.k_tiles * kFp8TileK)
+        return refuse("the codes must be 16-byte aligned with a row stride >= K rounded up to 32, a multiple of 16");
+    int cc = 0;
+    if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
+    if (cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
+    bool built = false;
+    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, true, 1>, 89, &built); err != cudaSuccess)
+        return err;
+    if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
+    const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
+    return launch<Fp8Act::E4M3>(p, plan, stream);
+}
+
+cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8DeviceWeight& w, bool bf16,
+                           uint16_t* y, int64_t ldy, const GemmPlan& plan, float* workspace, size_t workspace_bytes,
+                           cudaStream_t stream, std::string* error) {
+    auto refuse = [&](const std::string& why) {
+        if (error) *error = "fp8_gemm_w8a16: " + why;
+        return cudaErrorInvalidValue;
+    };
+    std::string why = check_gemm(M, w, ldy, plan, workspace_bytes, false);
+    if (!why.empty()) return refuse(why);
+    if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8 || ldx < w.g.k)
+        return refuse("X must be 16-byte aligned with a row stride >= K and a multiple of 8 halves");
+    if (bf16) {
+        int cc = 0;
+        if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
+        if (cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
+        bool built = false;
+        if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, 1>, 80, &built); err != cudaSuccess)
+            return err;
+        if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
+    }
+    const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.g, plan.splits,
+                      y, ldy, workspace};
+    return bf16 ? launch<Fp8Act::BF16>(p, plan, stream) : launch<Fp8Act::FP16>(p, plan, stream);
+}
+
+namespace {
+
+// Device buffers freed on every path out.
+struct DeviceBuffers {
+    std::vector<void*> ptrs;
+    ~DeviceBuffers() {
+        for (void* p : ptrs) cudaFree(p);
+    }
+    template <class T>
+    T* upload(const T* src, size_t count) {
+        void* d = nullptr;
+        check(cudaMalloc(&d, count * sizeof(T) + 16));
+        ptrs.push_back(d);
+        if (src) check(cudaMemcpy(d, src, count * sizeof(T), cudaMemcpyHostToDevice));
+        return static_cast<T*>(d);
+    }
+    static void check(cudaError_t err) {
+        if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
+    }
+    static void check(cudaError_t err, const std::string& why) {
+        if (err == cudaErrorInvalidValue && !why.empty()) throw std::runtime_error(why);
+        check(err);
+    }
+};
+
+}  // namespace
+
+std::vector<uint16_t> fp8_gemm_on_device(const Fp8GpuWeight& w, const uint16_t* x, int64_t M, bool w8a8, bool bf16,
+                                         int splits, float ub) {
+    const Fp8TileGeometry& g = w.g;
+    const int64_t ldx = (g.k + 7) / 8 * 8, ldq = g.k_tiles * kFp8TileK;
+    std::vector<uint16_t> xp(size_t(M * ldx), 0);  // rows padded to a multiple of 8 halves
+    for (int64_t r = 0; r < M; ++r)
+        for (int64_t k = 0; k < g.k; ++k) xp[size_t(r * ldx + k)] = x[r * g.k + k];
+    DeviceBuffers b;
+    int dev = 0, sms = 0;
+    DeviceBuffers::check(cudaGetDevice(&dev));
+    DeviceBuffers::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    GemmPlan plan = fp8_gemm_plan(M, g, sms, w8a8);
+    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const Fp8DeviceWeight dw{g, b.upload(w.q.data(), w.q.size()), b.upload(w.scales.data(), w.scales.size())};
+    const uint16_t* dx = b.upload(xp.data(), xp.size());
+    uint16_t* dy = b.upload<uint16_t>(nullptr, size_t(M * g.n));
+    const size_t ws = fp8_gemm_workspace_bytes(plan, M, g.n);
+    float* dws = ws ? b.upload<float>(nullptr, ws / sizeof(float)) : nullptr;
+    std::string why;
+    if (w8a8) {
+        uint8_t* codes = b.upload<uint8_t>(nullptr, size_t(M * ldq));
+        float* sa = b.upload<float>(nullptr, size_t(M));
+        DeviceBuffers::check(fp8_quantize_activations(dx, ldx, M, g.k, ub, codes, ldq, sa, nullptr, &why), why);
+        DeviceBuffers::check(fp8_gemm_w8a8(codes, ldq, sa, M, dw, dy, g.n, plan, dws, ws, nullptr, &why), why);
+    } else {
+        DeviceBuffers::check(fp8_gemm_w8a16(dx, ldx, M, dw, bf16, dy, g.n, plan, dws, ws, nullptr, &why), why);
+    }
+    DeviceBuffers::check(cudaDeviceSynchronize());
+    std::vector<uint16_t> y(size_t(M * g.n));
+    DeviceBuffers::check(cudaMemcpy(y.data(), dy, y.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    return y;
+}
+
+void fp8_quantize_on_device(const uint16_t* x, int64_t M, int64_t K, float ub, std::vector<uint8_t>* codes,
+                            std::vector<float>* scales) {
+    const int64_t ldq = (K + kFp8TileK - 1) / kFp8TileK * kFp8TileK;
+    DeviceBuffers b;
+    const uint16_t* dx = b.upload(x, size_t(M * K));
+    uint8_t* dc = b.upload<uint8_t>(nullptr, size_t(M * ldq));
+    float* ds = b.upload<float>(nullptr, size_t(M));
+    std::string why;
+    DeviceBuffers::check(fp8_quantize_activations(dx, K, M, K, ub, dc, ldq, ds, nullptr, &why), why);
+    DeviceBuffers::check(cudaDeviceSynchronize());
+    codes->resize(size_t(M * ldq));
+    scales->resize(size_t(M));
+    DeviceBuffers::check(cudaMemcpy(codes->data(), dc, codes->size(), cudaMemcpyDeviceToHost));
+    DeviceBuffers::check(cudaMemcpy(scales->data(), ds, scales->size() * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+}  // namespace ll::cuda
