@@ -741,10 +741,14 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
     py::dict d;
     d["format"] = g.format;
     d["int4"] = g.int4;
+    d["fp8"] = g.fp8;
     d["out"] = g.out;
     if (g.int4) {
         d["q"] = copy_out(g.q.q, {py::ssize_t(g.q.q.size())});
         d["scales"] = copy_out(g.q.scales, {py::ssize_t(g.q.scales.size())});
+    } else if (g.fp8) {
+        d["q"] = copy_out(g.f.q, {py::ssize_t(g.f.q.size())});
+        d["scales"] = copy_out(g.f.scales, {py::ssize_t(g.f.scales.size())});
     } else {
         d["rows"] = copy_out(g.half, {py::ssize_t(g.out), py::ssize_t(g.ld)});
     }
@@ -1025,8 +1029,8 @@ PYBIND11_MODULE(_core, m) {
            "grid_n, grid_m, k_stages, stage_ranges: [(begin, end)] per split, min_blocks}");
     dm.def("gpu_weight", &dm_gpu_weight, py::arg("parts"), py::arg("outs"), py::arg("in_features"),
            py::arg("dtype") = "bf16",
-           "the GPU form of weight specs stacked along the output (gpu_weights.h): {format, int4, out, rows "
-           "[out, ld] 16-bit bits | q, scales: int4_repack's flat buffers}");
+           "the GPU form of weight specs stacked along the output (gpu_weights.h): {format, int4, fp8, out, rows "
+           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers}");
     dm.def("bf16_gemm_plan", &dm_bf16_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
            "the 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs (as int4_gemm_plan)");
     dm.def("b16_chunks", []() {

@@ -2,8 +2,8 @@
 
 On the host: what each checkpoint weight becomes on the device (csrc/cuda/gpu_weights.cpp): 16-bit
 rows that are the CPU weight layer's own dequantization rounded once (so every GGUF type, and
-GGUF's q/k permutation undone, carry over), or for 4-bit group-wise checkpoints the INT4 tiles
-of exactly their codes and scales; fused Q/K/V and gate/up stacked in order.
+GGUF's q/k permutation undone, carry over), or for 4-bit group-wise and FP8 checkpoints the INT4
+or FP8 tiles of exactly their codes and scales; fused Q/K/V and gate/up stacked in order.
 
 On a GPU (`-m cuda`, skipped with the reason elsewhere): logits of tiny models, bf16 and INT4,
 against transformers in fp32, held to twice the error of transformers itself in bf16 (the GPU
@@ -72,6 +72,31 @@ def test_int4_checkpoints_keep_their_codes_and_scales():
     assert not g["int4"] and g["format"].startswith("bf16 (from int4")
     want = np.concatenate([_core.kernels.Packed(p).dequantize() for p in mixed])
     np.testing.assert_array_equal(g["rows"], bf16_bits(want))
+
+
+def fp8_spec(rng, rows, cols, block=0):
+    codes = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
+    codes[(codes & 0x7F) == 0x7F] = 0x38  # no NaN codes
+    blocks = 1 if block <= 0 else -(-cols // block)
+    return {"format": "fp8", "data": codes, "block": block,
+            "scales": rng.uniform(0.001, 0.01, (rows, blocks)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("block", [0, 128])
+def test_fp8_checkpoints_keep_their_codes_and_scales(block):
+    rng = np.random.default_rng(5)
+    parts = [fp8_spec(rng, 64, 256, block), fp8_spec(rng, 32, 256, block)]
+    g = DM.gpu_weight(parts, [64, 32], 256)
+    assert g["fp8"] and not g["int4"]
+    want = DM.fp8_repack(np.concatenate([p["data"] for p in parts]), np.concatenate([p["scales"] for p in parts]),
+                         block)
+    np.testing.assert_array_equal(g["q"], want["q"].ravel())
+    np.testing.assert_array_equal(g["scales"], want["scales"].ravel())
+    # a block the FP8 layout cannot hold (not whole 32-column steps): 16-bit rows of the CPU's weights
+    odd = fp8_spec(rng, 16, 256, 48)
+    g = DM.gpu_weight([odd], [16], 256)
+    assert not g["fp8"] and not g["int4"]
+    np.testing.assert_array_equal(g["rows"], bf16_bits(_core.kernels.Packed(odd).dequantize()))
 
 
 @pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K,

@@ -25,6 +25,20 @@ void append_rows(const Linear& w, int64_t rows, int64_t in, int64_t ld, bool bf1
 }
 
 bool int4_spec(const TensorSpec& s) { return s.kind == TensorSpec::Kind::Int && s.bits == 4 && s.qk_heads == 0; }
+bool fp8_spec(const TensorSpec& s) { return s.kind == TensorSpec::Kind::FP8 && s.qk_heads == 0; }
+
+// Whether every part is what `is` accepts, with the fields `same` compares equal to the first's.
+template <class Is, class Same>
+bool all_parts(const std::vector<TensorSpec>& parts, Is is, Same same) {
+    for (const TensorSpec& s : parts)
+        if (!is(s) || !same(s, parts[0])) return false;
+    return true;
+}
+
+void check_shape(const TensorSpec& s, int64_t out, int64_t in) {
+    if (s.shape != std::vector<int64_t>{out, in})
+        throw FormatError("tensor '" + s.name + "' is not [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+}
 
 }  // namespace
 
@@ -34,12 +48,16 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
     GpuLinearHost g;
     g.in = in;
     for (int64_t o : outs) g.out += o;
-    bool int4 = true;
-    for (const TensorSpec& s : parts)
-        int4 = int4 && int4_spec(s) && s.group == parts[0].group && (s.mins != nullptr) == (parts[0].mins != nullptr) &&
-               s.zero == parts[0].zero;
     std::string names;
     for (const TensorSpec& s : parts) names += (names.empty() ? "" : " + ") + s.name;
+    const bool int4 = all_parts(parts, int4_spec, [](const TensorSpec& a, const TensorSpec& b) {
+        return a.group == b.group && (a.mins != nullptr) == (b.mins != nullptr) && a.zero == b.zero;
+    });
+    // (the FP8 layout takes blocks of whole 32-column steps, or one per row)
+    auto fp8_block = [in](const TensorSpec& s) { return s.block <= 0 || s.block >= in ? in : s.block; };
+    const bool fp8 = all_parts(parts, fp8_spec, [&](const TensorSpec& a, const TensorSpec& b) {
+        return fp8_block(a) == fp8_block(b) && (fp8_block(a) == in || fp8_block(a) % 32 == 0);
+    });
     if (int4) {
         // Stack codes, scales and mins row-wise: the group-wise form is per row.
         const int64_t group = parts[0].group, groups = (in + group - 1) / group;
@@ -47,9 +65,7 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
         std::vector<float> scales, mins;
         for (size_t i = 0; i < parts.size(); ++i) {
             const TensorSpec& s = parts[i];
-            if (s.shape != std::vector<int64_t>{outs[i], in})
-                throw FormatError("tensor '" + s.name + "' is not [" + std::to_string(outs[i]) + ", " +
-                                  std::to_string(in) + "]");
+            check_shape(s, outs[i], in);
             const auto* c = static_cast<const uint8_t*>(s.data);
             codes.insert(codes.end(), c, c + outs[i] * in);
             scales.insert(scales.end(), s.scales, s.scales + outs[i] * groups);
@@ -59,6 +75,23 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
         g.q = int4_repack(names, codes.data(), g.out, in, scales.data(), mins.empty() ? nullptr : mins.data(), group,
                           parts[0].zero, bf16);
         g.format = "int4 g" + std::to_string(group);
+        return g;
+    }
+    if (fp8) {  // the same stacking: codes [out, in] and scales [out, blocks] per part
+        const int64_t block = fp8_block(parts[0]);
+        const int64_t blocks = (in + block - 1) / block;
+        std::vector<uint8_t> codes;
+        std::vector<float> scales;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            const TensorSpec& s = parts[i];
+            check_shape(s, outs[i], in);
+            const auto* c = static_cast<const uint8_t*>(s.data);
+            codes.insert(codes.end(), c, c + outs[i] * in);
+            scales.insert(scales.end(), s.scales, s.scales + outs[i] * blocks);
+        }
+        g.fp8 = true;
+        g.f = fp8_repack(names, codes.data(), g.out, in, scales.data(), block);
+        g.format = block == in ? "fp8 per channel" : "fp8 blocks of " + std::to_string(block);
         return g;
     }
     g.ld = padded(in);

@@ -3,26 +3,30 @@
 // neighbours along the output dimension (Q/K/V, gate/up), is
 //   INT4  when every part is a 4-bit group-wise integer spec (GPTQ, AWQ, compressed-tensors) with
 //         one group size and the same kind of zero: codes and scales as they are (int4_repack.h);
+//   FP8   when every part is an E4M3 spec with one scale block: codes and scales as they are
+//         (fp8_repack.h), for the FP8 GEMM;
 //   16-bit rows [out][ld] otherwise: each row dequantized by the CPU weight layer (which undoes
 //         GGUF's q/k row permutation and decodes every GGUF type) and rounded once to bf16 or fp16.
-// The W16A16 GEMM reads the rows in place; the INT4 GEMM the repacked tiles.
+// The W16A16 GEMM reads the rows in place; the INT4 and FP8 GEMMs their repacked tiles.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "../weights/linear.h"
+#include "fp8_repack.h"
 #include "int4_repack.h"
 
 namespace ll::cuda {
 
 struct GpuLinearHost {
     int64_t out = 0, in = 0;
-    bool int4 = false;
+    bool int4 = false, fp8 = false;
     Int4GpuWeight q;              // int4
+    Fp8GpuWeight f;               // fp8
     std::vector<uint16_t> half;   // 16-bit rows [out][ld], zeros past `in`
     int64_t ld = 0;               // in, rounded up to 8 values (16-byte rows for cp.async)
-    std::string format;           // "int4 g128", "bf16 (from Q4_K)", ...
+    std::string format;           // "int4 g128", "fp8 per channel", "bf16 (from Q4_K)", ...
 };
 
 // parts[i] has outs[i] rows of `in` columns; the result stacks them in order.

@@ -11,6 +11,7 @@
 #include "attention_plan.h"
 #include "bf16_gemm.h"
 #include "flash_attn.h"
+#include "fp8_gemm.h"
 #include "gpu_weights.h"
 #include "int4_gemm.h"
 #include "small_ops.h"
@@ -55,8 +56,9 @@ private:
 
 struct DevLinear {
     int64_t out = 0, in = 0;
-    bool int4 = false;
+    bool int4 = false, fp8 = false;
     Int4DeviceWeight q{};
+    Fp8DeviceWeight f{};
     const uint16_t* w = nullptr;  // 16-bit rows [out][ldw]
     int64_t ldw = 0;
     std::string format;
@@ -126,10 +128,13 @@ struct LlamaCuda::Impl {
         d.in = g.in;
         d.format = g.format;
         d.int4 = g.int4;
+        d.fp8 = g.fp8;
         const size_t before = weights.bytes();
         if (g.int4) {
             d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q), weights.upload(g.q.scales),
                                    g.q.has_min ? weights.upload(g.q.mins) : nullptr};
+        } else if (g.fp8) {
+            d.f = Fp8DeviceWeight{g.f.g, weights.upload(g.f.q), weights.upload(g.f.scales)};
         } else {
             d.w = weights.upload(g.half);
             d.ldw = g.ld;
@@ -149,13 +154,15 @@ struct LlamaCuda::Impl {
     size_t workspace_for(const DevLinear& w) const {
         size_t most = 0;
         for (int64_t M = 1; M <= n_batch; ++M) {
-            const GemmPlan p = w.int4 ? int4_gemm_plan(M, w.q.g, sms) : bf16_gemm_plan(M, w.out, w.in, sms);
-            most = std::max(most, w.int4 ? int4_gemm_workspace_bytes(p, M, w.out) : bf16_gemm_workspace_bytes(p, M, w.out));
+            if (w.int4) most = std::max(most, int4_gemm_workspace_bytes(int4_gemm_plan(M, w.q.g, sms), M, w.out));
+            else if (w.fp8) most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, false), M, w.out));
+            else most = std::max(most, bf16_gemm_workspace_bytes(bf16_gemm_plan(M, w.out, w.in, sms), M, w.out));
         }
         return most;
     }
 
-    // y [M][ldy] = x [M][ldx] . w^T: 16-bit, or fp32 (the LM head, which is never INT4).
+    // y [M][ldy] = x [M][ldx] . w^T: 16-bit, or fp32 (the LM head, which is always 16-bit rows).
+    // FP8 weights take the W8A16 path: the activations stay 16-bit, as for the other formats.
     void gemm(const DevLinear& w, const uint16_t* xin, int64_t ldx, int64_t M, void* y, int64_t ldy, bool y_f32) {
         std::string why;
         cudaError_t err;
@@ -163,6 +170,10 @@ struct LlamaCuda::Impl {
             const GemmPlan plan = int4_gemm_plan(M, w.q.g, sms);
             err = int4_gemm(xin, ldx, M, w.q, static_cast<uint16_t*>(y), ldy, plan, gemm_work, gemm_work_bytes, stream,
                             &why);
+        } else if (w.fp8) {
+            const GemmPlan plan = fp8_gemm_plan(M, w.f.g, sms, false);
+            err = fp8_gemm_w8a16(xin, ldx, M, w.f, bf16, static_cast<uint16_t*>(y), ldy, plan, gemm_work, gemm_work_bytes,
+                                 stream, &why);
         } else {
             const GemmPlan plan = bf16_gemm_plan(M, w.out, w.in, sms);
             err = bf16_gemm(Bf16GemmArgs{xin, ldx, w.w, w.ldw, M, w.out, w.in, bf16, y, ldy, y_f32, plan, gemm_work,

@@ -244,8 +244,8 @@ class _DeviceMath(ModuleType):
     @staticmethod
     def gpu_weight(parts: list[Any], outs: list[int], in_features: int, dtype: str = "bf16") -> dict[str, Any]:
         """What weight specs (as Model takes them) stacked along the output become on the GPU:
-        {format, int4, out, and rows: uint16 [out, ld] 16-bit bits, or q, scales: int4_repack's
-        flat buffers}."""
+        {format, int4, fp8, out, and rows: uint16 [out, ld] 16-bit bits, or q, scales:
+        int4_repack's or fp8_repack's flat buffers}."""
     @staticmethod
     def bf16_gemm_plan(m: int, n: int, k: int, sms: int) -> _GemmPlan:
         """The 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
