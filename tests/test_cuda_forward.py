@@ -165,3 +165,22 @@ def test_generation_on_the_gpu_follows_the_cpu(tiny):
     gpu_tokens = list(LLM(d, device="cuda", n_ctx=64).generate(prompt, max_tokens=8, temperature=0))
     assert len(gpu_tokens) == len(cpu) == 8
     assert sum(a == b for a, b in zip(cpu, gpu_tokens)) >= 6  # bf16 may flip a near tie late
+
+
+@pytest.mark.cuda
+@gpu
+@pytest.mark.parametrize("fmt", ["int4", "fp8"])
+def test_quantized_models_on_the_gpu_follow_the_cpu(tiny, fmt, tmp_path):
+    # The same compressed-tensors checkpoint on both engines: the GPU keeps its INT4 / FP8 codes,
+    # and differs from the CPU by its 16-bit activations, as a bf16 framework would.
+    from llama_local import LLM
+    from llama_local.quant.writer import quantize
+    d, model, torch = tiny
+    q = quantize(d, tmp_path / fmt, fmt=fmt, group_size=64)
+    ids = list(np.random.default_rng(6).integers(0, 512, 100))
+    ref = transformers_logits(model, ids, torch, torch.float32)
+    framework = np.abs(transformers_logits(model, ids, torch, torch.bfloat16) - ref).max()
+    gpu_llm = LLM(q, device="cuda", n_ctx=128)
+    assert any(f.startswith(fmt) for f, _ in gpu_llm.model.weight_formats), gpu_llm.model.weight_formats
+    got, cpu = gpu_llm.logits(ids), LLM(q, n_ctx=128).logits(ids)
+    assert np.abs(got - cpu).max() <= 2 * framework, (np.abs(got - cpu).max(), framework)
