@@ -4,6 +4,7 @@
 // accumulates 4 n8 sub-tiles x m_frags in fp32. Split-K blocks write fp32 partials that
 // splitk_reduce (splitk.cuh) adds in split order.
 #include "bf16_gemm.h"
+#include "device_buffers.h"
 
 #include <stdexcept>
 
@@ -171,67 +172,24 @@ cudaError_t bf16_gemm(const Bf16GemmArgs& a, cudaStream_t stream, std::string* e
     return a.y_f32 ? launch<false, true>(p, plan, stream) : launch<false, false>(p, plan, stream);
 }
 
-namespace {
-
-void check(cudaError_t err) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
-}
-
-struct Buffers {
-    std::vector<void*> ptrs;
-    ~Buffers() {
-        for (void* p : ptrs) cudaFree(p);
-    }
-    void* get(size_t bytes) {
-        void* d = nullptr;
-        check(cudaMalloc(&d, bytes ? bytes : 16));
-        ptrs.push_back(d);
-        return d;
-    }
-};
-
-// A matrix [rows, K] with its rows padded to a multiple of 8 values (16 bytes), zeros past K.
-std::vector<uint16_t> padded(const uint16_t* src, int64_t rows, int64_t K, int64_t ld) {
-    std::vector<uint16_t> out(size_t(rows * ld), 0);
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < K; ++k) out[size_t(r * ld + k)] = src[r * K + k];
-    return out;
-}
-
-}  // namespace
-
 std::vector<float> bf16_gemm_on_device(const uint16_t* x, const uint16_t* w, int64_t M, int64_t N, int64_t K,
                                        bool bf16, bool y_f32, int splits) {
     const int64_t ld = (K + 7) / 8 * 8;
-    const std::vector<uint16_t> xp = padded(x, M, K, ld), wp = padded(w, N, K, ld);
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev));
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
+    GemmPlan plan = bf16_gemm_plan(M, N, K, device_sms());
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
-    Buffers b;
-    auto* dx = static_cast<uint16_t*>(b.get(xp.size() * 2));
-    auto* dw = static_cast<uint16_t*>(b.get(wp.size() * 2));
-    check(cudaMemcpy(dx, xp.data(), xp.size() * 2, cudaMemcpyHostToDevice));
-    check(cudaMemcpy(dw, wp.data(), wp.size() * 2, cudaMemcpyHostToDevice));
-    const size_t ybytes = size_t(M * N) * (y_f32 ? 4 : 2);
-    void* dy = b.get(ybytes);
+    DeviceBuffers b;
+    const uint16_t* dx = b.upload(pad_rows(x, M, K, ld));
+    const uint16_t* dw = b.upload(pad_rows(w, N, K, ld));
+    void* dy = y_f32 ? static_cast<void*>(b.alloc<float>(size_t(M * N))) : b.alloc<uint16_t>(size_t(M * N));
     const size_t ws = bf16_gemm_workspace_bytes(plan, M, N);
-    auto* dws = static_cast<float*>(b.get(ws));
+    float* dws = b.alloc<float>(ws / sizeof(float));
     std::string why;
-    const Bf16GemmArgs a{dx, ld, dw, ld, M, N, K, bf16, dy, N, y_f32, plan, dws, ws};
-    const cudaError_t err = bf16_gemm(a, nullptr, &why);
-    if (err == cudaErrorInvalidValue && !why.empty()) throw std::runtime_error(why);
-    check(err);
-    check(cudaDeviceSynchronize());
-    std::vector<float> y(size_t(M * N));
-    if (y_f32) {
-        check(cudaMemcpy(y.data(), dy, ybytes, cudaMemcpyDeviceToHost));
-    } else {
-        std::vector<uint16_t> h(size_t(M * N));
-        check(cudaMemcpy(h.data(), dy, ybytes, cudaMemcpyDeviceToHost));
-        for (size_t i = 0; i < h.size(); ++i) y[i] = bf16 ? bf16_to_float(h[i]) : fp16_to_float(h[i]);
-    }
+    launch_check(bf16_gemm(Bf16GemmArgs{dx, ld, dw, ld, M, N, K, bf16, dy, N, y_f32, plan, dws, ws}, nullptr, &why), why,
+                 "16-bit GEMM");
+    if (y_f32) return download(static_cast<float*>(dy), size_t(M * N));
+    const std::vector<uint16_t> h = download(static_cast<uint16_t*>(dy), size_t(M * N));
+    std::vector<float> y(h.size());
+    for (size_t i = 0; i < h.size(); ++i) y[i] = bf16 ? bf16_to_float(h[i]) : fp16_to_float(h[i]);
     return y;
 }
 

@@ -10,6 +10,7 @@
 // range of positions; each warp takes 16 positions of every tile and keeps its own partial, the
 // block merges its warps in order, and a second kernel merges the ranges in order.
 #include "flash_attn.h"
+#include "device_buffers.h"
 
 #include <cmath>
 #include <stdexcept>
@@ -360,28 +361,6 @@ cudaError_t flash_attention(const FlashAttentionArgs& a, cudaStream_t stream, st
     return a.head_dim == 64 ? launch<false, 64>(p, stream) : launch<false, 128>(p, stream);
 }
 
-namespace {
-
-void check(cudaError_t err) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
-}
-
-// Device buffers freed on every path out.
-struct Buffers {
-    std::vector<void*> ptrs;
-    ~Buffers() {
-        for (void* p : ptrs) cudaFree(p);
-    }
-    void* get(size_t bytes) {
-        void* d = nullptr;
-        check(cudaMalloc(&d, bytes ? bytes : 16));
-        ptrs.push_back(d);
-        return d;
-    }
-};
-
-}  // namespace
-
 std::vector<uint16_t> flash_attention_on_device(const uint16_t* q, const uint16_t* k, const uint16_t* v, int T, int p0,
                                                 int n_heads, int n_kv_heads, int head_dim, bool bf16, int splits) {
     const int n_pos = p0 + T, hd = head_dim;
@@ -395,31 +374,20 @@ std::vector<uint16_t> flash_attention_on_device(const uint16_t* q, const uint16_
                 kc[dst] = k[src];
                 vc[dst] = v[src];
             }
-    Buffers b;
-    const size_t q_bytes = size_t(T) * n_heads * hd * 2, kv_bytes = kc.size() * 2;
-    auto* dq = static_cast<uint16_t*>(b.get(q_bytes));
-    auto* dk = static_cast<uint16_t*>(b.get(kv_bytes));
-    auto* dv = static_cast<uint16_t*>(b.get(kv_bytes));
-    auto* dout = static_cast<uint16_t*>(b.get(q_bytes));
-    check(cudaMemcpy(dq, q, q_bytes, cudaMemcpyHostToDevice));
-    check(cudaMemcpy(dk, kc.data(), kv_bytes, cudaMemcpyHostToDevice));
-    check(cudaMemcpy(dv, vc.data(), kv_bytes, cudaMemcpyHostToDevice));
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev));
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    const int used = T > 1 ? 1 : splits > 0 ? splits : fa_num_splits(n_pos, n_kv_heads, sms);
+    const size_t q_count = size_t(T) * n_heads * hd;
+    const int used = T > 1 ? 1 : splits > 0 ? splits : fa_num_splits(n_pos, n_kv_heads, device_sms());
     const size_t ws = flash_attention_workspace_bytes(T, n_heads, hd, used);
-    auto* dws = static_cast<float*>(b.get(ws));
+    DeviceBuffers b;
+    const uint16_t* dq = b.upload(q, q_count);
+    const uint16_t* dk = b.upload(kc);
+    const uint16_t* dv = b.upload(vc);
+    uint16_t* dout = b.alloc<uint16_t>(q_count);
+    float* dws = b.alloc<float>(ws / sizeof(float));
     const FlashAttentionArgs a{dq, int64_t(n_heads) * hd, dk, dv, n_ctx, dout, int64_t(n_heads) * hd, T, p0,
                                n_heads, n_kv_heads, hd, bf16, used, dws, ws};
     std::string why;
-    const cudaError_t err = flash_attention(a, nullptr, &why);
-    if (err == cudaErrorInvalidValue && !why.empty()) throw std::runtime_error(why);
-    check(err);
-    check(cudaDeviceSynchronize());
-    std::vector<uint16_t> out(size_t(T) * n_heads * hd);
-    check(cudaMemcpy(out.data(), dout, q_bytes, cudaMemcpyDeviceToHost));
-    return out;
+    launch_check(flash_attention(a, nullptr, &why), why, "flash attention");
+    return download(dout, q_count);
 }
 
 }  // namespace ll::cuda

@@ -13,6 +13,7 @@
 // least every 4 tiles (fp8_fold_after); split-K blocks write fp32 partials that splitk_reduce (splitk.cuh)
 // adds in split order.
 #include "fp8_gemm.h"
+#include "device_buffers.h"
 #include "ptx.cuh"
 #include "splitk.cuh"
 
@@ -351,64 +352,30 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
     return bf16 ? launch<Fp8Act::BF16>(p, plan, stream) : launch<Fp8Act::FP16>(p, plan, stream);
 }
 
-namespace {
-
-// Device buffers freed on every path out.
-struct DeviceBuffers {
-    std::vector<void*> ptrs;
-    ~DeviceBuffers() {
-        for (void* p : ptrs) cudaFree(p);
-    }
-    template <class T>
-    T* upload(const T* src, size_t count) {
-        void* d = nullptr;
-        check(cudaMalloc(&d, count * sizeof(T) + 16));
-        ptrs.push_back(d);
-        if (src) check(cudaMemcpy(d, src, count * sizeof(T), cudaMemcpyHostToDevice));
-        return static_cast<T*>(d);
-    }
-    static void check(cudaError_t err) {
-        if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
-    }
-    static void check(cudaError_t err, const std::string& why) {
-        if (err == cudaErrorInvalidValue && !why.empty()) throw std::runtime_error(why);
-        check(err);
-    }
-};
-
-}  // namespace
-
 std::vector<uint16_t> fp8_gemm_on_device(const Fp8GpuWeight& w, const uint16_t* x, int64_t M, bool w8a8, bool bf16,
                                          int splits, float ub) {
     const Fp8TileGeometry& g = w.g;
     const int64_t ldx = (g.k + 7) / 8 * 8, ldq = g.k_tiles * kFp8TileK;
-    std::vector<uint16_t> xp(size_t(M * ldx), 0);  // rows padded to a multiple of 8 halves
-    for (int64_t r = 0; r < M; ++r)
-        for (int64_t k = 0; k < g.k; ++k) xp[size_t(r * ldx + k)] = x[r * g.k + k];
-    DeviceBuffers b;
-    int dev = 0, sms = 0;
-    DeviceBuffers::check(cudaGetDevice(&dev));
-    DeviceBuffers::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    GemmPlan plan = fp8_gemm_plan(M, g, sms, w8a8);
+    const std::vector<uint16_t> xp = pad_rows(x, M, g.k, ldx);
+    GemmPlan plan = fp8_gemm_plan(M, g, device_sms(), w8a8);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
-    const Fp8DeviceWeight dw{g, b.upload(w.q.data(), w.q.size()), b.upload(w.scales.data(), w.scales.size())};
-    const uint16_t* dx = b.upload(xp.data(), xp.size());
-    uint16_t* dy = b.upload<uint16_t>(nullptr, size_t(M * g.n));
+    DeviceBuffers b;
+    const Fp8DeviceWeight dw{g, b.upload(w.q), b.upload(w.scales)};
+    const uint16_t* dx = b.upload(xp);
+    uint16_t* dy = b.alloc<uint16_t>(size_t(M * g.n));
     const size_t ws = fp8_gemm_workspace_bytes(plan, M, g.n);
-    float* dws = ws ? b.upload<float>(nullptr, ws / sizeof(float)) : nullptr;
+    float* dws = b.alloc<float>(ws / sizeof(float));
     std::string why;
     if (w8a8) {
-        uint8_t* codes = b.upload<uint8_t>(nullptr, size_t(M * ldq));
-        float* sa = b.upload<float>(nullptr, size_t(M));
-        DeviceBuffers::check(fp8_quantize_activations(dx, ldx, M, g.k, ub, codes, ldq, sa, nullptr, &why), why);
-        DeviceBuffers::check(fp8_gemm_w8a8(codes, ldq, sa, M, dw, dy, g.n, plan, dws, ws, nullptr, &why), why);
+        uint8_t* codes = b.alloc<uint8_t>(size_t(M * ldq));
+        float* sa = b.alloc<float>(size_t(M));
+        launch_check(fp8_quantize_activations(dx, ldx, M, g.k, ub, codes, ldq, sa, nullptr, &why), why,
+                     "FP8 activation quantization");
+        launch_check(fp8_gemm_w8a8(codes, ldq, sa, M, dw, dy, g.n, plan, dws, ws, nullptr, &why), why, "FP8 GEMM");
     } else {
-        DeviceBuffers::check(fp8_gemm_w8a16(dx, ldx, M, dw, bf16, dy, g.n, plan, dws, ws, nullptr, &why), why);
+        launch_check(fp8_gemm_w8a16(dx, ldx, M, dw, bf16, dy, g.n, plan, dws, ws, nullptr, &why), why, "FP8 GEMM");
     }
-    DeviceBuffers::check(cudaDeviceSynchronize());
-    std::vector<uint16_t> y(size_t(M * g.n));
-    DeviceBuffers::check(cudaMemcpy(y.data(), dy, y.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
-    return y;
+    return download(dy, size_t(M * g.n));
 }
 
 void fp8_quantize_on_device(const uint16_t* x, int64_t M, int64_t K, float ub, std::vector<uint8_t>* codes,
@@ -416,15 +383,13 @@ void fp8_quantize_on_device(const uint16_t* x, int64_t M, int64_t K, float ub, s
     const int64_t ldq = (K + kFp8TileK - 1) / kFp8TileK * kFp8TileK;
     DeviceBuffers b;
     const uint16_t* dx = b.upload(x, size_t(M * K));
-    uint8_t* dc = b.upload<uint8_t>(nullptr, size_t(M * ldq));
-    float* ds = b.upload<float>(nullptr, size_t(M));
+    uint8_t* dc = b.alloc<uint8_t>(size_t(M * ldq));
+    float* ds = b.alloc<float>(size_t(M));
     std::string why;
-    DeviceBuffers::check(fp8_quantize_activations(dx, K, M, K, ub, dc, ldq, ds, nullptr, &why), why);
-    DeviceBuffers::check(cudaDeviceSynchronize());
-    codes->resize(size_t(M * ldq));
-    scales->resize(size_t(M));
-    DeviceBuffers::check(cudaMemcpy(codes->data(), dc, codes->size(), cudaMemcpyDeviceToHost));
-    DeviceBuffers::check(cudaMemcpy(scales->data(), ds, scales->size() * sizeof(float), cudaMemcpyDeviceToHost));
+    launch_check(fp8_quantize_activations(dx, K, M, K, ub, dc, ldq, ds, nullptr, &why), why,
+                 "FP8 activation quantization");
+    *codes = download(dc, size_t(M * ldq));
+    *scales = download(ds, size_t(M));
 }
 
 }  // namespace ll::cuda

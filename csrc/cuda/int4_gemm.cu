@@ -10,6 +10,7 @@
 // come from ldmatrix, and each lane accumulates 8 n8 sub-tiles x m_frags in fp32. Split-K blocks
 // write fp32 partials that splitk_reduce (splitk.cuh) adds in split order.
 #include "int4_gemm.h"
+#include "device_buffers.h"
 #include "ptx.cuh"
 #include "splitk.cuh"
 
@@ -192,56 +193,22 @@ cudaError_t int4_gemm(const uint16_t* x, int64_t ldx, int64_t M, const Int4Devic
     return w.has_min ? launch<false, true>(p, plan, stream) : launch<false, false>(p, plan, stream);
 }
 
-namespace {
-
-// Device buffers freed on every path out.
-struct DeviceBuffers {
-    std::vector<void*> ptrs;
-    ~DeviceBuffers() {
-        for (void* p : ptrs) cudaFree(p);
-    }
-    template <class T>
-    T* upload(const T* src, size_t count) {
-        void* d = nullptr;
-        check(cudaMalloc(&d, count * sizeof(T) + 16));
-        ptrs.push_back(d);
-        if (src) check(cudaMemcpy(d, src, count * sizeof(T), cudaMemcpyHostToDevice));
-        return static_cast<T*>(d);
-    }
-    static void check(cudaError_t err) {
-        if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
-    }
-};
-
-}  // namespace
-
 std::vector<uint16_t> int4_gemm_on_device(const Int4GpuWeight& w, const uint16_t* x, int64_t M, int splits) {
     const Int4Geometry& g = w.g;
     const int64_t ldx = (g.k + 7) / 8 * 8;
-    std::vector<uint16_t> xp(size_t(M * ldx), 0);  // rows padded to a multiple of 8 halves
-    for (int64_t r = 0; r < M; ++r)
-        for (int64_t k = 0; k < g.k; ++k) xp[size_t(r * ldx + k)] = x[r * g.k + k];
-    DeviceBuffers b;
-    int dev = 0, sms = 0;
-    DeviceBuffers::check(cudaGetDevice(&dev));
-    DeviceBuffers::check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    GemmPlan plan = int4_gemm_plan(M, g, sms);
+    const std::vector<uint16_t> xp = pad_rows(x, M, g.k, ldx);
+    GemmPlan plan = int4_gemm_plan(M, g, device_sms());
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
-    const Int4DeviceWeight dw{g, w.bf16, w.has_min, w.zero, b.upload(w.q.data(), w.q.size()),
-                              b.upload(w.scales.data(), w.scales.size()),
-                              w.has_min ? b.upload(w.mins.data(), w.mins.size()) : nullptr};
-    const uint16_t* dx = b.upload(xp.data(), xp.size());
-    uint16_t* dy = b.upload<uint16_t>(nullptr, size_t(M * g.n));
+    DeviceBuffers b;
+    const Int4DeviceWeight dw{g, w.bf16, w.has_min, w.zero, b.upload(w.q), b.upload(w.scales),
+                              w.has_min ? b.upload(w.mins) : nullptr};
+    const uint16_t* dx = b.upload(xp);
+    uint16_t* dy = b.alloc<uint16_t>(size_t(M * g.n));
     const size_t ws = int4_gemm_workspace_bytes(plan, M, g.n);
-    float* dws = ws ? b.upload<float>(nullptr, ws / sizeof(float)) : nullptr;
+    float* dws = b.alloc<float>(ws / sizeof(float));
     std::string why;
-    const cudaError_t err = int4_gemm(dx, ldx, M, dw, dy, g.n, plan, dws, ws, nullptr, &why);
-    if (err == cudaErrorInvalidValue && !why.empty()) throw std::runtime_error(why);
-    DeviceBuffers::check(err);
-    DeviceBuffers::check(cudaDeviceSynchronize());
-    std::vector<uint16_t> y(size_t(M * g.n));
-    DeviceBuffers::check(cudaMemcpy(y.data(), dy, y.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
-    return y;
+    launch_check(int4_gemm(dx, ldx, M, dw, dy, g.n, plan, dws, ws, nullptr, &why), why, "INT4 GEMM");
+    return download(dy, size_t(M * g.n));
 }
 
 }  // namespace ll::cuda

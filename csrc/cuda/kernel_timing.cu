@@ -9,37 +9,13 @@
 
 #include "attention_plan.h"
 #include "bf16_gemm.h"
+#include "device_buffers.h"
 #include "flash_attn.h"
 #include "int4_gemm.h"
 #include "int4_repack.h"
 
 namespace ll::cuda {
 namespace {
-
-void check(cudaError_t err) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
-}
-
-// Device buffers freed on every path out.
-struct Buffers {
-    std::vector<void*> ptrs;
-    ~Buffers() {
-        for (void* p : ptrs) cudaFree(p);
-    }
-    template <class T>
-    T* upload(const std::vector<T>& host) {
-        T* d = alloc<T>(host.size());
-        check(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-        return d;
-    }
-    template <class T>
-    T* alloc(size_t count) {
-        void* d = nullptr;
-        check(cudaMalloc(&d, std::max<size_t>(count * sizeof(T), 16)));
-        ptrs.push_back(d);
-        return static_cast<T*>(d);
-    }
-};
 
 // Random 16-bit values of magnitude in [0.5, 1) (bf16 or fp16 bits): finite inputs, no NaN.
 std::vector<uint16_t> random_half(size_t n, bool bf16, uint32_t seed) {
@@ -57,18 +33,18 @@ std::vector<uint16_t> random_half(size_t n, bool bf16, uint32_t seed) {
 template <class F>
 double best_time(F f, int iters, int repeats) {
     cudaEvent_t a, b;
-    check(cudaEventCreate(&a));
-    check(cudaEventCreate(&b));
+    cuda_check(cudaEventCreate(&a), "timing");
+    cuda_check(cudaEventCreate(&b), "timing");
     f();
-    check(cudaDeviceSynchronize());
+    cuda_check(cudaDeviceSynchronize(), "timing");
     float best = 1e30f;
     for (int r = 0; r < repeats; ++r) {
-        check(cudaEventRecord(a));
+        cuda_check(cudaEventRecord(a), "timing");
         for (int i = 0; i < iters; ++i) f();
-        check(cudaEventRecord(b));
-        check(cudaEventSynchronize(b));
+        cuda_check(cudaEventRecord(b), "timing");
+        cuda_check(cudaEventSynchronize(b), "timing");
         float ms = 0;
-        check(cudaEventElapsedTime(&ms, a, b));
+        cuda_check(cudaEventElapsedTime(&ms, a, b), "timing");
         best = std::min(best, ms / float(iters));
     }
     cudaEventDestroy(a);
@@ -80,37 +56,36 @@ double best_time(F f, int iters, int repeats) {
 
 DeviceSpec device_spec() {
     int dev = 0;
-    check(cudaGetDevice(&dev));
+    cuda_check(cudaGetDevice(&dev), "timing");
     cudaDeviceProp p{};
-    check(cudaGetDeviceProperties(&p, dev));
+    cuda_check(cudaGetDeviceProperties(&p, dev), "timing");
     DeviceSpec s;
     s.name = p.name;
     int clock_khz = 0, mem_khz = 0, bus_bits = 0;
-    check(cudaDeviceGetAttribute(&s.sms, cudaDevAttrMultiProcessorCount, dev));
-    check(cudaDeviceGetAttribute(&s.cc_major, cudaDevAttrComputeCapabilityMajor, dev));
-    check(cudaDeviceGetAttribute(&s.cc_minor, cudaDevAttrComputeCapabilityMinor, dev));
-    check(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev));
-    check(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev));
-    check(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev));
+    cuda_check(cudaDeviceGetAttribute(&s.sms, cudaDevAttrMultiProcessorCount, dev), "timing");
+    cuda_check(cudaDeviceGetAttribute(&s.cc_major, cudaDevAttrComputeCapabilityMajor, dev), "timing");
+    cuda_check(cudaDeviceGetAttribute(&s.cc_minor, cudaDevAttrComputeCapabilityMinor, dev), "timing");
+    cuda_check(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev), "timing");
+    cuda_check(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev), "timing");
+    cuda_check(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev), "timing");
     s.sm_clock_ghz = clock_khz * 1e-6;
     s.mem_spec_gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8) * 1e-9;
     const size_t bytes = size_t(1) << 30;
-    Buffers b;
+    DeviceBuffers b;
     char* src = b.alloc<char>(bytes);
     char* dst = b.alloc<char>(bytes);
-    check(cudaMemset(src, 1, bytes));
-    const double t = best_time([&] { check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice)); }, 3, 5);
+    cuda_check(cudaMemset(src, 1, bytes), "timing");
+    const double t = best_time(
+        [&] { cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy bandwidth"); }, 3, 5);
     s.copy_gbps = 2.0 * double(bytes) / t * 1e-9;
     return s;
 }
 
 double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats) {
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev));
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int sms = device_sms();
     const GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
     const int64_t ld = (K + 7) / 8 * 8;
-    Buffers b;
+    DeviceBuffers b;
     const uint16_t* x = b.upload(random_half(size_t(M * ld), bf16, 6));
     const uint16_t* w = b.upload(random_half(size_t(N * ld), bf16, 7));
     void* y = b.alloc<float>(size_t(M * N));
@@ -119,8 +94,7 @@ double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, in
     const Bf16GemmArgs a{x, ld, w, ld, M, N, K, bf16, y, N, y_f32, plan, work, ws};
     std::string why;
     return best_time([&] {
-        const cudaError_t err = bf16_gemm(a, nullptr, &why);
-        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? cudaGetErrorString(err) : why);
+        launch_check(bf16_gemm(a, nullptr, &why), why, "bf16_gemm");
     }, iters, repeats);
 }
 
@@ -131,11 +105,9 @@ double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16,
     const int64_t groups = (K + group - 1) / group;
     std::vector<float> scales(size_t(N * groups), 0.01f);
     const Int4GpuWeight w = int4_repack("bench", codes.data(), N, K, scales.data(), nullptr, group, 8, bf16);
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev));
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int sms = device_sms();
     const GemmPlan plan = int4_gemm_plan(M, w.g, sms);
-    Buffers b;
+    DeviceBuffers b;
     const int64_t ldx = (K + 7) / 8 * 8;
     const Int4DeviceWeight dw{w.g, bf16, false, 8, b.upload(w.q), b.upload(w.scales), nullptr};
     const uint16_t* x = b.upload(random_half(size_t(M * ldx), bf16, 2));
@@ -144,22 +116,19 @@ double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16,
     float* work = b.alloc<float>(ws / sizeof(float));
     std::string why;
     return best_time([&] {
-        const cudaError_t err = int4_gemm(x, ldx, M, dw, y, N, plan, work, ws, nullptr, &why);
-        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? cudaGetErrorString(err) : why);
+        launch_check(int4_gemm(x, ldx, M, dw, y, N, plan, work, ws, nullptr, &why), why, "int4_gemm");
     }, iters, repeats);
 }
 
 double time_flash_attention(int T, int p0, int n_heads, int n_kv_heads, int head_dim, bool bf16, int iters,
                             int repeats) {
     const int64_t n_ctx = int64_t(p0) + T, hd = head_dim;
-    Buffers b;
+    DeviceBuffers b;
     const uint16_t* q = b.upload(random_half(size_t(T * n_heads * hd), bf16, 3));
     const uint16_t* k = b.upload(random_half(size_t(n_kv_heads * n_ctx * hd), bf16, 4));
     const uint16_t* v = b.upload(random_half(size_t(n_kv_heads * n_ctx * hd), bf16, 5));
     uint16_t* out = b.alloc<uint16_t>(size_t(T * n_heads * hd));
-    int dev = 0, sms = 0;
-    check(cudaGetDevice(&dev));
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int sms = device_sms();
     const int splits = T > 1 ? 1 : fa_num_splits(p0 + 1, n_kv_heads, sms);
     const size_t ws = flash_attention_workspace_bytes(T, n_heads, head_dim, splits);
     float* work = b.alloc<float>(ws / sizeof(float));
@@ -167,8 +136,7 @@ double time_flash_attention(int T, int p0, int n_heads, int n_kv_heads, int head
                                n_heads, n_kv_heads, head_dim, bf16, splits, work, ws};
     std::string why;
     return best_time([&] {
-        const cudaError_t err = flash_attention(a, nullptr, &why);
-        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? cudaGetErrorString(err) : why);
+        launch_check(flash_attention(a, nullptr, &why), why, "flash_attention");
     }, iters, repeats);
 }
 

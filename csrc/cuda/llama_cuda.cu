@@ -10,6 +10,7 @@
 #include "../model/rope_table.h"
 #include "attention_plan.h"
 #include "bf16_gemm.h"
+#include "device_buffers.h"
 #include "flash_attn.h"
 #include "fp8_gemm.h"
 #include "gpu_weights.h"
@@ -18,41 +19,6 @@
 
 namespace ll::cuda {
 namespace {
-
-void check(cudaError_t err, const char* what) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA (") + what + "): " + cudaGetErrorString(err));
-}
-
-// Device memory the model owns, freed with it.
-class DeviceArena {
-public:
-    DeviceArena() = default;
-    DeviceArena(const DeviceArena&) = delete;
-    DeviceArena& operator=(const DeviceArena&) = delete;
-    ~DeviceArena() {
-        for (void* p : ptrs_) cudaFree(p);
-    }
-    template <class T>
-    T* alloc(size_t count) {
-        void* d = nullptr;
-        const size_t bytes = std::max<size_t>(count * sizeof(T), 16);
-        check(cudaMalloc(&d, bytes), "allocating device memory");
-        ptrs_.push_back(d);
-        bytes_ += bytes;
-        return static_cast<T*>(d);
-    }
-    template <class T>
-    T* upload(const std::vector<T>& host) {
-        T* d = alloc<T>(host.size());
-        check(cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), "uploading weights");
-        return d;
-    }
-    size_t bytes() const { return bytes_; }
-
-private:
-    std::vector<void*> ptrs_;
-    size_t bytes_ = 0;
-};
 
 struct DevLinear {
     int64_t out = 0, in = 0;
@@ -84,7 +50,7 @@ struct LlamaCuda::Impl {
     int sms = 0;
     std::string name;
     cudaStream_t stream = nullptr;
-    DeviceArena weights, state;  // state: KV cache and scratch
+    DeviceBuffers weights, state;  // state: KV cache and scratch
     size_t kv_bytes = 0;
     std::vector<std::pair<std::string, size_t>> formats;
 
@@ -131,8 +97,8 @@ struct LlamaCuda::Impl {
         d.fp8 = g.fp8;
         const size_t before = weights.bytes();
         if (g.int4) {
-            d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q), weights.upload(g.q.scales),
-                                   g.q.has_min ? weights.upload(g.q.mins) : nullptr};
+            d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q),
+                                   weights.upload(g.q.scales), g.q.has_min ? weights.upload(g.q.mins) : nullptr};
         } else if (g.fp8) {
             d.f = Fp8DeviceWeight{g.f.g, weights.upload(g.f.q), weights.upload(g.f.scales)};
         } else {
@@ -155,7 +121,8 @@ struct LlamaCuda::Impl {
         size_t most = 0;
         for (int64_t M = 1; M <= n_batch; ++M) {
             if (w.int4) most = std::max(most, int4_gemm_workspace_bytes(int4_gemm_plan(M, w.q.g, sms), M, w.out));
-            else if (w.fp8) most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, false), M, w.out));
+            else if (w.fp8)
+                most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, false), M, w.out));
             else most = std::max(most, bf16_gemm_workspace_bytes(bf16_gemm_plan(M, w.out, w.in, sms), M, w.out));
         }
         return most;
@@ -172,15 +139,15 @@ struct LlamaCuda::Impl {
                             &why);
         } else if (w.fp8) {
             const GemmPlan plan = fp8_gemm_plan(M, w.f.g, sms, false);
-            err = fp8_gemm_w8a16(xin, ldx, M, w.f, bf16, static_cast<uint16_t*>(y), ldy, plan, gemm_work, gemm_work_bytes,
-                                 stream, &why);
+            err = fp8_gemm_w8a16(xin, ldx, M, w.f, bf16, static_cast<uint16_t*>(y), ldy, plan, gemm_work,
+                                 gemm_work_bytes, stream, &why);
         } else {
             const GemmPlan plan = bf16_gemm_plan(M, w.out, w.in, sms);
             err = bf16_gemm(Bf16GemmArgs{xin, ldx, w.w, w.ldw, M, w.out, w.in, bf16, y, ldy, y_f32, plan, gemm_work,
                                          gemm_work_bytes},
                             stream, &why);
         }
-        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? std::string("CUDA (GEMM): ") + cudaGetErrorString(err) : why);
+        launch_check(err, why, "GEMM");
     }
 
     void chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits);
@@ -197,8 +164,10 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     if (D <= 0 || F <= 0 || cfg.n_layers <= 0 || cfg.n_heads <= 0 || cfg.n_kv_heads <= 0 || cfg.vocab_size <= 0)
         throw FormatError("model config has a non-positive size");
     if (cfg.n_heads % cfg.n_kv_heads) throw FormatError("num_attention_heads is not a multiple of num_key_value_heads");
-    if (hd != 64 && hd != 128) throw FormatError("the CUDA backend takes head_dim 64 or 128, not " + std::to_string(hd));
-    if (D % 8 || F % 8) throw FormatError("the CUDA backend needs hidden and intermediate sizes that are multiples of 8");
+    if (hd != 64 && hd != 128)
+        throw FormatError("the CUDA backend takes head_dim 64 or 128, not " + std::to_string(hd));
+    if (D % 8 || F % 8)
+        throw FormatError("the CUDA backend needs hidden and intermediate sizes that are multiples of 8");
     if (cfg.n_heads / cfg.n_kv_heads > 16)
         throw FormatError("the CUDA backend takes at most 16 query heads per KV head");
     if (int64_t(cfg.inv_freq.size()) != hd / 2) throw FormatError("RoPE needs head_dim / 2 frequencies");
@@ -207,14 +176,14 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     m.n_batch = std::min(n_batch, n_ctx);
 
     int dev = 0, major = 0;
-    check(cudaGetDevice(&dev), "selecting the device");
-    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "reading the device");
-    check(cudaDeviceGetAttribute(&m.sms, cudaDevAttrMultiProcessorCount, dev), "reading the device");
+    cuda_check(cudaGetDevice(&dev), "selecting the device");
+    cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "reading the device");
+    cuda_check(cudaDeviceGetAttribute(&m.sms, cudaDevAttrMultiProcessorCount, dev), "reading the device");
     cudaDeviceProp prop{};
-    check(cudaGetDeviceProperties(&prop, dev), "reading the device");
+    cuda_check(cudaGetDeviceProperties(&prop, dev), "reading the device");
     m.name = prop.name;
     m.bf16 = major >= 8;  // bf16 tensor cores from Ampere; Turing computes in fp16
-    check(cudaStreamCreate(&m.stream), "creating a stream");
+    cuda_check(cudaStreamCreate(&m.stream), "creating a stream");
 
     // Weights, one layer at a time (each converted on the host, uploaded, then freed there).
     const std::string embed_name = "model.embed_tokens.weight";
@@ -275,40 +244,41 @@ void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim, V = cfg.vocab_size;
     const int p0 = int(n_past);
     const float eps = cfg.rms_norm_eps;
-    auto ok = [](cudaError_t err, const char* what) { check(err, what); };
-    ok(cudaMemcpyAsync(tokens, host_tokens, size_t(T) * sizeof(int32_t), cudaMemcpyHostToDevice, stream), "tokens");
-    ok(cuda::embed(embed.w, V, tokens, int(T), int(D), x, bf16, stream), "embedding");
+    cuda_check(cudaMemcpyAsync(tokens, host_tokens, size_t(T) * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+               "tokens");
+    cuda_check(cuda::embed(embed.w, V, tokens, int(T), int(D), x, bf16, stream), "embedding");
     for (const Layer& L : layers) {
-        ok(rmsnorm_to_half(x, D, L.attn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
+        cuda_check(rmsnorm_to_half(x, D, L.attn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
         gemm(L.qkv, h, D, T, qkv, qkvdim, false);
-        ok(rope_qk(qkv, qkvdim, int(cfg.n_heads), qkv + qdim, qkvdim, int(cfg.n_kv_heads), int(hd), int(T), rope_cos,
-                   rope_sin, p0, bf16, stream),
-           "RoPE");
-        ok(kv_append(qkv + qdim, qkv + qdim + kvdim, qkvdim, int(T), int(cfg.n_kv_heads), int(hd), L.k_cache, L.v_cache,
-                     n_ctx, p0, stream),
-           "KV append");
+        const int H = int(cfg.n_heads), KH = int(cfg.n_kv_heads);
+        uint16_t* k_new = qkv + qdim;  // rows of q, k, v side by side
+        cuda_check(rope_qk(qkv, qkvdim, H, k_new, qkvdim, KH, int(hd), int(T), rope_cos, rope_sin, p0, bf16, stream),
+                   "RoPE");
+        cuda_check(kv_append(k_new, k_new + kvdim, qkvdim, int(T), KH, int(hd), L.k_cache, L.v_cache, n_ctx, p0,
+                             stream),
+                   "KV append");
         std::string why;
         const FlashAttentionArgs a{qkv, qkvdim, L.k_cache, L.v_cache, n_ctx, attn, qdim, int(T), p0,
-                                   int(cfg.n_heads), int(cfg.n_kv_heads), int(hd), bf16, 0, attn_work, attn_work_bytes};
-        const cudaError_t err = flash_attention(a, stream, &why);
-        if (err != cudaSuccess) throw std::runtime_error(why.empty() ? std::string("CUDA (attention): ") + cudaGetErrorString(err) : why);
+                                   H, KH, int(hd), bf16, 0, attn_work, attn_work_bytes};
+        launch_check(flash_attention(a, stream, &why), why, "attention");
         gemm(L.o, attn, qdim, T, tmp, D, false);
-        ok(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
-        ok(rmsnorm_to_half(x, D, L.ffn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
+        cuda_check(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
+        cuda_check(rmsnorm_to_half(x, D, L.ffn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
         gemm(L.gate_up, h, D, T, gu, 2 * F, false);
-        ok(swiglu(gu, int(T), int(F), act, bf16, stream), "SwiGLU");
+        cuda_check(swiglu(gu, int(T), int(F), act, bf16, stream), "SwiGLU");
         gemm(L.down, act, F, T, tmp, D, false);
-        ok(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
+        cuda_check(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
     }
     n_past += T;
     if (logits_out) {
         const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
-        ok(rmsnorm_to_half(x + first * D, D, final_norm, int(n_out), int(D), eps, h, D, bf16, stream), "RMSNorm");
+        cuda_check(rmsnorm_to_half(x + first * D, D, final_norm, int(n_out), int(D), eps, h, D, bf16, stream),
+                   "RMSNorm");
         gemm(head, h, D, n_out, logits, V, true);
-        ok(cudaMemcpyAsync(logits_out, logits, size_t(n_out * V) * sizeof(float), cudaMemcpyDeviceToHost, stream),
-           "logits");
+        const size_t bytes = size_t(n_out * V) * sizeof(float);
+        cuda_check(cudaMemcpyAsync(logits_out, logits, bytes, cudaMemcpyDeviceToHost, stream), "logits");
     }
-    ok(cudaStreamSynchronize(stream), "the forward pass");
+    cuda_check(cudaStreamSynchronize(stream), "the forward pass");
 }
 
 void LlamaCuda::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {

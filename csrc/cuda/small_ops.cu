@@ -2,6 +2,7 @@
 // threads take consecutive elements), fp32 arithmetic from small_ops_math.h, one rounding to 16 bits
 // where a value leaves for a GEMM or the cache.
 #include "small_ops.h"
+#include "device_buffers.h"
 
 #include <stdexcept>
 
@@ -178,89 +179,62 @@ cudaError_t embed(const uint16_t* table, int64_t vocab, const int32_t* tokens, i
 
 // ---- test helpers: upload, run, copy back
 
-namespace {
-
-void check(cudaError_t err) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA: ") + cudaGetErrorString(err));
-}
-
-struct Buffers {
-    std::vector<void*> ptrs;
-    ~Buffers() {
-        for (void* p : ptrs) cudaFree(p);
-    }
-    template <class T>
-    T* put(const T* host, size_t n) {
-        void* d = nullptr;
-        check(cudaMalloc(&d, n * sizeof(T) + 16));
-        ptrs.push_back(d);
-        check(host ? cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice) : cudaMemset(d, 0, n * sizeof(T)));
-        return static_cast<T*>(d);
-    }
-};
-
-template <class T>
-std::vector<T> get(const T* dev, size_t n) {
-    check(cudaDeviceSynchronize());
-    std::vector<T> out(n);
-    check(cudaMemcpy(out.data(), dev, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return out;
-}
-
-}  // namespace
-
 std::vector<uint16_t> rmsnorm_on_device(const float* x, const float* w, int T, int D, float eps, bool bf16) {
-    Buffers b;
-    uint16_t* y = b.put<uint16_t>(nullptr, size_t(T) * D);
-    check(rmsnorm_to_half(b.put(x, size_t(T) * D), D, b.put(w, size_t(D)), T, D, eps, y, D, bf16, nullptr));
-    return get(y, size_t(T) * D);
+    DeviceBuffers b;
+    uint16_t* y = b.zeros<uint16_t>(size_t(T) * D);
+    cuda_check(rmsnorm_to_half(b.upload(x, size_t(T) * D), D, b.upload(w, size_t(D)), T, D, eps, y, D, bf16, nullptr),
+               "RMSNorm");
+    return download(y, size_t(T) * D);
 }
 
 std::vector<uint16_t> rope_on_device(const uint16_t* qk, int T, int n_heads, int hd, const float* cos, const float* sin,
                                      int n_pos, int p0, bool bf16) {
     if (p0 < 0 || p0 + T > n_pos) throw std::invalid_argument("rope: positions past the tables");
-    Buffers b;
-    uint16_t* x = b.put(qk, size_t(T) * n_heads * hd);
+    DeviceBuffers b;
+    uint16_t* x = b.upload(qk, size_t(T) * n_heads * hd);
     const size_t tab = size_t(n_pos) * (hd / 2);
     // All heads as query heads (k: none): the kernel's head loop covers both the same way.
-    check(rope_qk(x, int64_t(n_heads) * hd, n_heads, nullptr, 0, 0, hd, T, b.put(cos, tab), b.put(sin, tab), p0, bf16,
-                  nullptr));
-    return get(x, size_t(T) * n_heads * hd);
+    cuda_check(rope_qk(x, int64_t(n_heads) * hd, n_heads, nullptr, 0, 0, hd, T, b.upload(cos, tab), b.upload(sin, tab),
+                       p0, bf16, nullptr),
+               "RoPE");
+    return download(x, size_t(T) * n_heads * hd);
 }
 
 std::vector<uint16_t> swiglu_on_device(const uint16_t* gu, int T, int F, bool bf16) {
-    Buffers b;
-    uint16_t* out = b.put<uint16_t>(nullptr, size_t(T) * F);
-    check(swiglu(b.put(gu, size_t(T) * 2 * F), T, F, out, bf16, nullptr));
-    return get(out, size_t(T) * F);
+    DeviceBuffers b;
+    uint16_t* out = b.zeros<uint16_t>(size_t(T) * F);
+    cuda_check(swiglu(b.upload(gu, size_t(T) * 2 * F), T, F, out, bf16, nullptr), "SwiGLU");
+    return download(out, size_t(T) * F);
 }
 
 std::vector<float> residual_add_on_device(const float* x, const uint16_t* y, int T, int D, bool bf16) {
-    Buffers b;
-    float* dx = b.put(x, size_t(T) * D);
-    check(residual_add(dx, b.put(y, size_t(T) * D), T, D, bf16, nullptr));
-    return get(dx, size_t(T) * D);
+    DeviceBuffers b;
+    float* dx = b.upload(x, size_t(T) * D);
+    cuda_check(residual_add(dx, b.upload(y, size_t(T) * D), T, D, bf16, nullptr), "residual add");
+    return download(dx, size_t(T) * D);
 }
 
 std::vector<float> embed_on_device(const uint16_t* table, int64_t vocab, const int32_t* tokens, int T, int D,
                                    bool bf16) {
     for (int t = 0; t < T; ++t)
         if (tokens[t] < 0 || tokens[t] >= vocab) throw std::invalid_argument("embed: token id outside the vocabulary");
-    Buffers b;
-    float* x = b.put<float>(nullptr, size_t(T) * D);
-    check(embed(b.put(table, size_t(vocab) * D), vocab, b.put(tokens, size_t(T)), T, D, x, bf16, nullptr));
-    return get(x, size_t(T) * D);
+    DeviceBuffers b;
+    float* x = b.zeros<float>(size_t(T) * D);
+    cuda_check(embed(b.upload(table, size_t(vocab) * D), vocab, b.upload(tokens, size_t(T)), T, D, x, bf16, nullptr),
+               "embedding");
+    return download(x, size_t(T) * D);
 }
 
 std::vector<uint16_t> kv_append_on_device(const uint16_t* k, const uint16_t* v, int T, int n_kv_heads, int hd,
                                           int64_t n_ctx, int p0) {
-    Buffers b;
+    DeviceBuffers b;
     const size_t rows = size_t(T) * n_kv_heads * hd, cache = size_t(n_kv_heads) * n_ctx * hd;
-    uint16_t* ck = b.put<uint16_t>(nullptr, cache);
-    uint16_t* cv = b.put<uint16_t>(nullptr, cache);
-    check(kv_append(b.put(k, rows), b.put(v, rows), int64_t(n_kv_heads) * hd, T, n_kv_heads, hd, ck, cv, n_ctx, p0,
-                    nullptr));
-    std::vector<uint16_t> out = get(ck, cache), vv = get(cv, cache);
+    uint16_t* ck = b.zeros<uint16_t>(cache);
+    uint16_t* cv = b.zeros<uint16_t>(cache);
+    cuda_check(kv_append(b.upload(k, rows), b.upload(v, rows), int64_t(n_kv_heads) * hd, T, n_kv_heads, hd, ck, cv,
+                         n_ctx, p0, nullptr),
+               "KV append");
+    std::vector<uint16_t> out = download(ck, cache), vv = download(cv, cache);
     out.insert(out.end(), vv.begin(), vv.end());
     return out;
 }
