@@ -746,6 +746,8 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
     if (g.int4) {
         d["q"] = copy_out(g.q.q, {py::ssize_t(g.q.q.size())});
         d["scales"] = copy_out(g.q.scales, {py::ssize_t(g.q.scales.size())});
+        d["mins"] = g.q.has_min ? py::object(copy_out(g.q.mins, {py::ssize_t(g.q.mins.size())})) : py::object(py::none());
+        d["zero"] = g.q.zero;
     } else if (g.fp8) {
         d["q"] = copy_out(g.f.q, {py::ssize_t(g.f.q.size())});
         d["scales"] = copy_out(g.f.scales, {py::ssize_t(g.f.scales.size())});

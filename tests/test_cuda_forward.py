@@ -99,9 +99,56 @@ def test_fp8_checkpoints_keep_their_codes_and_scales(block):
     np.testing.assert_array_equal(g["rows"], bf16_bits(_core.kernels.Packed(odd).dequantize()))
 
 
-@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K,
+def gpu_int4_weight(g, n, k, group, dtype="bf16"):
+    """The weight [n, k] the INT4 kernel reads from gpu_weight's buffers (its own fragment path)."""
+    from test_cuda_int4_layout import rebuild
+    frags = DM.int4_fragments(g["q"], g["scales"], g["mins"], n, k, group, g["zero"], dtype)
+    return rebuild(frags, dtype)[:n, :k]
+
+
+def test_gguf_q4_0_stays_int4_with_its_exact_codes_and_scales():
+    # Q4_0 (llama.cpp's block: fp16 d, then 16 bytes, low nibbles are columns 0-15, high 16-31;
+    # w = d (q - 8)) kept as INT4 codes with zero 8 and the block's d as the group's scale.
+    from test_cuda_int4_layout import reference
+    rng = np.random.default_rng(7)
+    heads, hd, cols = 2, 16, 128
+    w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
+    raw = encode_tensor(llamacpp_permute(w, heads), gguf.GGMLQuantizationType.Q4_0)
+    spec = {"format": "gguf", "ggml_type": int(gguf.GGMLQuantizationType.Q4_0), "data": raw,
+            "shape": [heads * hd, cols], "qk_heads": heads}
+    g = DM.gpu_weight([spec], [heads * hd], cols)
+    assert g["int4"] and g["format"] == "int4 g32 (from Q4_0)" and g["zero"] == 8
+    blocks = raw.reshape(heads * hd, cols // 32, 18)
+    d = blocks[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
+    nib = blocks[..., 2:]
+    q = np.concatenate([nib & 15, nib >> 4], axis=-1).reshape(heads * hd, cols)
+    order = np.argsort(llamacpp_permute(np.arange(heads * hd)[:, None], heads)[:, 0])  # the rows, un-permuted
+    want = reference(q[order], d[order], None, 8, 32, "bf16")
+    np.testing.assert_array_equal(gpu_int4_weight(g, heads * hd, cols, 32), want)
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q4_1])
+def test_gguf_4_bit_k_quants_stay_int4_within_their_scales_rounding(qtype):
+    # Q4_K / Q4_1: w = s u + m per group of 32, s and m formed as the CPU forms them; on the device s and
+    # m are bf16, so each weight is the CPU's within |u| ulp(s) / 2 + ulp(m) / 2, then one bf16 rounding.
+    rng = np.random.default_rng(8)
+    rows, cols = 48, 256
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
+    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(w, qtype), "shape": [rows, cols]}
+    g = DM.gpu_weight([spec], [rows], cols)
+    assert g["int4"] and g["mins"] is not None and g["format"] == f"int4 g32 (from {qtype.name})"
+    got = gpu_int4_weight(g, rows, cols, 32)
+    cpu = _core.kernels.Packed(spec).dequantize().astype(np.float64)
+    ulp = lambda x: np.abs(np.spacing(np.abs(x).astype(ml_dtypes.bfloat16)).astype(np.float64))  # noqa: E731
+    amax = np.abs(cpu).reshape(rows, -1, 32).max(axis=-1, keepdims=True)  # |s u| and |m| are at most ~this
+    bound = (16 * ulp(amax) + ulp(amax)).repeat(32, axis=-1).reshape(rows, cols) + ulp(cpu)
+    assert (np.abs(got - cpu) <= bound).all(), np.abs(got - cpu).max()
+    assert np.abs(got - cpu).max() > 0  # bf16 scales do round: the bound is doing work
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q6_K,
                                    gguf.GGMLQuantizationType.Q8_0])
-def test_gguf_weights_are_the_cpu_dequantization_rounded_with_q_k_unpermuted(qtype):
+def test_other_gguf_weights_are_the_cpu_dequantization_rounded_with_q_k_unpermuted(qtype):
     rng = np.random.default_rng(3)
     heads, hd, cols = 2, 16, 256
     w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1

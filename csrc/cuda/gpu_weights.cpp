@@ -1,5 +1,6 @@
 #include "gpu_weights.h"
 
+#include <optional>
 #include <stdexcept>
 
 #include "../core/errors.h"
@@ -40,6 +41,63 @@ void check_shape(const TensorSpec& s, int64_t out, int64_t in) {
         throw FormatError("tensor '" + s.name + "' is not [" + std::to_string(out) + ", " + std::to_string(in) + "]");
 }
 
+// A weight as 4-bit codes [out, in] with a scale (and a min, or a zero point) per group of columns.
+struct Int4Form {
+    std::vector<uint8_t> codes;
+    std::vector<float> scales, mins;  // [out, ceil(in / group)]; mins empty for zero-point forms
+    int64_t group = 0;
+    int zero = 0;
+    std::string source;  // "" for an Int spec, else the GGUF type
+    bool same_kind(const Int4Form& o) const {
+        return group == o.group && zero == o.zero && mins.empty() == o.mins.empty();
+    }
+};
+
+// An Int spec's form: its codes and scales as they are.
+Int4Form int4_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
+    check_shape(s, out, in);
+    Int4Form f;
+    f.group = s.group;
+    f.zero = s.zero;
+    const int64_t groups = (in + s.group - 1) / s.group;
+    const auto* c = static_cast<const uint8_t*>(s.data);
+    f.codes.assign(c, c + out * in);
+    f.scales.assign(s.scales, s.scales + out * groups);
+    if (s.mins) f.mins.assign(s.mins, s.mins + out * groups);
+    return f;
+}
+
+// The form of a CPU weight the CPU keeps as 4-bit codes with per-group scales and no code book
+// (GGUF Q4_0, Q4_1, Q4_K; Q2_K and Q3_K in groups of 16), read back from its packed rows, so
+// llama.cpp's q/k permutation is already undone; each group's scale and min come from
+// group_scale, the CPU's own dequantization's. False for any other weight.
+bool int4_form_of_weight(const Linear& w, Int4Form& f) {
+    if (w.kind() != Linear::Kind::Quant) return false;
+    const PackedQuant& q = w.packed();
+    const QuantLayout& L = q.g.layout;
+    if (L.bits != 4 || L.lut) return false;
+    const int64_t out = w.out(), in = w.in(), groups = (in + L.group - 1) / L.group;
+    f.group = L.group;
+    f.zero = L.has_min ? 0 : L.zero;
+    f.source = w.format();
+    f.codes.resize(size_t(out * in));
+    f.scales.resize(size_t(out * groups));
+    if (L.has_min) f.mins.resize(size_t(out * groups));
+    RowFields row;
+    row.resize(L, q.g.Kp);
+    for (int64_t r = 0; r < out; ++r) {
+        q.unpack_row(r, row);
+        std::copy(row.u.begin(), row.u.begin() + in, f.codes.begin() + r * in);
+        for (int64_t gi = 0; gi < groups; ++gi) {
+            float scale, min;
+            group_scale(L, row, gi, scale, min);
+            f.scales[size_t(r * groups + gi)] = scale;
+            if (L.has_min) f.mins[size_t(r * groups + gi)] = min;
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in,
@@ -50,33 +108,11 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
     for (int64_t o : outs) g.out += o;
     std::string names;
     for (const TensorSpec& s : parts) names += (names.empty() ? "" : " + ") + s.name;
-    const bool int4 = all_parts(parts, int4_spec, [](const TensorSpec& a, const TensorSpec& b) {
-        return a.group == b.group && (a.mins != nullptr) == (b.mins != nullptr) && a.zero == b.zero;
-    });
     // (the FP8 layout takes blocks of whole 32-column steps, or one per row)
     auto fp8_block = [in](const TensorSpec& s) { return s.block <= 0 || s.block >= in ? in : s.block; };
     const bool fp8 = all_parts(parts, fp8_spec, [&](const TensorSpec& a, const TensorSpec& b) {
         return fp8_block(a) == fp8_block(b) && (fp8_block(a) == in || fp8_block(a) % 32 == 0);
     });
-    if (int4) {
-        // Stack codes, scales and mins row-wise: the group-wise form is per row.
-        const int64_t group = parts[0].group, groups = (in + group - 1) / group;
-        std::vector<uint8_t> codes;
-        std::vector<float> scales, mins;
-        for (size_t i = 0; i < parts.size(); ++i) {
-            const TensorSpec& s = parts[i];
-            check_shape(s, outs[i], in);
-            const auto* c = static_cast<const uint8_t*>(s.data);
-            codes.insert(codes.end(), c, c + outs[i] * in);
-            scales.insert(scales.end(), s.scales, s.scales + outs[i] * groups);
-            if (s.mins) mins.insert(mins.end(), s.mins, s.mins + outs[i] * groups);
-        }
-        g.int4 = true;
-        g.q = int4_repack(names, codes.data(), g.out, in, scales.data(), mins.empty() ? nullptr : mins.data(), group,
-                          parts[0].zero, bf16);
-        g.format = "int4 g" + std::to_string(group);
-        return g;
-    }
     if (fp8) {  // the same stacking: codes [out, in] and scales [out, blocks] per part
         const int64_t block = fp8_block(parts[0]);
         const int64_t blocks = (in + block - 1) / block;
@@ -94,15 +130,44 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
         g.format = block == in ? "fp8 per channel" : "fp8 blocks of " + std::to_string(block);
         return g;
     }
+    // The CPU weight of a part, built once and only when needed (GGUF parts, and the 16-bit rows).
+    std::vector<std::optional<Linear>> cpu(parts.size());
+    auto cpu_weight = [&](size_t i) -> const Linear& {
+        if (!cpu[i]) cpu[i] = Linear::build(parts[i], outs[i], in, nullptr);
+        return *cpu[i];
+    };
+    std::vector<Int4Form> forms(parts.size());
+    bool int4 = true;
+    for (size_t i = 0; i < parts.size() && int4; ++i) {
+        const TensorSpec& s = parts[i];
+        if (int4_spec(s)) forms[i] = int4_form_of_spec(s, outs[i], in);
+        else int4 = s.kind == TensorSpec::Kind::GGUF && int4_form_of_weight(cpu_weight(i), forms[i]);
+        // (the GPU layout takes groups of whole 16-column tiles, or one per row)
+        int4 = int4 && forms[i].same_kind(forms[0]) && (forms[i].group % 16 == 0 || forms[i].group >= in);
+    }
+    if (int4) {  // stack the parts' rows: the group-wise form is per row
+        Int4Form all = std::move(forms[0]);
+        for (size_t i = 1; i < parts.size(); ++i) {
+            all.codes.insert(all.codes.end(), forms[i].codes.begin(), forms[i].codes.end());
+            all.scales.insert(all.scales.end(), forms[i].scales.begin(), forms[i].scales.end());
+            all.mins.insert(all.mins.end(), forms[i].mins.begin(), forms[i].mins.end());
+        }
+        g.int4 = true;
+        const float* mins = all.mins.empty() ? nullptr : all.mins.data();
+        g.q = int4_repack(names, all.codes.data(), g.out, in, all.scales.data(), mins, all.group, all.zero, bf16);
+        g.format = "int4 g" + std::to_string(all.group) + (all.source.empty() ? "" : " (from " + all.source + ")");
+        return g;
+    }
     g.ld = padded(in);
     g.half.assign(size_t(g.out * g.ld), 0);
     int64_t row0 = 0;
     std::string from;
     for (size_t i = 0; i < parts.size(); ++i) {
-        const Linear w = Linear::build(parts[i], outs[i], in, nullptr);
+        const Linear& w = cpu_weight(i);
         append_rows(w, outs[i], in, g.ld, bf16, g.half.data() + row0 * g.ld);
         row0 += outs[i];
         if (from.find(w.format()) == std::string::npos) from += (from.empty() ? "" : ", ") + w.format();
+        cpu[i].reset();  // one CPU copy at a time
     }
     g.format = std::string(bf16 ? "bf16" : "fp16") + " (from " + from + ")";
     return g;

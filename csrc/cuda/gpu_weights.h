@@ -1,8 +1,10 @@
 // What a checkpoint's weights become on the GPU, made on the host (compiled into every build, so
 // the host tests hold it to the CPU weight layer): each linear layer, alone or fused with its
 // neighbours along the output dimension (Q/K/V, gate/up), is
-//   INT4  when every part is a 4-bit group-wise integer spec (GPTQ, AWQ, compressed-tensors) with
-//         one group size and the same kind of zero: codes and scales as they are (int4_repack.h);
+//   INT4  when every part is 4-bit group-wise with one group size and the same kind of zero: an
+//         integer checkpoint's (GPTQ, AWQ, compressed-tensors) codes and scales as they are, or a
+//         GGUF Q4_0 / Q4_1 / Q4_K (Q2_K, Q3_K) tensor's codes with each group's scale and min as
+//         the CPU's dequantization forms them (int4_repack.h rounds those to 16 bits);
 //   FP8   when every part is an E4M3 spec with one scale block: codes and scales as they are
 //         (fp8_repack.h), for the FP8 GEMM;
 //   16-bit rows [out][ld] otherwise: each row dequantized by the CPU weight layer (which undoes

@@ -187,26 +187,30 @@ void PackedQuant::dequantize_row(int64_t n, float* out) const {
     dequantize_fields(g.layout, f, g.K, out);
 }
 
+void group_scale(const QuantLayout& L, const RowFields& f, int64_t gi, float& scale, float& min) {
+    min = 0.0f;
+    switch (L.scale) {
+        case ScaleKind::F16:
+            scale = fp16_to_float(f.s16[gi]);
+            if (L.has_min) min = fp16_to_float(f.m16[gi]);
+            break;
+        case ScaleKind::F32:
+            scale = f.s32[gi];
+            if (L.has_min) min = f.m32[gi];
+            break;
+        case ScaleKind::Super: {
+            const int64_t sb = gi * L.group / kSuperCols;
+            scale = fp16_to_float(f.d16[sb]) * float(f.sc[gi]);
+            if (L.has_min) min = fp16_to_float(f.dmin16[sb]) * float(f.mn[gi]);
+            break;
+        }
+    }
+}
+
 void dequantize_fields(const QuantLayout& L, const RowFields& f, int64_t K, float* out) {
     for (int64_t gi = 0; gi * L.group < K; ++gi) {
-        float scale = 0.0f, min = 0.0f;
-        switch (L.scale) {
-            case ScaleKind::F16:
-                scale = fp16_to_float(f.s16[gi]);
-                if (L.has_min) min = fp16_to_float(f.m16[gi]);
-                break;
-            case ScaleKind::F32:
-                scale = f.s32[gi];
-                if (L.has_min) min = f.m32[gi];
-                break;
-            case ScaleKind::Super: {
-                // The K-quant references form the group scale first: (d * sc) * q.
-                const int64_t sb = gi * L.group / kSuperCols;
-                scale = fp16_to_float(f.d16[sb]) * float(f.sc[gi]);
-                if (L.has_min) min = fp16_to_float(f.dmin16[sb]) * float(f.mn[gi]);
-                break;
-            }
-        }
+        float scale, min;
+        group_scale(L, f, gi, scale, min);
         for (int64_t k = gi * L.group; k < (gi + 1) * L.group && k < K; ++k) {
             const int u = L.lut ? kIQ4Values[f.u[k]] : f.u[k];
             out[k] = L.has_min ? scale * float(u) + min : scale * float(u - L.zero);

@@ -127,6 +127,10 @@ struct PackedQuant {
     void dequantize_row(int64_t n, float* out) const;
 };
 
+// Group gi's scale and min (0 for symmetric layouts) from decoded fields, in fp32 as the source
+// formats' references form them (K-quants: (d * sc), then the code).
+void group_scale(const QuantLayout& L, const RowFields& f, int64_t gi, float& scale, float& min);
+
 // w[0:K] from decoded fields: s * (u - zero) or s * u + m, in fp32, in that order.
 void dequantize_fields(const QuantLayout& L, const RowFields& f, int64_t K, float* out);
 
