@@ -6,13 +6,21 @@ attention kernels (the small ops are not in it yet).
 
     python bench/bench_gpu.py                 # bf16
     python bench/bench_gpu.py --dtype fp16 --depths 1024,32768
+    python bench/bench_gpu.py --model llama-1b --weights bf16,int4,fp8   # also the whole forward pass
+    python bench/bench_gpu.py --model path/to/model.gguf --kernels none   # a model of your own only
 
 Decode is memory-bound: a product at M = 1 is reported in GB/s of weight bytes (codes and scales)
 and as a fraction of the copy bandwidth measured in the same run (a 1 GiB device-to-device copy,
 bytes read + written), next to the datasheet figure. Prefill is compute-bound: TFLOP/s (2 flops per
 multiply-add) as a fraction of the dense 16-bit tensor-core peak of a table by compute capability
 (SM count x clock x FLOP per SM per clock; GeForce parts accumulate fp32 at half that rate, and on
-sm_90 the figure is wgmma's, which mma.sync does not reach). Needs a CUDA build
+sm_90 the figure is wgmma's, which mma.sync does not reach).
+
+With --model, the forward pass itself (LLM(..., device="cuda")): a --prompt-tokens prefill and
+--gen-tokens greedy decode steps, best of --repeats passes, tokens/s next to the device weight bytes
+each decode step reads as a fraction of the copy bandwidth. "llama-1b" is bench_cpu.py's seeded
+random Llama-3.2-1B-shaped model (generated once into --workdir, with `llama-local quantize`'s
+INT4 g32 and FP8 of it for --weights int4,fp8); anything else is a model path. Needs a CUDA build
 (LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why and exits with status 0.
 """
 
@@ -20,7 +28,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402,F401  (puts the source tree on sys.path when llama_local is not installed)
@@ -42,9 +53,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     ap.add_argument("--group", type=int, default=128, help="INT4 group size")
-    ap.add_argument("--prefill", type=int, default=512, help="prompt tokens")
+    ap.add_argument("--prefill", type=int, default=512, help="rows of the kernels' prefill products")
     ap.add_argument("--depths", default="1024,8192,131072", help="decode depths (cached positions)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--kernels", choices=["all", "none"], default="all", help="the kernel tables (default) or not")
+    ap.add_argument("--model", help="also time the forward pass of this model: llama-1b or a path")
+    ap.add_argument("--weights", default="bf16", help="with --model llama-1b: any of bf16, int4, fp8")
+    ap.add_argument("--prompt-tokens", type=int, default=512)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--workdir", default="~/.cache/llama_local/bench", help="where llama-1b is generated")
     args = ap.parse_args(argv)
 
     info = _core.build_info()
@@ -61,6 +78,58 @@ def main(argv=None) -> int:
     print(f"{spec['name']}: sm_{cc[0]}{cc[1]}, {spec['sms']} SMs at {spec['sm_clock_ghz']:.2f} GHz; memory "
           f"{bw:.0f} GB/s measured (copy), {spec['mem_spec_gbps']:.0f} GB/s datasheet; tensor-core peak "
           f"{peak / 1e12:.0f} TFLOP/s ({args.dtype}, dense); best of {args.repeats}\n")
+    if args.kernels == "all":
+        kernel_tables(ck, args, bf16, bw, peak)
+    if args.model:
+        forward_pass(args, bw)
+    return 0
+
+
+def forward_pass(args, bw: float) -> None:
+    """Prefill and decode tokens/s of LLM(..., device="cuda") on each requested model."""
+    from llama_local import LLM
+    models = []
+    if args.model == "llama-1b":
+        import bench_models as bm
+        workdir = Path(args.workdir).expanduser()
+        workdir.mkdir(parents=True, exist_ok=True)
+        hf = bm.ensure_synthetic_hf(bm.LLAMA_1B, workdir)
+        variants = {"bf16": hf, "int4": "ct-int4", "fp8": "ct-fp8"}
+        for w in (x.strip() for x in args.weights.split(",") if x.strip()):
+            if w not in variants:
+                raise SystemExit(f"--weights: {w!r} is not one of {', '.join(variants)}")
+            models.append((w, hf if w == "bf16" else bm.ensure_ct(hf, variants[w])))
+    else:
+        models.append((Path(args.model).name, Path(args.model)))
+    n_ctx = args.prompt_tokens + args.gen_tokens + 1
+    print(f"\nforward pass: {args.prompt_tokens}-token prefill, {args.gen_tokens} greedy decode steps, best of "
+          f"{args.repeats}")
+    print(f"{'weights':10s} {'device weights':>15s} {'prefill tok/s':>14s} {'decode tok/s':>13s} {'GB/s':>7s} "
+          f"{'% bw':>6s}")
+    for name, path in models:
+        llm = LLM(path, device="cuda", n_ctx=n_ctx, progress=False, allow_beyond_trained_context=True)
+        vocab = llm.config.vocab_size
+        prompt = np.random.default_rng(0).integers(0, vocab, args.prompt_tokens).astype(np.int32)
+        best_pre = best_dec = 0.0
+        for _ in range(args.repeats):
+            llm.model.reset()
+            t0 = time.perf_counter()
+            logits = llm.model.forward(prompt)
+            t1 = time.perf_counter()
+            tok = int(np.argmax(logits))
+            for _ in range(args.gen_tokens):
+                tok = int(np.argmax(llm.model.forward(np.array([tok], np.int32))))
+            t2 = time.perf_counter()
+            best_pre = max(best_pre, args.prompt_tokens / (t1 - t0))
+            best_dec = max(best_dec, args.gen_tokens / (t2 - t1))
+        gb = llm.model.weight_bytes / 1e9
+        formats = ", ".join(f for f, _ in llm.model.weight_formats)
+        print(f"{name:10s} {gb:12.2f} GB {best_pre:14.0f} {best_dec:13.1f} {gb * best_dec:7.0f} "
+              f"{100 * gb * best_dec / bw:5.0f}%   ({formats})")
+        del llm
+
+
+def kernel_tables(ck, args, bf16: bool, bw: float, peak: float) -> None:
 
     gemm_time = {}
     header = f"{'product':8s} {'N x K':>13s} {'M':>5s} {'us':>9s} {'GB/s':>8s} {'% bw':>6s} {'TFLOP/s':>8s} {'% peak':>7s}"
@@ -103,7 +172,6 @@ def main(argv=None) -> int:
             print(f"  decode at depth {depth}: {1 / step:.0f} tokens/s")
         pre = N_LAYERS * (sum(gemm_time[(fmt, name, T)] for name, _, _ in LAYER_GEMMS) + t_pre)
         print(f"  prefill of {T} tokens: {T / pre:.0f} tokens/s")
-    return 0
 
 
 if __name__ == "__main__":
