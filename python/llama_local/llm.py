@@ -166,9 +166,19 @@ class LLM:
                                                          f"{self.path}/config.json")
         else:
             tensors = self.weights.core_tensors()
+        # Why device="auto" runs on the CPU although a GPU is there (a model the CUDA kernels do not
+        # take, e.g. head_dim other than 64 or 128); None otherwise.
+        self.cuda_fallback_reason: str | None = None
+        self.model = None
         if use_cuda:
-            self.model = _core().CudaModel(self.config.core_dict(), tensors, n_ctx, n_batch=n_batch)
-        else:
+            try:
+                self.model = _core().CudaModel(self.config.core_dict(), tensors, n_ctx, n_batch=n_batch)
+            except ModelFormatError as e:
+                if device == "cuda":
+                    raise
+                self.cuda_fallback_reason = str(e)
+                self.device = "cpu"
+        if self.model is None:
             self.model = _core().Model(self.config.core_dict(), tensors, n_ctx,
                                        n_threads=n_threads or 0, isa=isa, n_batch=n_batch, kv_cache=kv_cache)
         from .tokenizer.tokenizer import Tokenizer
@@ -370,6 +380,8 @@ class LLM:
             "kv_cache": self.model.kv_cache,
             "kv_cache_bytes": self.model.kv_bytes,
             "scratch_bytes": self.model.scratch_bytes,
+            "device": self.device,
+            "cuda_fallback_reason": self.cuda_fallback_reason,
         }
 
     def __repr__(self) -> str:
