@@ -186,6 +186,32 @@ TensorSource tensor_source(const py::dict& tensors) {
     };
 }
 
+using TokenArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+// Model.forward for either engine (LlamaCpu, cuda::LlamaCuda): tokens at [start_pos or n_past, ...),
+// logits of the last token or of all of them, the GIL released while the model runs.
+template <class M>
+py::array_t<float> forward_logits(M& model, const TokenArray& tokens, std::optional<int64_t> start_pos,
+                                  bool all_logits) {
+    if (tokens.ndim() != 1) throw std::invalid_argument("forward: tokens must be a 1-D array");
+    const int64_t T = tokens.shape(0);
+    if (start_pos) {
+        if (*start_pos < 0 || *start_pos > model.n_past())
+            throw std::invalid_argument("forward: start_pos " + std::to_string(*start_pos) + " is beyond the " +
+                                        std::to_string(model.n_past()) + " cached positions");
+        model.truncate(*start_pos);
+    }
+    const int64_t V = model.config().vocab_size;
+    py::array_t<float> out = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
+    float* o = out.mutable_data();
+    const int32_t* t = tokens.data();
+    {
+        py::gil_scoped_release release;
+        model.forward(t, T, o, all_logits);
+    }
+    return out;
+}
+
 class PyModel {
 public:
     PyModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int n_threads,
@@ -197,33 +223,14 @@ public:
                                             isa_arg(isa), n_batch, kv);
     }
 
-    py::array_t<float> forward(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
-                               std::optional<int64_t> start_pos, bool all_logits) {
-        if (tokens.ndim() != 1) throw std::invalid_argument("forward: tokens must be a 1-D array");
-        const int64_t T = tokens.shape(0);
-        if (start_pos) {
-            if (*start_pos < 0 || *start_pos > model_->n_past())
-                throw std::invalid_argument("forward: start_pos " + std::to_string(*start_pos) +
-                                            " is beyond the " + std::to_string(model_->n_past()) +
-                                            " cached positions");
-            model_->truncate(*start_pos);
-        }
-        const int64_t V = model_->config().vocab_size;
-        py::array_t<float> out = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
-        float* o = out.mutable_data();
-        const int32_t* t = tokens.data();
-        {
-            py::gil_scoped_release release;
-            model_->forward(t, T, o, all_logits);
-        }
-        return out;
+    py::array_t<float> forward(const TokenArray& tokens, std::optional<int64_t> start_pos, bool all_logits) {
+        return forward_logits(*model_, tokens, start_pos, all_logits);
     }
 
     // Evaluates tokens from position 0 and calls observer(layer, which, x) with every decoder
     // layer's linear inputs (x: float32 [T, K]; which as in LlamaCpu::set_input_observer).
     // For calibration: no logits are computed, and the KV cache holds these tokens afterwards.
-    void observe_inputs(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
-                        const py::function& observer) {
+    void observe_inputs(const TokenArray& tokens, const py::function& observer) {
         if (tokens.ndim() != 1) throw std::invalid_argument("observe_inputs: tokens must be a 1-D array");
         model_->truncate(0);
         model_->set_input_observer([&observer](int64_t l, int which, const float* x, int64_t T, int64_t K) {
@@ -254,25 +261,8 @@ public:
     PyCudaModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int64_t n_batch) : tensors_(tensors) {
         model_ = std::make_unique<cuda::LlamaCuda>(config_from(config), tensor_source(tensors), n_ctx, n_batch);
     }
-    py::array_t<float> forward(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
-                               std::optional<int64_t> start_pos, bool all_logits) {
-        if (tokens.ndim() != 1) throw std::invalid_argument("forward: tokens must be a 1-D array");
-        const int64_t T = tokens.shape(0);
-        if (start_pos) {
-            if (*start_pos < 0 || *start_pos > model_->n_past())
-                throw std::invalid_argument("forward: start_pos " + std::to_string(*start_pos) + " is beyond the " +
-                                            std::to_string(model_->n_past()) + " cached positions");
-            model_->truncate(*start_pos);
-        }
-        const int64_t V = model_->config().vocab_size;
-        py::array_t<float> out = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
-        float* o = out.mutable_data();
-        const int32_t* t = tokens.data();
-        {
-            py::gil_scoped_release release;
-            model_->forward(t, T, o, all_logits);
-        }
-        return out;
+    py::array_t<float> forward(const TokenArray& tokens, std::optional<int64_t> start_pos, bool all_logits) {
+        return forward_logits(*model_, tokens, start_pos, all_logits);
     }
     cuda::LlamaCuda& model() { return *model_; }
 
@@ -875,8 +865,10 @@ py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sm
 
 // Its schedule on the host (flash_attn_schedule.h): q [T, H * hd], k and v
 // [p0 + T, KH * hd] -> [T, H * hd].
-py::array_t<float> dm_flash_attention(const FloatArray& q, const FloatArray& k, const FloatArray& v, int p0, int n_heads,
-                                      int n_kv_heads, int splits, int n_sms) {
+// The shape of an attention call's q [T, H * hd], k and v [p0 + T, KH * hd] (host schedule and
+// GPU kernels alike), checked.
+cuda::FaHostShape attention_shape(const py::array& q, const py::array& k, const py::array& v, int p0, int n_heads,
+                                  int n_kv_heads) {
     if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads ||
         q.shape(1) % n_heads)
         throw std::invalid_argument("flash_attention: need q [T, H * hd], k and v [p0 + T, KH * hd], KH dividing H");
@@ -884,9 +876,14 @@ py::array_t<float> dm_flash_attention(const FloatArray& q, const FloatArray& k, 
     if (p0 < 0 || k.shape(0) != p0 + T || v.shape(0) != p0 + T || k.shape(1) != n_kv_heads * hd ||
         v.shape(1) != n_kv_heads * hd)
         throw std::invalid_argument("flash_attention: k and v must be [p0 + T, KH * hd]");
+    return cuda::FaHostShape{T, p0, n_heads, n_kv_heads, hd};
+}
+
+py::array_t<float> dm_flash_attention(const FloatArray& q, const FloatArray& k, const FloatArray& v, int p0, int n_heads,
+                                      int n_kv_heads, int splits, int n_sms) {
+    const cuda::FaHostShape s = attention_shape(q, k, v, p0, n_heads, n_kv_heads);
     py::array_t<float> out({q.shape(0), q.shape(1)});
-    cuda::flash_attention_schedule(q.data(), k.data(), v.data(), cuda::FaHostShape{T, p0, n_heads, n_kv_heads, hd},
-                                   splits, n_sms, out.mutable_data());
+    cuda::flash_attention_schedule(q.data(), k.data(), v.data(), s, splits, n_sms, out.mutable_data());
     return out;
 }
 
@@ -1182,15 +1179,9 @@ PYBIND11_MODULE(_core, m) {
     ck.def("flash_attention", [](const U16Array& q, const U16Array& k, const U16Array& v, int p0, int n_heads,
                                  int n_kv_heads, const std::string& dtype, int splits) {
         if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("flash_attention: dtype is bf16 or fp16");
-        if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || n_heads < 1 || n_kv_heads < 1 ||
-            n_heads % n_kv_heads || q.shape(1) % n_heads)
-            throw std::invalid_argument("flash_attention: need q [T, H * hd], k and v [p0 + T, KH * hd], KH dividing H");
-        const int T = int(q.shape(0)), hd = int(q.shape(1) / n_heads);
-        if (p0 < 0 || k.shape(0) != p0 + T || v.shape(0) != p0 + T || k.shape(1) != n_kv_heads * hd ||
-            v.shape(1) != n_kv_heads * hd)
-            throw std::invalid_argument("flash_attention: k and v must be [p0 + T, KH * hd]");
-        const std::vector<uint16_t> out = cuda::flash_attention_on_device(q.data(), k.data(), v.data(), T, p0, n_heads,
-                                                                           n_kv_heads, hd, dtype == "bf16", splits);
+        const cuda::FaHostShape s = attention_shape(q, k, v, p0, n_heads, n_kv_heads);
+        const std::vector<uint16_t> out = cuda::flash_attention_on_device(
+            q.data(), k.data(), v.data(), s.T, p0, n_heads, n_kv_heads, s.head_dim, dtype == "bf16", splits);
         return copy_out(out, {q.shape(0), q.shape(1)});
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"), py::arg("n_heads"), py::arg("n_kv_heads"),
        py::arg("dtype") = "bf16", py::arg("splits") = 0,
@@ -1231,7 +1222,7 @@ PYBIND11_MODULE(_core, m) {
         return copy_out(cuda::residual_add_on_device(x.data(), y.data(), int(x.shape(0)), int(x.shape(1)), bf16),
                         {x.shape(0), x.shape(1)});
     }, py::arg("x"), py::arg("y"), py::arg("dtype") = "bf16", "x [T, D] fp32 + y [T, D] 16-bit bits on the GPU");
-    ck.def("embed", [half_type](const U16Array& table, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
+    ck.def("embed", [half_type](const U16Array& table, const TokenArray& tokens,
                                 const std::string& dtype) {
         if (table.ndim() != 2 || tokens.ndim() != 1) throw std::invalid_argument("embed: need table [V, D], tokens [T]");
         const bool bf16 = half_type(dtype);

@@ -31,15 +31,6 @@ struct DevLinear {
     size_t bytes = 0;
 };
 
-std::vector<float> norm_weight(const TensorSource& src, const std::string& name, int64_t n) {
-    const TensorSpec t = src(name);
-    if (t.kind != TensorSpec::Kind::Float || t.shape != std::vector<int64_t>{n})
-        throw FormatError("tensor '" + name + "' must be a float vector of " + std::to_string(n) + " elements");
-    std::vector<float> w(static_cast<size_t>(n));
-    cpu::kernels_for(cpu::best_isa()).to_f32[int(t.dtype)](t.data, w.data(), n);
-    return w;
-}
-
 }  // namespace
 
 struct LlamaCuda::Impl {
@@ -186,13 +177,14 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     cuda_check(cudaStreamCreate(&m.stream), "creating a stream");
 
     // Weights, one layer at a time (each converted on the host, uploaded, then freed there).
+    const cpu::Kernels& k = cpu::kernels_for(cpu::best_isa());
     const std::string embed_name = "model.embed_tokens.weight";
     m.embed = m.upload(gpu_table(src(embed_name), cfg.vocab_size, D, m.bf16));
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         Impl::Layer L{};
-        L.attn_norm = m.upload_f32(norm_weight(src, p + "input_layernorm.weight", D));
-        L.ffn_norm = m.upload_f32(norm_weight(src, p + "post_attention_layernorm.weight", D));
+        L.attn_norm = m.upload_f32(norm_weight(k, src, p + "input_layernorm.weight", D));
+        L.ffn_norm = m.upload_f32(norm_weight(k, src, p + "post_attention_layernorm.weight", D));
         L.qkv = m.upload(gpu_linear({src(p + "self_attn.q_proj.weight"), src(p + "self_attn.k_proj.weight"),
                                      src(p + "self_attn.v_proj.weight")},
                                     {m.qdim, m.kvdim, m.kvdim}, D, m.bf16));
@@ -202,7 +194,7 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
         L.down = m.upload(gpu_linear({src(p + "mlp.down_proj.weight")}, {D}, F, m.bf16));
         m.layers.push_back(L);
     }
-    m.final_norm = m.upload_f32(norm_weight(src, "model.norm.weight", D));
+    m.final_norm = m.upload_f32(norm_weight(k, src, "model.norm.weight", D));
     // The head gives fp32 logits, which only the 16-bit-weight GEMM writes: an untied head is kept
     // as 16-bit rows whatever its source format.
     m.head = cfg.tie_word_embeddings ? m.embed : m.upload(gpu_table(src("lm_head.weight"), cfg.vocab_size, D, m.bf16));
@@ -283,20 +275,8 @@ void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits
 
 void LlamaCuda::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
     Impl& m = *impl_;
-    if (T <= 0) throw std::invalid_argument("forward: no tokens to evaluate");
-    if (m.n_past + T > m.n_ctx)
-        throw ContextOverflow(std::to_string(m.n_past) + " cached + " + std::to_string(T) +
-                              " new tokens exceed the context size n_ctx=" + std::to_string(m.n_ctx));
-    for (int64_t t = 0; t < T; ++t)
-        if (tokens[t] < 0 || tokens[t] >= m.cfg.vocab_size)
-            throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
-                                        " is outside the vocabulary [0, " + std::to_string(m.cfg.vocab_size) + ")");
-    for (int64_t done = 0; done < T; done += m.n_batch) {
-        const int64_t n = std::min(m.n_batch, T - done);
-        const bool last = done + n == T;
-        float* out = all_logits ? logits + done * m.cfg.vocab_size : (last ? logits : nullptr);
-        m.chunk(tokens + done, n, out, all_logits);
-    }
+    forward_in_chunks(m.cfg, m.n_past, m.n_ctx, m.n_batch, tokens, T, logits, all_logits,
+                      [&m](const int32_t* t, int64_t n, float* out, bool all) { m.chunk(t, n, out, all); });
 }
 
 void LlamaCuda::truncate(int64_t n) {

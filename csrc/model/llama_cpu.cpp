@@ -9,10 +9,7 @@
 
 namespace ll {
 
-namespace {
-
-std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src, const std::string& name,
-                               int64_t n) {
+std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src, const std::string& name, int64_t n) {
     const TensorSpec t = src(name);
     if (t.kind != TensorSpec::Kind::Float || t.shape != std::vector<int64_t>{n})
         throw FormatError("tensor '" + name + "' must be a float vector of " + std::to_string(n) + " elements");
@@ -21,7 +18,25 @@ std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src, c
     return w;
 }
 
-}  // namespace
+void forward_in_chunks(const LlamaConfig& cfg, int64_t n_past, int64_t n_ctx, int64_t n_batch, const int32_t* tokens,
+                       int64_t T, float* logits, bool all_logits,
+                       const std::function<void(const int32_t*, int64_t, float*, bool)>& chunk) {
+    if (T <= 0) throw std::invalid_argument("forward: no tokens to evaluate");
+    if (n_past + T > n_ctx)
+        throw ContextOverflow(std::to_string(n_past) + " cached + " + std::to_string(T) +
+                              " new tokens exceed the context size n_ctx=" + std::to_string(n_ctx));
+    for (int64_t t = 0; t < T; ++t)
+        if (tokens[t] < 0 || tokens[t] >= cfg.vocab_size)
+            throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " at position " +
+                                        std::to_string(t) + " is outside the vocabulary [0, " +
+                                        std::to_string(cfg.vocab_size) + ")");
+    for (int64_t done = 0; done < T; done += n_batch) {
+        const int64_t n = std::min(n_batch, T - done);
+        const bool last = done + n == T;
+        float* out = all_logits ? logits + done * cfg.vocab_size : (last ? logits : nullptr);
+        chunk(tokens + done, n, out, all_logits);
+    }
+}
 
 LlamaCpu::LlamaCpu(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int n_threads,
                    cpu::Isa isa, int64_t n_batch, KVType kv_type)
@@ -131,22 +146,8 @@ void LlamaCpu::truncate(int64_t n) {
 }
 
 void LlamaCpu::forward(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {
-    if (T <= 0) throw std::invalid_argument("forward: no tokens to evaluate");
-    if (n_past_ + T > cache_.n_ctx())
-        throw ContextOverflow(std::to_string(n_past_) + " cached + " + std::to_string(T) +
-                              " new tokens exceed the context size n_ctx=" +
-                              std::to_string(cache_.n_ctx()));
-    for (int64_t t = 0; t < T; ++t)
-        if (tokens[t] < 0 || tokens[t] >= cfg_.vocab_size)
-            throw std::invalid_argument("token id " + std::to_string(tokens[t]) + " at position " +
-                                        std::to_string(t) + " is outside the vocabulary [0, " +
-                                        std::to_string(cfg_.vocab_size) + ")");
-    for (int64_t done = 0; done < T; done += n_batch_) {
-        const int64_t n = std::min(n_batch_, T - done);
-        const bool last = done + n == T;
-        float* out = all_logits ? logits + done * cfg_.vocab_size : (last ? logits : nullptr);
-        forward_chunk(tokens + done, n, out, all_logits);
-    }
+    forward_in_chunks(cfg_, n_past_, cache_.n_ctx(), n_batch_, tokens, T, logits, all_logits,
+                      [this](const int32_t* t, int64_t n, float* out, bool all) { forward_chunk(t, n, out, all); });
 }
 
 void LlamaCpu::forward_chunk(const int32_t* tokens, int64_t T, float* logits, bool all_logits) {

@@ -35,6 +35,16 @@ struct LlamaConfig {
 
 using TensorSource = std::function<TensorSpec(const std::string& name)>;
 
+// What both engines (LlamaCpu, cuda::LlamaCuda) share around their layers:
+// A norm's weight as fp32, checked to be a float vector of n.
+std::vector<float> norm_weight(const cpu::Kernels& k, const TensorSource& src, const std::string& name, int64_t n);
+// forward()'s checks (tokens in the vocabulary, room in n_ctx) and its cut into chunks of at most
+// n_batch tokens: chunk(tokens, n, logits or null, all_logits), where only the last chunk gets
+// logits unless all are wanted ([T, vocab]).
+void forward_in_chunks(const LlamaConfig& cfg, int64_t n_past, int64_t n_ctx, int64_t n_batch, const int32_t* tokens,
+                       int64_t T, float* logits, bool all_logits,
+                       const std::function<void(const int32_t*, int64_t, float*, bool)>& chunk);
+
 class LlamaCpu {
 public:
     // n_batch: the most tokens one internal step evaluates (bounds the scratch memory).
