@@ -158,6 +158,31 @@ def ptxas_functions(log: str) -> dict[str, dict[str, int]]:
     return out
 
 
+def compiled(source: str):
+    """(arch, sm, ptx, ptxas functions) of csrc/cuda/<source> for each arch: the same cached jobs as
+    test_each_cuda_source_compiles_for_every_arch, each required to have compiled."""
+    text = (CUDA_DIR / source).read_text()
+    for arch, r in zip(ARCHS, run_all([(f"{source}-{a}", text, arch_flags(a)) for a in ARCHS])):
+        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
+        yield arch, int(arch.rstrip("a")), r["ptx"], ptxas_functions(r["log"])
+
+
+MMA_BF16 = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+MMA_F16 = "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+MMA_F16_TURING = "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32"
+
+
+def assert_16_bit_tensor_cores(arch: str, sm: int, ptx: str, bf16_marker: str = "bf16") -> None:
+    """bf16 and f16 m16n8k16 mma and cp.async copies from sm_80; on Turing, fp16 m16n8k16 as two
+    m16n8k8 with plain loads, and nothing bf16 (bf16_marker: what bf16 code would show)."""
+    if sm >= 80:
+        for instr in (MMA_BF16, MMA_F16, "cp.async.cg.shared.global", "cp.async.wait_group"):
+            assert instr in ptx, f"sm_{arch}: {instr} missing"
+    else:
+        assert MMA_F16_TURING in ptx, f"sm_{arch}: no fp16 mma"
+        assert bf16_marker not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
+
+
 # The W4A16 GEMM's occupancy targets (csrc/cuda/int4_gemm_tiling.h, gemm_min_blocks): 4 blocks of
 # 128 threads per SM (16 warps, to hide the weight stream's latency at decode) for 1 or 2 A
 # fragments, 3 blocks for 3; an SM has 65536 registers, so a thread may use 65536 / (128 blocks).
@@ -165,24 +190,11 @@ GEMM_BLOCKS_PER_SM = {1: 4, 2: 4, 3: 3}
 
 
 def test_int4_gemm_uses_tensor_cores_without_spills():
-    text = (CUDA_DIR / "int4_gemm.cu").read_text()
-    # The same jobs as test_each_cuda_source_compiles_for_every_arch: compiled once, cached.
-    results = run_all([(f"int4_gemm.cu-{a}", text, arch_flags(a)) for a in ARCHS])
-    for arch, r in zip(ARCHS, results):
-        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
-        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+    for arch, sm, ptx, funcs in compiled("int4_gemm.cu"):
         assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx, f"sm_{arch}: activations not loaded by ldmatrix"
         assert "lop3.b32" in ptx and "fma.rn.f16x2" in ptx, f"sm_{arch}: no in-register INT4 dequantization"
-        if sm >= 80:
-            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
-                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
-                          "fma.rn.bf16x2", "cp.async.cg.shared.global", "cp.async.wait_group"):
-                assert instr in ptx, f"sm_{arch}: {instr} missing"
-        else:  # Turing: fp16 only, m16n8k16 as two m16n8k8, plain loads
-            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
-            assert "bf16" not in ptx and "m16n8k16" not in ptx, f"sm_{arch}: an instruction Turing lacks"
-            assert "cp.async" not in ptx, f"sm_{arch}: cp.async does not exist before sm_80"
-        funcs = ptxas_functions(r["log"])
+        assert_16_bit_tensor_cores(arch, sm, ptx)
+        assert ("fma.rn.bf16x2" in ptx) == (sm >= 80), f"sm_{arch}: bf16 dequantization"
         gemms = {n: f for n, f in funcs.items() if "int4_gemm_kernel" in n}
         assert len(gemms) == 12 and sum("splitk_reduce" in n for n in funcs) == 2, sorted(funcs)
         for name, f in funcs.items():
@@ -205,23 +217,12 @@ FA_BLOCKS_PER_SM = {("prefill", 128): 2, ("prefill", 64): 3, ("decode", 128): 3,
 
 
 def test_flash_attention_uses_tensor_cores_without_spills():
-    text = (CUDA_DIR / "flash_attn.cu").read_text()
-    results = run_all([(f"flash_attn.cu-{a}", text, arch_flags(a)) for a in ARCHS])
-    for arch, r in zip(ARCHS, results):
-        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
-        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+    for arch, sm, ptx, funcs in compiled("flash_attn.cu"):
         for instr in ("ldmatrix.sync.aligned.m8n8.x4.shared.b16", "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
                       "ex2.approx", "shfl.sync.bfly"):
             assert instr in ptx, f"sm_{arch}: {instr} missing"
-        if sm >= 80:
-            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
-                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
-                          "cp.async.cg.shared.global", "cp.async.wait_group", "cvt.rn.bf16x2.f32"):
-                assert instr in ptx, f"sm_{arch}: {instr} missing"
-        else:
-            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
-            assert "bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
-        funcs = ptxas_functions(r["log"])
+        assert_16_bit_tensor_cores(arch, sm, ptx)
+        assert ("cvt.rn.bf16x2.f32" in ptx) == (sm >= 80), f"sm_{arch}: bf16 packing"
         assert len(funcs) == 12, sorted(funcs)  # 3 kernels x bf16/fp16 x head_dim 64/128
         for name, f in funcs.items():
             assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
@@ -233,22 +234,10 @@ def test_flash_attention_uses_tensor_cores_without_spills():
 
 
 def test_bf16_gemm_uses_tensor_cores_without_spills():
-    text = (CUDA_DIR / "bf16_gemm.cu").read_text()
-    results = run_all([(f"bf16_gemm.cu-{a}", text, arch_flags(a)) for a in ARCHS])
-    for arch, r in zip(ARCHS, results):
-        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
-        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+    for arch, sm, ptx, funcs in compiled("bf16_gemm.cu"):
         assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in ptx, f"sm_{arch}: no ldmatrix"
-        if sm >= 80:
-            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
-                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
-                          "cp.async.cg.shared.global", "cp.async.wait_group"):
-                assert instr in ptx, f"sm_{arch}: {instr} missing"
-        else:
-            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
-            # (the kernels' names hold "bf16": look for the instructions' type suffix)
-            assert ".bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
-        funcs = ptxas_functions(r["log"])
+        # (the kernels' names hold "bf16": look for the instructions' type suffix)
+        assert_16_bit_tensor_cores(arch, sm, ptx, bf16_marker=".bf16")
         gemms = {n: f for n, f in funcs.items() if "bf16_gemm_kernel" in n}
         assert len(gemms) == 12 and sum("splitk_reduce" in n for n in funcs) == 4, sorted(funcs)
         for name, f in gemms.items():
@@ -273,11 +262,7 @@ FP8_ACTS = {"0": "e4m3", "1": "bf16", "2": "fp16"}  # fp8_gemm.cu's enum Fp8Act
 
 
 def test_fp8_gemm_uses_e4m3_mma_where_it_exists_without_spills():
-    text = (CUDA_DIR / "fp8_gemm.cu").read_text()
-    results = run_all([(f"fp8_gemm.cu-{a}", text, arch_flags(a)) for a in ARCHS])
-    for arch, r in zip(ARCHS, results):
-        assert r["rc"] == 0, f"sm_{arch}:\n{r['log']}"
-        ptx, sm = r["ptx"], int(arch.rstrip("a"))
+    for arch, sm, ptx, funcs in compiled("fp8_gemm.cu"):
         # W8A8 on the FP8 tensor cores of Ada, Hopper and Blackwell, and nowhere else: below sm_89
         # only the W8A16 kernels are built (the e4m3 ones are traps the launcher never reaches).
         e4m3 = "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"
@@ -287,15 +272,8 @@ def test_fp8_gemm_uses_e4m3_mma_where_it_exists_without_spills():
         for instr in ("ldmatrix.sync.aligned.m8n8.x4.shared.b16", "prmt.b32", "fma.rn.f16x2", "shfl.sync.bfly",
                       "div.rn.f32"):
             assert instr in ptx, f"sm_{arch}: {instr} missing"
-        if sm >= 80:
-            for instr in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
-                          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
-                          "fma.rn.bf16x2", "cp.async.cg.shared.global", "cp.async.wait_group"):
-                assert instr in ptx, f"sm_{arch}: {instr} missing"
-        else:
-            assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in ptx, f"sm_{arch}: no fp16 mma"
-            assert "bf16" not in ptx and "m16n8k16" not in ptx and "cp.async" not in ptx, f"sm_{arch}: not on Turing"
-        funcs = ptxas_functions(r["log"])
+        assert_16_bit_tensor_cores(arch, sm, ptx)
+        assert ("fma.rn.bf16x2" in ptx) == (sm >= 80), f"sm_{arch}: bf16 expansion"
         gemms = {n: f for n, f in funcs.items() if "fp8_gemm_kernel" in n}
         assert len(gemms) == 12, sorted(funcs)  # W8A8: 2 (folding); W8A16 bf16, fp16: 3 per-column + 2 folding
         assert sum("splitk_reduce" in n for n in funcs) == 2 and sum("fp8_quantize_kernel" in n for n in funcs) == 1
