@@ -18,7 +18,8 @@ sm_90 the figure is wgmma's, which mma.sync does not reach).
 
 With --model, the forward pass itself (LLM(..., device="cuda")): a --prompt-tokens prefill and
 --gen-tokens greedy decode steps, best of --repeats passes, tokens/s next to the device weight bytes
-each decode step reads as a fraction of the copy bandwidth. "llama-1b" is bench_cpu.py's seeded
+each decode step reads as a fraction of the copy bandwidth, and decode again with
+LLAMA_LOCAL_CUDA_GRAPHS=0 (each step's kernels launched one by one instead of one graph replayed). "llama-1b" is bench_cpu.py's seeded
 random Llama-3.2-1B-shaped model (generated once into --workdir, with `llama-local quantize`'s
 INT4 g32 and FP8 of it for --weights int4,fp8); anything else is a model path. Needs a CUDA build
 (LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why and exits with status 0.
@@ -27,6 +28,7 @@ INT4 g32 and FP8 of it for --weights int4,fp8); anything else is a model path. N
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,30 +105,40 @@ def forward_pass(args, bw: float) -> None:
         models.append((Path(args.model).name, Path(args.model)))
     n_ctx = args.prompt_tokens + args.gen_tokens + 1
     print(f"\nforward pass: {args.prompt_tokens}-token prefill, {args.gen_tokens} greedy decode steps, best of "
-          f"{args.repeats}")
+          f"{args.repeats}; decode with each step a CUDA graph, then launched kernel by kernel")
     print(f"{'weights':10s} {'device weights':>15s} {'prefill tok/s':>14s} {'decode tok/s':>13s} {'GB/s':>7s} "
-          f"{'% bw':>6s}")
+          f"{'% bw':>6s} {'no graphs':>10s}")
     for name, path in models:
-        llm = LLM(path, device="cuda", n_ctx=n_ctx, progress=False, allow_beyond_trained_context=True)
-        vocab = llm.config.vocab_size
-        prompt = np.random.default_rng(0).integers(0, vocab, args.prompt_tokens).astype(np.int32)
-        best_pre = best_dec = 0.0
-        for _ in range(args.repeats):
-            llm.model.reset()
-            t0 = time.perf_counter()
-            logits = llm.model.forward(prompt)
-            t1 = time.perf_counter()
-            tok = int(np.argmax(logits))
-            for _ in range(args.gen_tokens):
-                tok = int(np.argmax(llm.model.forward(np.array([tok], np.int32))))
-            t2 = time.perf_counter()
-            best_pre = max(best_pre, args.prompt_tokens / (t1 - t0))
-            best_dec = max(best_dec, args.gen_tokens / (t2 - t1))
-        gb = llm.model.weight_bytes / 1e9
-        formats = ", ".join(f for f, _ in llm.model.weight_formats)
-        print(f"{name:10s} {gb:12.2f} GB {best_pre:14.0f} {best_dec:13.1f} {gb * best_dec:7.0f} "
-              f"{100 * gb * best_dec / bw:5.0f}%   ({formats})")
-        del llm
+        rates = {}
+        for graphs in ("1", "0"):
+            os.environ["LLAMA_LOCAL_CUDA_GRAPHS"] = graphs
+            llm = LLM(path, device="cuda", n_ctx=n_ctx, progress=False, allow_beyond_trained_context=True)
+            rates[graphs] = passes(llm, args)
+            gb = llm.model.weight_bytes / 1e9
+            formats = ", ".join(f for f, _ in llm.model.weight_formats)
+            del llm
+        os.environ.pop("LLAMA_LOCAL_CUDA_GRAPHS")
+        (pre, dec), (_, dec_launched) = rates["1"], rates["0"]
+        print(f"{name:10s} {gb:12.2f} GB {pre:14.0f} {dec:13.1f} {gb * dec:7.0f} {100 * gb * dec / bw:5.0f}% "
+              f"{dec_launched:10.1f}   ({formats})")
+
+
+def passes(llm, args) -> tuple[float, float]:
+    """Best prefill and decode tokens/s over --repeats passes from an empty cache."""
+    prompt = np.random.default_rng(0).integers(0, llm.config.vocab_size, args.prompt_tokens).astype(np.int32)
+    best_pre = best_dec = 0.0
+    for _ in range(args.repeats):
+        llm.model.reset()
+        t0 = time.perf_counter()
+        logits = llm.model.forward(prompt)
+        t1 = time.perf_counter()
+        tok = int(np.argmax(logits))
+        for _ in range(args.gen_tokens):
+            tok = int(np.argmax(llm.model.forward(np.array([tok], np.int32))))
+        t2 = time.perf_counter()
+        best_pre = max(best_pre, args.prompt_tokens / (t1 - t0))
+        best_dec = max(best_dec, args.gen_tokens / (t2 - t1))
+    return best_pre, best_dec
 
 
 def kernel_tables(ck, args, bf16: bool, bw: float, peak: float) -> None:

@@ -258,8 +258,10 @@ private:
 // The forward pass on the GPU, with Model's interface (what LLM uses of it).
 class PyCudaModel {
 public:
-    PyCudaModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int64_t n_batch) : tensors_(tensors) {
-        model_ = std::make_unique<cuda::LlamaCuda>(config_from(config), tensor_source(tensors), n_ctx, n_batch);
+    PyCudaModel(const py::dict& config, const py::dict& tensors, int64_t n_ctx, int64_t n_batch, bool cuda_graphs)
+        : tensors_(tensors) {
+        model_ = std::make_unique<cuda::LlamaCuda>(config_from(config), tensor_source(tensors), n_ctx, n_batch,
+                                                   cuda_graphs);
     }
     py::array_t<float> forward(const TokenArray& tokens, std::optional<int64_t> start_pos, bool all_logits) {
         return forward_logits(*model_, tokens, start_pos, all_logits);
@@ -972,9 +974,10 @@ PYBIND11_MODULE(_core, m) {
 
 #if defined(LL_HAVE_CUDA)
     py::class_<PyCudaModel>(m, "CudaModel")
-        .def(py::init<const py::dict&, const py::dict&, int64_t, int64_t>(), py::arg("config"), py::arg("tensors"),
-             py::arg("n_ctx"), py::arg("n_batch") = 512,
-             "The forward pass on the GPU (CUDA builds only), with Model's interface")
+        .def(py::init<const py::dict&, const py::dict&, int64_t, int64_t, bool>(), py::arg("config"),
+             py::arg("tensors"), py::arg("n_ctx"), py::arg("n_batch") = 512, py::arg("cuda_graphs") = true,
+             "The forward pass on the GPU (CUDA builds only), with Model's interface; cuda_graphs: replay "
+             "each decode step as a CUDA graph")
         .def("forward", &PyCudaModel::forward, py::arg("tokens"), py::arg("start_pos") = py::none(),
              py::arg("all_logits") = false, "as Model.forward")
         .def("reset", [](PyCudaModel& s) { s.model().truncate(0); })
@@ -987,7 +990,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("weight_formats", [](PyCudaModel& s) { return s.model().weight_formats(); })
         .def_property_readonly("kv_bytes", [](PyCudaModel& s) { return s.model().kv_bytes(); })
         .def_property_readonly("kv_cache", [](PyCudaModel& s) { return std::string(s.model().bf16() ? "bf16" : "f16"); })
-        .def_property_readonly("scratch_bytes", [](PyCudaModel& s) { return s.model().scratch_bytes(); });
+        .def_property_readonly("scratch_bytes", [](PyCudaModel& s) { return s.model().scratch_bytes(); })
+        .def_property_readonly("decode_graphs", [](PyCudaModel& s) { return s.model().decode_graphs(); },
+                               "decode-step CUDA graphs captured so far (one per flash-decode split count met)");
 #endif
 
     py::module_ dm = m.def_submodule("device_math", "csrc/cuda's shared host/device math, run on the host");

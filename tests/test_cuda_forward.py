@@ -7,8 +7,9 @@ or FP8 tiles of exactly their codes and scales; fused Q/K/V and gate/up stacked 
 
 On a GPU (`-m cuda`, skipped with the reason elsewhere): logits of tiny models, bf16 and INT4,
 against transformers in fp32, held to twice the error of transformers itself in bf16 (the GPU
-rounds activations to bf16 between ops as a bf16 framework does); and the engine's cache, chunking
-and generation behave as on the CPU.
+rounds activations to bf16 between ops as a bf16 framework does); the engine's cache, chunking
+and generation behave as on the CPU; and decode steps replayed as CUDA graphs give the logits of
+the same kernels launched one by one, bit for bit.
 """
 
 from __future__ import annotations
@@ -231,3 +232,37 @@ def test_quantized_models_on_the_gpu_follow_the_cpu(tiny, fmt, tmp_path):
     assert any(f.startswith(fmt) for f, _ in gpu_llm.model.weight_formats), gpu_llm.model.weight_formats
     got, cpu = gpu_llm.logits(ids), LLM(q, n_ctx=128).logits(ids)
     assert np.abs(got - cpu).max() <= 2 * framework, (np.abs(got - cpu).max(), framework)
+
+
+@pytest.mark.cuda
+@gpu
+def test_decode_graphs_replay_the_kernel_launches_exactly(tiny, monkeypatch):
+    # A decode step replayed as a CUDA graph gives the logits of the same kernels launched one by
+    # one, bit for bit: every kernel reads the position from device memory, so one graph serves
+    # every position with the same flash-decode split count, and a new count gets a new graph.
+    # 440 prompt tokens then 24 steps cross a change of count (at 449 positions with 2 KV heads).
+    from llama_local import LLM
+    d, model, torch = tiny
+    rng = np.random.default_rng(8)
+    prompt = rng.integers(0, 512, 440).astype(np.int32)
+    steps = rng.integers(0, 512, 24).astype(np.int32)
+
+    def run(graphs: str):
+        monkeypatch.setenv("LLAMA_LOCAL_CUDA_GRAPHS", graphs)
+        llm = LLM(d, device="cuda", n_ctx=512, n_batch=128)
+        out = [llm.model.forward(prompt)]
+        out += [llm.model.forward(steps[i:i + 1]) for i in range(len(steps))]
+        return np.stack(out), llm.model.decode_graphs
+
+    launched, none = run("0")
+    graphed, captured = run("1")
+    assert none == 0
+    sms = _core.cuda_kernels.device_spec()["sms"]
+    counts = {DM.fa_num_splits(len(prompt) + i + 1, 2, sms) for i in range(len(steps))}
+    assert captured == len(counts) >= 2, (captured, counts)
+    np.testing.assert_array_equal(graphed, launched)
+    # and the graph steps are as close to transformers in fp32 as transformers in bf16 is, twice over
+    ids = list(np.concatenate([prompt, steps]))
+    ref = transformers_logits(model, ids, torch, torch.float32)[len(prompt):]
+    framework = np.abs(transformers_logits(model, ids, torch, torch.bfloat16)[len(prompt):] - ref).max()
+    assert np.abs(graphed[1:] - ref).max() <= 2 * framework, (np.abs(graphed[1:] - ref).max(), framework)

@@ -33,7 +33,9 @@ struct FaParams {
     int64_t n_ctx;
     uint16_t* out;
     int64_t ldo;
-    int T, p0, n_heads, n_kv_heads, n_splits;
+    int T;
+    const int* pos;  // device: the first new row's position p0
+    int n_heads, n_kv_heads, n_splits;
     float scale;
     float* partial;  // decode: [n_kv_heads][n_splits][group][2 + head_dim]: m, l, o
 };
@@ -141,7 +143,7 @@ __device__ void prefill_block(const FaParams& p) {
     constexpr int kNT = kFaKvTile / 8, kOT = HD / 8;
     __shared__ __align__(128) uint16_t sq[kFaQRows * HD], sk[kFaKvTile * HD], sv[kFaKvTile * HD];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int h = blockIdx.y, q0 = blockIdx.x * kFaQRows, n_pos = p.p0 + p.T;
+    const int h = blockIdx.y, q0 = blockIdx.x * kFaQRows, p0 = *p.pos, n_pos = p0 + p.T;
     const int64_t kv_off = int64_t(fa_kv_head(h, p.n_heads, p.n_kv_heads)) * p.n_ctx * HD;
 
     load_tile<HD, kFaQRows>(sq, p.q + int64_t(q0) * p.ldq + int64_t(h) * HD, p.ldq, p.T - q0);
@@ -152,7 +154,7 @@ __device__ void prefill_block(const FaParams& p) {
     load_q_fragments<HD>(qa, sq, 16 * warp);
 
     float o[kOT][4] = {}, m[2] = {fa_neg_inf(), fa_neg_inf()}, l[2] = {0.0f, 0.0f};
-    const int tiles = fa_kv_tiles(q0, p.T, p.p0);
+    const int tiles = fa_kv_tiles(q0, p.T, p0);
     for (int j = 0; j < tiles; ++j) {
         const int j0 = j * kFaKvTile;
         __syncthreads();  // every warp is done with the previous tile
@@ -164,14 +166,14 @@ __device__ void prefill_block(const FaParams& p) {
         __syncthreads();
         float s[kNT][4] = {};
         scores<kBf16, HD, kNT>(s, qa, sk, 0);
-        const bool masked = !fa_tile_unmasked(j, q0, p.p0);
+        const bool masked = !fa_tile_unmasked(j, q0, p0);
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const FragCoord c = mma_c(lane, i);
                 s[nt][i] *= p.scale;
-                if (masked && !fa_visible(q0 + 16 * warp + c.row, j0 + 8 * nt + c.col, p.p0)) s[nt][i] = fa_neg_inf();
+                if (masked && !fa_visible(q0 + 16 * warp + c.row, j0 + 8 * nt + c.col, p0)) s[nt][i] = fa_neg_inf();
             }
         softmax_step(s, o, m, l);
         copy_wait<0>();
@@ -206,7 +208,8 @@ __device__ void decode_block(const FaParams& p) {
     uint16_t* sk = skv;
     uint16_t* sv = skv + kTileElems;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int split = blockIdx.x, kvh = blockIdx.y, group = p.n_heads / p.n_kv_heads, n_pos = p.p0 + 1;
+    const int split = blockIdx.x, kvh = blockIdx.y, group = p.n_heads / p.n_kv_heads;
+    const int p0 = *p.pos, n_pos = p0 + 1;
     const int64_t kv_off = int64_t(kvh) * p.n_ctx * HD;
 
     // The group's query heads are consecutive in q's one row: rows of HD values, stride HD.
@@ -234,7 +237,7 @@ __device__ void decode_block(const FaParams& p) {
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 s[nt][i] *= p.scale;
-                if (!fa_visible(0, j0 + c0 + 8 * nt + mma_c(lane, i).col, p.p0)) s[nt][i] = fa_neg_inf();
+                if (!fa_visible(0, j0 + c0 + 8 * nt + mma_c(lane, i).col, p0)) s[nt][i] = fa_neg_inf();
             }
         softmax_step(s, o, m, l);
         weighted_values<kBf16, HD, kNT>(o, s, 0, sv, c0);
@@ -340,7 +343,8 @@ cudaError_t flash_attention(const FlashAttentionArgs& a, cudaStream_t stream, st
         return cudaErrorInvalidValue;
     };
     if (a.head_dim != 64 && a.head_dim != 128) return refuse("head_dim must be 64 or 128");
-    if (a.T < 1 || a.p0 < 0 || int64_t(a.p0) + a.T > a.n_ctx) return refuse("positions [p0, p0 + T) must lie in n_ctx");
+    if (a.T < 1 || a.p0.host < 0 || int64_t(a.p0.host) + a.T > a.n_ctx)
+        return refuse("positions [p0, p0 + T) must lie in n_ctx");
     if (a.n_kv_heads < 1 || a.n_heads % a.n_kv_heads) return refuse("n_kv_heads must divide n_heads");
     if (a.T == 1 && a.n_heads / a.n_kv_heads > 16) return refuse("decode takes at most 16 query heads per KV head");
     if (reinterpret_cast<uintptr_t>(a.q) % 16 || reinterpret_cast<uintptr_t>(a.k) % 16 ||
@@ -352,10 +356,10 @@ cudaError_t flash_attention(const FlashAttentionArgs& a, cudaStream_t stream, st
     if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     if (err != cudaSuccess) return err;
     if (a.bf16 && major < 8) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
-    const int splits = a.T > 1 ? 1 : a.splits > 0 ? a.splits : fa_num_splits(a.p0 + 1, a.n_kv_heads, sms);
+    const int splits = a.T > 1 ? 1 : a.splits > 0 ? a.splits : fa_num_splits(a.p0.host + 1, a.n_kv_heads, sms);
     if (a.workspace_bytes < flash_attention_workspace_bytes(a.T, a.n_heads, a.head_dim, splits))
         return refuse("the decode workspace is too small");
-    const FaParams p{a.q, a.ldq, a.k, a.v, a.n_ctx, a.out, a.ldo, a.T, a.p0, a.n_heads, a.n_kv_heads, splits,
+    const FaParams p{a.q, a.ldq, a.k, a.v, a.n_ctx, a.out, a.ldo, a.T, a.p0.device, a.n_heads, a.n_kv_heads, splits,
                      1.0f / sqrtf(float(a.head_dim)), a.workspace};
     if (a.bf16) return a.head_dim == 64 ? launch<true, 64>(p, stream) : launch<true, 128>(p, stream);
     return a.head_dim == 64 ? launch<false, 64>(p, stream) : launch<false, 128>(p, stream);
@@ -383,7 +387,8 @@ std::vector<uint16_t> flash_attention_on_device(const uint16_t* q, const uint16_
     const uint16_t* dv = b.upload(vc);
     uint16_t* dout = b.alloc<uint16_t>(q_count);
     float* dws = b.alloc<float>(ws / sizeof(float));
-    const FlashAttentionArgs a{dq, int64_t(n_heads) * hd, dk, dv, n_ctx, dout, int64_t(n_heads) * hd, T, p0,
+    const FirstPos pos{p0, b.upload(&p0, 1)};
+    const FlashAttentionArgs a{dq, int64_t(n_heads) * hd, dk, dv, n_ctx, dout, int64_t(n_heads) * hd, T, pos,
                                n_heads, n_kv_heads, hd, bf16, used, dws, ws};
     std::string why;
     launch_check(flash_attention(a, nullptr, &why), why, "flash attention");

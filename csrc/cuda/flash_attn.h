@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "first_position.h"
+
 namespace ll::cuda {
 
 struct FlashAttentionArgs {
@@ -24,7 +26,7 @@ struct FlashAttentionArgs {
     uint16_t* out;       // [T][ldo], like q
     int64_t ldo;
     int T;               // new rows: positions [p0, p0 + T), already in the cache
-    int p0;
+    FirstPos p0;
     int n_heads;
     int n_kv_heads;
     int head_dim;        // 64 or 128

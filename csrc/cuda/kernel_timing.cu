@@ -132,7 +132,8 @@ double time_flash_attention(int T, int p0, int n_heads, int n_kv_heads, int head
     const int splits = T > 1 ? 1 : fa_num_splits(p0 + 1, n_kv_heads, sms);
     const size_t ws = flash_attention_workspace_bytes(T, n_heads, head_dim, splits);
     float* work = b.alloc<float>(ws / sizeof(float));
-    const FlashAttentionArgs a{q, int64_t(n_heads) * hd, k, v, n_ctx, out, int64_t(n_heads) * hd, T, p0,
+    const FirstPos pos{p0, b.upload(&p0, 1)};
+    const FlashAttentionArgs a{q, int64_t(n_heads) * hd, k, v, n_ctx, out, int64_t(n_heads) * hd, T, pos,
                                n_heads, n_kv_heads, head_dim, bf16, splits, work, ws};
     std::string why;
     return best_time([&] {

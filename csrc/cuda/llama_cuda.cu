@@ -58,8 +58,14 @@ struct LlamaCuda::Impl {
     const float* rope_cos = nullptr;
     const float* rope_sin = nullptr;
 
+    // The decode step's CUDA graphs, by flash decode's split count: the one launch shape that
+    // changes with the position (every kernel reads the position itself from `io`).
+    bool use_graphs = true;
+    std::vector<std::pair<int, cudaGraphExec_t>> graphs;
+
     // scratch, n_batch rows each
-    int32_t* tokens = nullptr;
+    int32_t* io = nullptr;  // [1 + n_batch]: the chunk's first position, then its tokens
+    std::vector<int32_t> io_host;
     float* x = nullptr;     // residual stream, fp32 [T][D]
     uint16_t* h = nullptr;  // normed input of a GEMM [T][D]
     uint16_t* qkv = nullptr;
@@ -141,13 +147,18 @@ struct LlamaCuda::Impl {
         launch_check(err, why, "GEMM");
     }
 
+    int decode_splits(int p0) const { return fa_num_splits(p0 + 1, int(cfg.n_kv_heads), sms); }
+    void enqueue(int64_t T, int p0, int64_t n_out);
+    cudaGraphExec_t decode_graph(int p0);
     void chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits);
 };
 
-LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int64_t n_batch)
+LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int64_t n_batch,
+                     bool decode_graphs)
     : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
     m.cfg = cfg;
+    m.use_graphs = decode_graphs;
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim;
     m.qdim = cfg.n_heads * hd;
     m.kvdim = cfg.n_kv_heads * hd;
@@ -210,7 +221,8 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     }
     m.kv_bytes = size_t(cfg.n_layers) * 2 * size_t(m.kvdim * n_ctx) * 2;
     const int64_t B = m.n_batch;
-    m.tokens = m.state.alloc<int32_t>(size_t(B));
+    m.io = m.state.alloc<int32_t>(size_t(1 + B));
+    m.io_host.resize(size_t(1 + B));
     m.x = m.state.alloc<float>(size_t(B * D));
     m.h = m.state.alloc<uint16_t>(size_t(B * D));
     m.qkv = m.state.alloc<uint16_t>(size_t(B * m.qkvdim));
@@ -229,29 +241,32 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
 }
 
 LlamaCuda::~LlamaCuda() {
-    if (impl_ && impl_->stream) cudaStreamDestroy(impl_->stream);
+    if (!impl_) return;
+    for (auto& g : impl_->graphs) cudaGraphExecDestroy(g.second);
+    if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
-void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits) {
+// Every kernel of T tokens at positions [p0, p0 + T) on the stream, from the tokens in `io` to
+// the last n_out rows' logits in `logits`; nothing waits, so a decode step can be captured.
+void LlamaCuda::Impl::enqueue(int64_t T, int p0, int64_t n_out) {
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim, V = cfg.vocab_size;
-    const int p0 = int(n_past);
+    const int H = int(cfg.n_heads), KH = int(cfg.n_kv_heads);
     const float eps = cfg.rms_norm_eps;
-    cuda_check(cudaMemcpyAsync(tokens, host_tokens, size_t(T) * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
-               "tokens");
-    cuda_check(cuda::embed(embed.w, V, tokens, int(T), int(D), x, bf16, stream), "embedding");
+    const FirstPos pos{p0, io};
+    const int splits = T == 1 ? decode_splits(p0) : 1;
+    cuda_check(cuda::embed(embed.w, V, io + 1, int(T), int(D), x, bf16, stream), "embedding");
     for (const Layer& L : layers) {
         cuda_check(rmsnorm_to_half(x, D, L.attn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
         gemm(L.qkv, h, D, T, qkv, qkvdim, false);
-        const int H = int(cfg.n_heads), KH = int(cfg.n_kv_heads);
         uint16_t* k_new = qkv + qdim;  // rows of q, k, v side by side
-        cuda_check(rope_qk(qkv, qkvdim, H, k_new, qkvdim, KH, int(hd), int(T), rope_cos, rope_sin, p0, bf16, stream),
+        cuda_check(rope_qk(qkv, qkvdim, H, k_new, qkvdim, KH, int(hd), int(T), rope_cos, rope_sin, pos, bf16, stream),
                    "RoPE");
-        cuda_check(kv_append(k_new, k_new + kvdim, qkvdim, int(T), KH, int(hd), L.k_cache, L.v_cache, n_ctx, p0,
+        cuda_check(kv_append(k_new, k_new + kvdim, qkvdim, int(T), KH, int(hd), L.k_cache, L.v_cache, n_ctx, pos,
                              stream),
                    "KV append");
         std::string why;
-        const FlashAttentionArgs a{qkv, qkvdim, L.k_cache, L.v_cache, n_ctx, attn, qdim, int(T), p0,
-                                   H, KH, int(hd), bf16, 0, attn_work, attn_work_bytes};
+        const FlashAttentionArgs a{qkv, qkvdim, L.k_cache, L.v_cache, n_ctx, attn, qdim, int(T), pos,
+                                   H, KH, int(hd), bf16, splits, attn_work, attn_work_bytes};
         launch_check(flash_attention(a, stream, &why), why, "attention");
         gemm(L.o, attn, qdim, T, tmp, D, false);
         cuda_check(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
@@ -261,13 +276,49 @@ void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits
         gemm(L.down, act, F, T, tmp, D, false);
         cuda_check(residual_add(x, tmp, int(T), int(D), bf16, stream), "residual");
     }
-    n_past += T;
-    if (logits_out) {
-        const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
-        cuda_check(rmsnorm_to_half(x + first * D, D, final_norm, int(n_out), int(D), eps, h, D, bf16, stream),
+    if (n_out > 0) {
+        cuda_check(rmsnorm_to_half(x + (T - n_out) * D, D, final_norm, int(n_out), int(D), eps, h, D, bf16, stream),
                    "RMSNorm");
         gemm(head, h, D, n_out, logits, V, true);
-        const size_t bytes = size_t(n_out * V) * sizeof(float);
+    }
+}
+
+// The decode step (one token, its logits) as a graph: about ten launches a layer become one,
+// which is most of a small model's decode time on a fast GPU. Captured the first time a split
+// count is met (a handful over a context), then replayed at any position with that count.
+cudaGraphExec_t LlamaCuda::Impl::decode_graph(int p0) {
+    const int splits = decode_splits(p0);
+    for (const auto& g : graphs)
+        if (g.first == splits) return g.second;
+    cudaGraph_t graph = nullptr;
+    cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
+    try {
+        enqueue(1, p0, 1);
+    } catch (...) {
+        if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+        throw;
+    }
+    cuda_check(cudaStreamEndCapture(stream, &graph), "capturing the decode step");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    cuda_check(err, "instantiating the decode graph");
+    graphs.emplace_back(splits, exec);
+    return exec;
+}
+
+void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits) {
+    const int p0 = int(n_past);
+    const int64_t n_out = !logits_out ? 0 : all_logits ? T : 1;
+    io_host[0] = p0;
+    std::copy(host_tokens, host_tokens + T, io_host.begin() + 1);
+    cuda_check(cudaMemcpyAsync(io, io_host.data(), size_t(1 + T) * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
+               "tokens");
+    if (use_graphs && T == 1 && n_out == 1) cuda_check(cudaGraphLaunch(decode_graph(p0), stream), "the decode graph");
+    else enqueue(T, p0, n_out);
+    n_past += T;
+    if (n_out > 0) {
+        const size_t bytes = size_t(n_out * cfg.vocab_size) * sizeof(float);
         cuda_check(cudaMemcpyAsync(logits_out, logits, bytes, cudaMemcpyDeviceToHost, stream), "logits");
     }
     cuda_check(cudaStreamSynchronize(stream), "the forward pass");
@@ -292,5 +343,6 @@ size_t LlamaCuda::weight_bytes() const { return impl_->weights.bytes(); }
 size_t LlamaCuda::kv_bytes() const { return impl_->kv_bytes; }
 size_t LlamaCuda::scratch_bytes() const { return impl_->state.bytes() - impl_->kv_bytes; }
 std::vector<std::pair<std::string, size_t>> LlamaCuda::weight_formats() const { return impl_->formats; }
+int LlamaCuda::decode_graphs() const { return int(impl_->graphs.size()); }
 
 }  // namespace ll::cuda

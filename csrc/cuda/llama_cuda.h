@@ -3,7 +3,8 @@
 // kernels with no host round trip until the logits: embedding, then per layer RMSNorm, the fused
 // Q/K/V GEMM, RoPE, the KV append, flash attention, the output GEMM and residual add, RMSNorm, the
 // fused gate/up GEMM, SwiGLU, the down GEMM and residual add; then the final norm and the LM head
-// in fp32. bf16 on sm_80+, fp16 on sm_75. Compiled only in CUDA builds.
+// in fp32. bf16 on sm_80+, fp16 on sm_75. A decode step (one token) is replayed as a CUDA graph
+// unless decode_graphs is false. Compiled only in CUDA builds.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -20,7 +21,8 @@ public:
     // Throws FormatError for a model the kernels cannot take (head_dim other than 64 or 128, sizes
     // not multiples of 8, decode groups over 16 query heads per KV head), std::runtime_error with
     // the CUDA error's text for a device failure (out of memory included).
-    LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int64_t n_batch);
+    LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int64_t n_batch,
+              bool decode_graphs = true);
     ~LlamaCuda();
 
     // Evaluates T tokens at positions [n_past, n_past + T). logits (host): [vocab] for the last
@@ -36,6 +38,7 @@ public:
     size_t kv_bytes() const;
     size_t scratch_bytes() const;
     std::vector<std::pair<std::string, size_t>> weight_formats() const;
+    int decode_graphs() const;  // decode-step graphs captured so far (one per split count met)
 
 private:
     struct Impl;

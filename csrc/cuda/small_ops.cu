@@ -69,9 +69,9 @@ __global__ void __launch_bounds__(kRowThreads) rmsnorm_kernel(const float* x, in
 template <bool kBf16>
 __global__ void __launch_bounds__(kRowThreads) rope_kernel(uint16_t* q, int64_t ldq, int n_heads, uint16_t* k,
                                                             int64_t ldk, int n_kv_heads, int hd, const float* cos,
-                                                            const float* sin, int p0) {
+                                                            const float* sin, const int* pos) {
     if (unsupported<kBf16>()) return;
-    const int t = blockIdx.x, half = hd / 2;
+    const int t = blockIdx.x, half = hd / 2, p0 = *pos;
     const float* c = cos + int64_t(p0 + t) * half;
     const float* s = sin + int64_t(p0 + t) * half;
     for (int j = threadIdx.x; j < (n_heads + n_kv_heads) * half; j += kRowThreads) {
@@ -85,8 +85,8 @@ __global__ void __launch_bounds__(kRowThreads) rope_kernel(uint16_t* q, int64_t 
 
 __global__ void __launch_bounds__(kRowThreads) kv_append_kernel(const uint16_t* k, const uint16_t* v, int64_t ld,
                                                                  int n_kv_heads, int hd, uint16_t* ck, uint16_t* cv,
-                                                                 int64_t n_ctx, int p0) {
-    const int t = blockIdx.x;
+                                                                 int64_t n_ctx, const int* pos) {
+    const int t = blockIdx.x, p0 = *pos;
     for (int j = threadIdx.x; j < n_kv_heads * hd; j += kRowThreads) {
         const int64_t dst = (int64_t(j / hd) * n_ctx + p0 + t) * hd + j % hd;
         ck[dst] = k[int64_t(t) * ld + j];
@@ -137,19 +137,21 @@ cudaError_t rmsnorm_to_half(const float* x, int64_t ldx, const float* w, int T, 
 }
 
 cudaError_t rope_qk(uint16_t* q, int64_t ldq, int n_heads, uint16_t* k, int64_t ldk, int n_kv_heads, int hd, int T,
-                    const float* cos, const float* sin, int p0, bool bf16, cudaStream_t stream) {
+                    const float* cos, const float* sin, FirstPos p0, bool bf16, cudaStream_t stream) {
     if (const cudaError_t e = check_bf16(bf16)) return e;
+    if (p0.host < 0) return cudaErrorInvalidValue;
     if (T <= 0) return cudaSuccess;
-    if (bf16) rope_kernel<true><<<T, kRowThreads, 0, stream>>>(q, ldq, n_heads, k, ldk, n_kv_heads, hd, cos, sin, p0);
-    else rope_kernel<false><<<T, kRowThreads, 0, stream>>>(q, ldq, n_heads, k, ldk, n_kv_heads, hd, cos, sin, p0);
+    const int* pos = p0.device;
+    if (bf16) rope_kernel<true><<<T, kRowThreads, 0, stream>>>(q, ldq, n_heads, k, ldk, n_kv_heads, hd, cos, sin, pos);
+    else rope_kernel<false><<<T, kRowThreads, 0, stream>>>(q, ldq, n_heads, k, ldk, n_kv_heads, hd, cos, sin, pos);
     return cudaGetLastError();
 }
 
 cudaError_t kv_append(const uint16_t* k, const uint16_t* v, int64_t ld, int T, int n_kv_heads, int hd,
-                      uint16_t* cache_k, uint16_t* cache_v, int64_t n_ctx, int p0, cudaStream_t stream) {
-    if (p0 < 0 || int64_t(p0) + T > n_ctx) return cudaErrorInvalidValue;
+                      uint16_t* cache_k, uint16_t* cache_v, int64_t n_ctx, FirstPos p0, cudaStream_t stream) {
+    if (p0.host < 0 || int64_t(p0.host) + T > n_ctx) return cudaErrorInvalidValue;
     if (T <= 0) return cudaSuccess;
-    kv_append_kernel<<<T, kRowThreads, 0, stream>>>(k, v, ld, n_kv_heads, hd, cache_k, cache_v, n_ctx, p0);
+    kv_append_kernel<<<T, kRowThreads, 0, stream>>>(k, v, ld, n_kv_heads, hd, cache_k, cache_v, n_ctx, p0.device);
     return cudaGetLastError();
 }
 
@@ -195,7 +197,7 @@ std::vector<uint16_t> rope_on_device(const uint16_t* qk, int T, int n_heads, int
     const size_t tab = size_t(n_pos) * (hd / 2);
     // All heads as query heads (k: none): the kernel's head loop covers both the same way.
     cuda_check(rope_qk(x, int64_t(n_heads) * hd, n_heads, nullptr, 0, 0, hd, T, b.upload(cos, tab), b.upload(sin, tab),
-                       p0, bf16, nullptr),
+                       FirstPos{p0, b.upload(&p0, 1)}, bf16, nullptr),
                "RoPE");
     return download(x, size_t(T) * n_heads * hd);
 }
@@ -232,7 +234,7 @@ std::vector<uint16_t> kv_append_on_device(const uint16_t* k, const uint16_t* v, 
     uint16_t* ck = b.zeros<uint16_t>(cache);
     uint16_t* cv = b.zeros<uint16_t>(cache);
     cuda_check(kv_append(b.upload(k, rows), b.upload(v, rows), int64_t(n_kv_heads) * hd, T, n_kv_heads, hd, ck, cv,
-                         n_ctx, p0, nullptr),
+                         n_ctx, FirstPos{p0, b.upload(&p0, 1)}, nullptr),
                "KV append");
     std::vector<uint16_t> out = download(ck, cache), vv = download(cv, cache);
     out.insert(out.end(), vv.begin(), vv.end());

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "first_position.h"
+
 namespace ll::cuda {
 
 // y = rmsnorm(x) * w, rounded to 16 bits: one block per row.
@@ -17,11 +19,11 @@ cudaError_t rmsnorm_to_half(const float* x, int64_t ldx, const float* w, int T, 
 // RoPE in place on q [T][ldq] (n_heads heads) and k [T][ldk] (n_kv_heads) of head_dim hd, rows at
 // positions p0 + t; cos and sin fp32 [positions][hd / 2] (Llama 3.1 scaling already in them).
 cudaError_t rope_qk(uint16_t* q, int64_t ldq, int n_heads, uint16_t* k, int64_t ldk, int n_kv_heads, int hd, int T,
-                    const float* cos, const float* sin, int p0, bool bf16, cudaStream_t stream);
+                    const float* cos, const float* sin, FirstPos p0, bool bf16, cudaStream_t stream);
 
 // k and v rows [T][n_kv_heads hd] into the cache [n_kv_heads][n_ctx][hd] at positions p0 + t.
 cudaError_t kv_append(const uint16_t* k, const uint16_t* v, int64_t ld, int T, int n_kv_heads, int hd,
-                      uint16_t* cache_k, uint16_t* cache_v, int64_t n_ctx, int p0, cudaStream_t stream);
+                      uint16_t* cache_k, uint16_t* cache_v, int64_t n_ctx, FirstPos p0, cudaStream_t stream);
 
 // out [T][F] = silu(gate) * up, gate and up the halves of gu [T][2F] (the fused gate/up GEMM's
 // output: gate columns first).

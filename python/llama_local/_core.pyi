@@ -101,7 +101,8 @@ class CudaModel:
     (device_math.gpu_weight), the KV cache 16-bit in the compute type (bf16 on sm_80+)."""
 
     def __init__(self, config: dict[str, Any], tensors: dict[str, _TensorSpec], n_ctx: int,
-                 n_batch: int = 512) -> None: ...
+                 n_batch: int = 512, cuda_graphs: bool = True) -> None:
+        """cuda_graphs: replay each decode step (one token with its logits) as a CUDA graph."""
     def forward(self, tokens: npt.ArrayLike, start_pos: int | None = None, all_logits: bool = False) -> _F32:
         """As Model.forward."""
     def reset(self) -> None: ...
@@ -124,6 +125,9 @@ class CudaModel:
     def kv_cache(self) -> str: ...
     @property
     def scratch_bytes(self) -> int: ...
+    @property
+    def decode_graphs(self) -> int:
+        """Decode-step CUDA graphs captured so far (one per flash-decode split count met)."""
 
 class _Kernels(ModuleType):
     """The submodule `kernels`: each CPU kernel, for tests against numpy. `isa` None: default_isa()."""

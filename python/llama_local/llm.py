@@ -172,7 +172,11 @@ class LLM:
         self.model = None
         if use_cuda:
             try:
-                self.model = _core().CudaModel(self.config.core_dict(), tensors, n_ctx, n_batch=n_batch)
+                # LLAMA_LOCAL_CUDA_GRAPHS=0 launches each decode step's kernels one by one instead
+                # of replaying a graph (to compare, or to rule graphs out when debugging).
+                graphs = os.environ.get("LLAMA_LOCAL_CUDA_GRAPHS", "1") != "0"
+                self.model = _core().CudaModel(self.config.core_dict(), tensors, n_ctx, n_batch=n_batch,
+                                               cuda_graphs=graphs)
             except ModelFormatError as e:
                 if device == "cuda":
                     raise
