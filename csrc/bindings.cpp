@@ -85,7 +85,8 @@ py::array contiguous(const py::dict& d, const char* key, const std::string& name
 //   {"format": "int", "codes": uint8 [out, in], "scales": f32 [out, groups], "mins": f32 | None,
 //    "bits": 4 | 8, "group": 32 | 64 | 128, "zero": int}
 //   {"format": "fp8", "data": E4M3 codes [out, in] (uint8 or float8_e4m3fn), "scales": f32
-//    [out] or [out, ceil(in / block)], "block": columns per scale (0: one per row)}
+//    [out] or [out, ceil(in / block)], "block": columns per scale (0: one per row), "act_ub":
+//    the bound of per-token E4M3 activation scales where activations are FP8 too (inf: none)}
 //   {"format": "float", "data": float array}
 // plus optional "qk_heads" (undo llama.cpp's q/k row permutation) and "releasable" (the data is
 // a read-only file mapping whose pages may be dropped once repacked).
@@ -144,6 +145,10 @@ TensorSpec spec_of(py::handle obj, const std::string& name) {
             throw FormatError("tensor '" + name + "': FP8 scales must be float32 [" + std::to_string(t.shape[0]) +
                               (nb > 1 ? ", " + std::to_string(nb) : std::string()) + "]");
         t.scales = static_cast<const float*>(sc.data());
+        if (d.contains("act_ub") && !d["act_ub"].is_none()) {
+            t.act_ub = d["act_ub"].cast<float>();
+            if (!(t.act_ub > 0)) throw FormatError("tensor '" + name + "': act_ub must be positive (inf: no bound)");
+        }
     } else {
         throw FormatError("tensor '" + name + "': unknown spec format '" + format + "'");
     }
@@ -741,6 +746,7 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
         d["mins"] = g.q.has_min ? py::object(copy_out(g.q.mins, {py::ssize_t(g.q.mins.size())})) : py::object(py::none());
         d["zero"] = g.q.zero;
     } else if (g.fp8) {
+        d["act_ub"] = g.act_ub;
         d["q"] = copy_out(g.f.q, {py::ssize_t(g.f.q.size())});
         d["scales"] = copy_out(g.f.scales, {py::ssize_t(g.f.scales.size())});
     } else {
@@ -1034,7 +1040,7 @@ PYBIND11_MODULE(_core, m) {
     dm.def("gpu_weight", &dm_gpu_weight, py::arg("parts"), py::arg("outs"), py::arg("in_features"),
            py::arg("dtype") = "bf16",
            "the GPU form of weight specs stacked along the output (gpu_weights.h): {format, int4, fp8, out, rows "
-           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers}");
+           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers (fp8: and act_ub)}");
     dm.def("bf16_gemm_plan", &dm_bf16_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
            "the 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs (as int4_gemm_plan)");
     dm.def("b16_chunks", []() {

@@ -149,3 +149,46 @@ def test_an_fp8_weight_without_its_scale_is_refused(tiny, tmp_path):
     drop_tensor(d / "model.safetensors", "model.layers.0.mlp.up_proj.weight_scale")
     with pytest.raises(ModelFormatError, match="'model.layers.0.mlp.up_proj.weight' has no 'model.layers.0.mlp.up_proj.weight_scale'"):
         LLM(d, n_ctx=64)
+
+
+WEIGHTS_ONLY = compressed_tensors_config("channel")
+WEIGHTS_ONLY["config_groups"]["group_0"]["input_activations"] = None
+
+
+@pytest.mark.parametrize("qconfig, bound", [
+    (FBGEMM, 1200.0),
+    ({**FBGEMM, "activation_scale_ub": 64.0}, 64.0),
+    (compressed_tensors_config("channel"), float("inf")),  # FP8_DYNAMIC: per-token scales, no bound
+    (WEIGHTS_ONLY, None),
+])
+def test_fp8_specs_say_whether_activations_are_fp8_too(tiny, tmp_path, qconfig, bound):
+    # W8A8 checkpoints carry their activation-scale bound to the core, where the GPU's e4m3 mma path
+    # uses it (the CPU keeps fp32 activations either way); a fused Q/K/V keeps it on the GPU form.
+    from llama_local import _core
+    from llama_local.formats import quantized_checkpoints
+    from llama_local.formats.safetensors_io import Checkpoint
+    src, model = tiny
+    write_fp8_model(src, tmp_path / "m", model, "channel")
+    specs = quantized_checkpoints.core_tensors(Checkpoint(tmp_path / "m"), qconfig, "config.json")
+    fp8 = {n: s for n, s in specs.items() if s["format"] == "fp8"}
+    assert len(fp8) == 7 * model.config.num_hidden_layers
+    assert all(s.get("act_ub") == bound for s in fp8.values()), {s.get("act_ub") for s in fp8.values()}
+    p = "model.layers.0.self_attn."
+    parts = [fp8[p + f"{x}_proj.weight"] for x in "qkv"]
+    outs = [s["data"].shape[0] for s in parts]
+    g = _core.device_math.gpu_weight(parts, outs, 128)
+    assert g["fp8"] and g["act_ub"] == (bound or 0.0)
+    if bound is not None:  # parts that disagree fall back to 16-bit activations (W8A16)
+        parts[1] = {**parts[1], "act_ub": 100.0}
+        assert _core.device_math.gpu_weight(parts, outs, 128)["act_ub"] == 0.0
+
+
+@pytest.mark.parametrize("ub", [0.0, -1.0, float("nan")])
+def test_a_bad_activation_bound_is_refused(ub):
+    from llama_local import _core
+    from llama_local.formats.fp8_checkpoints import activation_bound
+    spec = {"format": "fp8", "data": np.zeros((64, 64), np.uint8), "scales": np.ones(64, np.float32), "act_ub": ub}
+    with pytest.raises(ModelFormatError, match="act_ub must be positive"):
+        _core.device_math.gpu_weight([spec], [64], 64)
+    with pytest.raises(ModelFormatError, match="activation_scale_ub must be a positive number"):
+        activation_bound({**FBGEMM, "activation_scale_ub": ub})

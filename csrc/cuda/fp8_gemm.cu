@@ -289,6 +289,13 @@ std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const G
 
 }  // namespace
 
+bool fp8_w8a8_supported() {
+    int cc = 0;
+    bool built = false;
+    return device_cc(&cc) == cudaSuccess && cc >= 89 &&
+           compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, true, 1>, 89, &built) == cudaSuccess && built;
+}
+
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
     return plan.splits > 1 ? size_t(plan.splits) * size_t(M) * size_t(N) * sizeof(float) : 0;
 }

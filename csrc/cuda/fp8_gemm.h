@@ -33,6 +33,9 @@ struct Fp8DeviceWeight {
 cudaError_t fp8_quantize_activations(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, float ub, uint8_t* codes,
                                      int64_t ldq, float* scales, cudaStream_t stream, std::string* error);
 
+// Whether this GPU runs fp8_gemm_w8a8: it has e4m3 mma (sm_89+) and the build has code for it.
+bool fp8_w8a8_supported();
+
 // fp32 partial sums a split-K plan needs (0 for one split).
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N);
 

@@ -127,6 +127,9 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
         }
         g.fp8 = true;
         g.f = fp8_repack(names, codes.data(), g.out, in, scales.data(), block);
+        g.act_ub = parts[0].act_ub;
+        for (const TensorSpec& s : parts)
+            if (s.act_ub != g.act_ub) g.act_ub = 0;
         g.format = block == in ? "fp8 per channel" : "fp8 blocks of " + std::to_string(block);
         return g;
     }

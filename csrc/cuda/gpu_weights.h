@@ -6,7 +6,8 @@
 //         GGUF Q4_0 / Q4_1 / Q4_K (Q2_K, Q3_K) tensor's codes with each group's scale and min as
 //         the CPU's dequantization forms them (int4_repack.h rounds those to 16 bits);
 //   FP8   when every part is an E4M3 spec with one scale block: codes and scales as they are
-//         (fp8_repack.h), for the FP8 GEMM;
+//         (fp8_repack.h), for the FP8 GEMM, with the parts' activation bound when they share one
+//         (W8A8 where the GPU has e4m3 mma; else 0: W8A16, which every part's products allow);
 //   16-bit rows [out][ld] otherwise: each row dequantized by the CPU weight layer (which undoes
 //         GGUF's q/k row permutation and decodes every GGUF type) and rounded once to bf16 or fp16.
 // The W16A16 GEMM reads the rows in place; the INT4 and FP8 GEMMs their repacked tiles.
@@ -26,6 +27,7 @@ struct GpuLinearHost {
     bool int4 = false, fp8 = false;
     Int4GpuWeight q;              // int4
     Fp8GpuWeight f;               // fp8
+    float act_ub = 0;             // fp8: TensorSpec::act_ub of every part (0: weights only)
     std::vector<uint16_t> half;   // 16-bit rows [out][ld], zeros past `in`
     int64_t ld = 0;               // in, rounded up to 8 values (16-byte rows for cp.async)
     std::string format;           // "int4 g128", "fp8 per channel", "bf16 (from Q4_K)", ...

@@ -23,6 +23,8 @@ namespace {
 struct DevLinear {
     int64_t out = 0, in = 0;
     bool int4 = false, fp8 = false;
+    bool w8a8 = false;  // fp8: activations quantized per token to E4M3 (bound act_ub), e4m3 mma
+    float act_ub = 0;
     Int4DeviceWeight q{};
     Fp8DeviceWeight f{};
     const uint16_t* w = nullptr;  // 16-bit rows [out][ldw]
@@ -38,6 +40,7 @@ struct LlamaCuda::Impl {
     int64_t n_ctx = 0, n_batch = 0, n_past = 0;
     int64_t qdim = 0, kvdim = 0, qkvdim = 0;
     bool bf16 = true;
+    bool fp8_mma = false;  // the GPU runs the W8A8 FP8 GEMM
     int sms = 0;
     std::string name;
     cudaStream_t stream = nullptr;
@@ -74,6 +77,8 @@ struct LlamaCuda::Impl {
     uint16_t* gu = nullptr;
     uint16_t* act = nullptr;
     float* logits = nullptr;
+    uint8_t* act_codes = nullptr;  // W8A8: a GEMM's input as E4M3 codes [T][K rounded up to 32]
+    float* act_scales = nullptr;   // and each row's scale
     float* gemm_work = nullptr;
     size_t gemm_work_bytes = 0;
     float* attn_work = nullptr;
@@ -89,9 +94,11 @@ struct LlamaCuda::Impl {
         DevLinear d;
         d.out = g.out;
         d.in = g.in;
-        d.format = g.format;
         d.int4 = g.int4;
         d.fp8 = g.fp8;
+        d.w8a8 = g.fp8 && g.act_ub > 0 && fp8_mma;
+        d.act_ub = g.act_ub;
+        d.format = g.format + (g.fp8 ? (d.w8a8 ? ", W8A8" : ", W8A16") : "");
         const size_t before = weights.bytes();
         if (g.int4) {
             d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q),
@@ -119,14 +126,15 @@ struct LlamaCuda::Impl {
         for (int64_t M = 1; M <= n_batch; ++M) {
             if (w.int4) most = std::max(most, int4_gemm_workspace_bytes(int4_gemm_plan(M, w.q.g, sms), M, w.out));
             else if (w.fp8)
-                most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, false), M, w.out));
+                most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, w.w8a8), M, w.out));
             else most = std::max(most, bf16_gemm_workspace_bytes(bf16_gemm_plan(M, w.out, w.in, sms), M, w.out));
         }
         return most;
     }
 
     // y [M][ldy] = x [M][ldx] . w^T: 16-bit, or fp32 (the LM head, which is always 16-bit rows).
-    // FP8 weights take the W8A16 path: the activations stay 16-bit, as for the other formats.
+    // FP8 weights of a checkpoint whose activations are FP8 too take W8A8 where the GPU can (x
+    // quantized per row first), the others W8A16: the activations stay 16-bit.
     void gemm(const DevLinear& w, const uint16_t* xin, int64_t ldx, int64_t M, void* y, int64_t ldy, bool y_f32) {
         std::string why;
         cudaError_t err;
@@ -134,6 +142,12 @@ struct LlamaCuda::Impl {
             const GemmPlan plan = int4_gemm_plan(M, w.q.g, sms);
             err = int4_gemm(xin, ldx, M, w.q, static_cast<uint16_t*>(y), ldy, plan, gemm_work, gemm_work_bytes, stream,
                             &why);
+        } else if (w.w8a8) {
+            const int64_t ldq = w.f.g.k_tiles * kFp8TileK;
+            err = fp8_quantize_activations(xin, ldx, M, w.in, w.act_ub, act_codes, ldq, act_scales, stream, &why);
+            if (err == cudaSuccess)
+                err = fp8_gemm_w8a8(act_codes, ldq, act_scales, M, w.f, static_cast<uint16_t*>(y), ldy,
+                                    fp8_gemm_plan(M, w.f.g, sms, true), gemm_work, gemm_work_bytes, stream, &why);
         } else if (w.fp8) {
             const GemmPlan plan = fp8_gemm_plan(M, w.f.g, sms, false);
             err = fp8_gemm_w8a16(xin, ldx, M, w.f, bf16, static_cast<uint16_t*>(y), ldy, plan, gemm_work,
@@ -185,6 +199,7 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     cuda_check(cudaGetDeviceProperties(&prop, dev), "reading the device");
     m.name = prop.name;
     m.bf16 = major >= 8;  // bf16 tensor cores from Ampere; Turing computes in fp16
+    m.fp8_mma = fp8_w8a8_supported();
     cuda_check(cudaStreamCreate(&m.stream), "creating a stream");
 
     // Weights, one layer at a time (each converted on the host, uploaded, then freed there).
@@ -235,6 +250,14 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     for (const Impl::Layer& L : m.layers)
         for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down}) ws = std::max(ws, m.workspace_for(*w));
     m.gemm_work_bytes = ws;
+    int64_t ldq = 0;  // the widest W8A8 input, in codes
+    for (const Impl::Layer& L : m.layers)
+        for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down})
+            if (w->w8a8) ldq = std::max(ldq, w->f.g.k_tiles * kFp8TileK);
+    if (ldq > 0) {
+        m.act_codes = m.state.alloc<uint8_t>(size_t(B * ldq));
+        m.act_scales = m.state.alloc<float>(size_t(B));
+    }
     m.gemm_work = m.state.alloc<float>(ws / sizeof(float));
     m.attn_work_bytes = flash_attention_workspace_bytes(1, int(cfg.n_heads), int(hd), kFaMaxSplits);
     m.attn_work = m.state.alloc<float>(m.attn_work_bytes / sizeof(float));

@@ -41,6 +41,9 @@ struct TensorSpec {
     const float* mins = nullptr;       // same shape, or null
     int bits = 0, group = 0, zero = 0;
     int64_t block = 0;                 // FP8: columns per scale (0: one scale per row)
+    float act_ub = 0;                  // FP8: > 0 when the checkpoint quantizes activations to E4M3
+                                       // too, per token with scales bounded by act_ub (inf: none);
+                                       // the GPU's W8A8 path (the CPU keeps fp32 activations)
     int qk_heads = 0;                  // undo llama.cpp's q/k row permutation for this many heads
     bool releasable = false;           // data lies in a read-only file mapping: its pages may be dropped
 };

@@ -21,7 +21,8 @@ _F32 = npt.NDArray[np.float32]
 #   {"format": "gguf", "ggml_type": int, "data": uint8 blocks, "shape": [out, in]}
 #   {"format": "int", "codes": uint8 [out, in], "scales": f32 [out, groups], "mins": f32 | None,
 #    "bits": 4 | 8, "group": 32 | 64 | 128, "zero": int}
-#   {"format": "fp8", "data": E4M3 codes [out, in], "scales": f32 [out] or [out, blocks], "block": int}
+#   {"format": "fp8", "data": E4M3 codes [out, in], "scales": f32 [out] or [out, blocks], "block": int,
+#    "act_ub": float (optional: activations are FP8 too, per token, scales bounded by it; inf: none)}
 #   {"format": "float", "data": float array}
 # each with optional "qk_heads" (undo llama.cpp's q/k row permutation) and "releasable".
 _TensorSpec = npt.NDArray[Any] | dict[str, Any]
@@ -249,7 +250,8 @@ class _DeviceMath(ModuleType):
     def gpu_weight(parts: list[Any], outs: list[int], in_features: int, dtype: str = "bf16") -> dict[str, Any]:
         """What weight specs (as Model takes them) stacked along the output become on the GPU:
         {format, int4, fp8, out, and rows: uint16 [out, ld] 16-bit bits, or q, scales:
-        int4_repack's or fp8_repack's flat buffers}."""
+        int4_repack's or fp8_repack's flat buffers; fp8 also act_ub, the parts' shared bound of
+        per-token FP8 activation scales (0: W8A16)}."""
     @staticmethod
     def bf16_gemm_plan(m: int, n: int, k: int, sms: int) -> _GemmPlan:
         """The 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""

@@ -9,8 +9,12 @@ Two producers write them, both with float8_e4m3fn `X.weight` tensors and a `X.we
   ([ceil(N / bn), ceil(K / bk)]) scale, in the checkpoint's dtype; `ignore` lists bf16 modules.
 A weight dequantizes to code * scale. The core keeps the codes and takes the scales in float32
 (bf16 and fp16 scales convert exactly), so every weight it sees is that product, exact in fp32
-(a 4-bit significand times an 11-bit one). On the CPU activations stay in fp32 (W8A16); the
-activation scales (input_scale, input_scale_ub) that GPU W8A8 kernels use are not needed.
+(a 4-bit significand times an 11-bit one). On the CPU activations stay in fp32 (W8A16). Where the
+checkpoint says its activations are FP8 too (Meta's release always; compressed-tensors when every
+config group has 8-bit float `input_activations`), each spec carries "act_ub", the bound on a
+token's activation scale (Meta's `activation_scale_ub`, +inf for compressed-tensors): the GPU
+then quantizes each token's activations to E4M3 at run time and multiplies on FP8 tensor cores
+(W8A8, sm_89+). Static per-tensor `input_scale`s are not used: per-token scales fit each token.
 """
 
 from __future__ import annotations
@@ -86,12 +90,28 @@ def fp8_spec(name: str, codes: np.ndarray, scale: np.ndarray, block_rows_cols: t
                            "per-group or per-block")
 
 
+def activation_bound(qconfig: dict) -> float | None:
+    """The bound on a token's FP8 activation scale when the checkpoint quantizes activations to
+    FP8 (W8A8), None when only its weights are FP8."""
+    if qconfig.get("quant_method") == "fbgemm_fp8":
+        ub = qconfig.get("activation_scale_ub", 1200.0)  # fbgemm's and transformers' default
+        if not isinstance(ub, (int, float)) or not ub > 0:
+            raise ModelFormatError(f"fbgemm_fp8 activation_scale_ub must be a positive number, got {ub!r}")
+        return float(ub)
+    groups = [g or {} for g in (qconfig.get("config_groups") or {}).values()]
+    acts = [g.get("input_activations") or {} for g in groups]
+    if groups and all(a.get("type") == "float" and a.get("num_bits") == 8 for a in acts):
+        return float("inf")
+    return None
+
+
 def core_tensors(checkpoint, qconfig: dict, where: str) -> dict[str, dict]:
     """The checkpoint's tensors as core specs: FP8 weights with their scales, the rest as floats."""
     why = supported(qconfig)
     if why is not None:
         raise ModelFormatError(f"{where}: quantized checkpoints with {why} are not supported")
     blocks = _block_structure(qconfig) if qconfig.get("quant_method") == "compressed-tensors" else None
+    act_ub = activation_bound(qconfig)
     names = set(checkpoint.keys())
     out: dict[str, dict] = {}
     for name in sorted(names):
@@ -111,5 +131,7 @@ def core_tensors(checkpoint, qconfig: dict, where: str) -> dict[str, dict]:
             raise ModelFormatError(f"{where}: {zp!r} is not zero; FP8 weights are symmetric")
         spec = fp8_spec(name, checkpoint.tensor(name), checkpoint.tensor(scale_name), blocks)
         spec["releasable"] = True
+        if act_ub is not None:
+            spec["act_ub"] = act_ub
         out[name] = spec
     return out
