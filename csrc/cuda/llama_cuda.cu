@@ -163,7 +163,8 @@ struct LlamaCuda::Impl {
 
     int decode_splits(int p0) const { return fa_num_splits(p0 + 1, int(cfg.n_kv_heads), sms); }
     void enqueue(int64_t T, int p0, int64_t n_out);
-    cudaGraphExec_t decode_graph(int p0);
+    cudaGraphExec_t decode_graph(int p0) const;  // null until captured
+    void capture_decode_graph(int p0);
     void chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits);
 };
 
@@ -307,12 +308,16 @@ void LlamaCuda::Impl::enqueue(int64_t T, int p0, int64_t n_out) {
 }
 
 // The decode step (one token, its logits) as a graph: about ten launches a layer become one,
-// which is most of a small model's decode time on a fast GPU. Captured the first time a split
-// count is met (a handful over a context), then replayed at any position with that count.
-cudaGraphExec_t LlamaCuda::Impl::decode_graph(int p0) {
-    const int splits = decode_splits(p0);
+// which is most of a small model's decode time on a fast GPU. The graph of a split count is
+// captured after the first step with that count has run launch by launch (so every kernel it
+// holds is loaded and has run once), then replayed at any position with that count.
+cudaGraphExec_t LlamaCuda::Impl::decode_graph(int p0) const {
     for (const auto& g : graphs)
-        if (g.first == splits) return g.second;
+        if (g.first == decode_splits(p0)) return g.second;
+    return nullptr;
+}
+
+void LlamaCuda::Impl::capture_decode_graph(int p0) {
     cudaGraph_t graph = nullptr;
     cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
     try {
@@ -326,8 +331,7 @@ cudaGraphExec_t LlamaCuda::Impl::decode_graph(int p0) {
     const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     cuda_check(err, "instantiating the decode graph");
-    graphs.emplace_back(splits, exec);
-    return exec;
+    graphs.emplace_back(decode_splits(p0), exec);
 }
 
 void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits) {
@@ -337,8 +341,13 @@ void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits
     std::copy(host_tokens, host_tokens + T, io_host.begin() + 1);
     cuda_check(cudaMemcpyAsync(io, io_host.data(), size_t(1 + T) * sizeof(int32_t), cudaMemcpyHostToDevice, stream),
                "tokens");
-    if (use_graphs && T == 1 && n_out == 1) cuda_check(cudaGraphLaunch(decode_graph(p0), stream), "the decode graph");
-    else enqueue(T, p0, n_out);
+    const bool decode = use_graphs && T == 1 && n_out == 1;
+    if (cudaGraphExec_t g = decode ? decode_graph(p0) : nullptr) {
+        cuda_check(cudaGraphLaunch(g, stream), "the decode graph");
+    } else {
+        enqueue(T, p0, n_out);
+        if (decode) capture_decode_graph(p0);  // recorded, not run: the next steps replay it
+    }
     n_past += T;
     if (n_out > 0) {
         const size_t bytes = size_t(n_out * cfg.vocab_size) * sizeof(float);
