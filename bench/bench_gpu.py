@@ -19,10 +19,11 @@ sm_90 the figure is wgmma's, which mma.sync does not reach).
 With --model, the forward pass itself (LLM(..., device="cuda")): a --prompt-tokens prefill and
 --gen-tokens greedy decode steps, best of --repeats passes, tokens/s next to the device weight bytes
 each decode step reads as a fraction of the copy bandwidth, and decode again with
-LLAMA_LOCAL_CUDA_GRAPHS=0 (each step's kernels launched one by one instead of one graph replayed). "llama-1b" is bench_cpu.py's seeded
-random Llama-3.2-1B-shaped model (generated once into --workdir, with `llama-local quantize`'s
-INT4 g32 and FP8 of it for --weights int4,fp8); anything else is a model path. Needs a CUDA build
-(LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why and exits with status 0.
+LLAMA_LOCAL_CUDA_GRAPHS=0 (each step's kernels launched one by one instead of one graph replayed).
+"llama-1b" is bench_cpu.py's seeded random Llama-3.2-1B-shaped model (generated once into --workdir,
+with `llama-local quantize`'s INT4 g32 and FP8 of it for --weights int4,fp8); anything else is a
+model path. Needs a CUDA build (LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why
+and exits with status 0.
 """
 
 from __future__ import annotations

@@ -747,6 +747,7 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
         d["zero"] = g.q.zero;
     } else if (g.fp8) {
         d["act_ub"] = g.act_ub;
+        d["int8"] = g.f.int8;
         d["q"] = copy_out(g.f.q, {py::ssize_t(g.f.q.size())});
         d["scales"] = copy_out(g.f.scales, {py::ssize_t(g.f.scales.size())});
     } else {
@@ -760,18 +761,19 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
 // fp8_repack after the shape checks a Python caller needs (FormatError naming the tensor). scales:
 // [N] or [N, blocks], as the CPU format's spec holds them.
 cuda::Fp8GpuWeight fp8_repack_checked(const U8Array& codes, const FloatArray& scales, int64_t block,
-                                      const std::string& name) {
+                                      const std::string& name, bool int8 = false) {
     if (codes.ndim() != 2) throw FormatError("tensor '" + name + "': FP8 codes must be a uint8 [N, K] array");
     const int64_t N = codes.shape(0), K = codes.shape(1);
     const cuda::Fp8TileGeometry g = cuda::fp8_geometry(name, N, K, block);
     if (scales.size() != N * g.blocks || (scales.ndim() == 2 && scales.shape(0) != N) || scales.ndim() > 2)
         throw FormatError("tensor '" + name + "': FP8 scales must be float32 [" + std::to_string(N) + ", " +
                           std::to_string(g.blocks) + "] for blocks of " + std::to_string(g.block) + " columns");
-    return cuda::fp8_repack(name, codes.data(), N, K, scales.data(), block);
+    return cuda::fp8_repack(name, codes.data(), N, K, scales.data(), block, int8);
 }
 
-py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t block, const std::string& name) {
-    const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, name);
+py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t block, const std::string& name,
+                       bool int8) {
+    const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, name, int8);
     const cuda::Fp8TileGeometry& g = w.g;
     py::dict d;
     d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), cuda::kFp8Chunks, 32, 4});
@@ -787,13 +789,15 @@ py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t b
 // What each lane's fragment functions give for each tile, reading q at the kernel's offsets:
 // kind "e4m3": uint32 [n_tiles, k_tiles, 32 lanes, 8 sub-tiles, 2 registers] (m16n8k32 B);
 // "bf16" / "fp16": [n_tiles, k_tiles, 32, 8 sub-tiles, 2 k16 steps, 2 registers] of 16-bit pairs.
-py::array_t<uint32_t> dm_fp8_fragments(const U32Array& q, int64_t n, int64_t k, int64_t block, const std::string& kind) {
+py::array_t<uint32_t> dm_fp8_fragments(const U32Array& q, int64_t n, int64_t k, int64_t block, const std::string& kind,
+                                       bool int8) {
     const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_fragments", n, k, block);
     if (q.size() != g.n_tiles * g.k_tiles * cuda::kFp8TileWords)
         throw std::invalid_argument("fp8_fragments: q does not match a [" + std::to_string(n) + ", " + std::to_string(k) +
                                     "] weight");
     const bool e4m3 = kind == "e4m3";
     const bool bf16 = !e4m3 && half_type_arg(kind);
+    if (e4m3 && int8) throw std::invalid_argument("fp8_fragments: integer codes have only 16-bit fragments");
     std::vector<py::ssize_t> shape{py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), 32, cuda::kFp8SubTiles, 2};
     if (!e4m3) shape.push_back(2);
     py::array_t<uint32_t> out(shape);
@@ -810,8 +814,10 @@ py::array_t<uint32_t> dm_fp8_fragments(const U32Array& q, int64_t n, int64_t k, 
                     }
                     for (int r = 0; r < 2; ++r, o += 2) {
                         const uint32_t word = v[2 * (s & 1) + r];
-                        if (bf16) cuda::fp8_word_fragment<true>(word, o);
-                        else cuda::fp8_word_fragment<false>(word, o);
+                        if (bf16 && int8) cuda::w8_word_fragment<true, true>(word, o);
+                        else if (bf16) cuda::w8_word_fragment<true, false>(word, o);
+                        else if (int8) cuda::w8_word_fragment<false, true>(word, o);
+                        else cuda::w8_word_fragment<false, false>(word, o);
                     }
                 }
     return out;
@@ -1040,7 +1046,7 @@ PYBIND11_MODULE(_core, m) {
     dm.def("gpu_weight", &dm_gpu_weight, py::arg("parts"), py::arg("outs"), py::arg("in_features"),
            py::arg("dtype") = "bf16",
            "the GPU form of weight specs stacked along the output (gpu_weights.h): {format, int4, fp8, out, rows "
-           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers (fp8: and act_ub)}");
+           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers (fp8: and act_ub, int8)}");
     dm.def("bf16_gemm_plan", &dm_bf16_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
            "the 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs (as int4_gemm_plan)");
     dm.def("b16_chunks", []() {
@@ -1064,14 +1070,14 @@ PYBIND11_MODULE(_core, m) {
            "x [M, K] float32 -> (E4M3 codes uint8 [M, ceil(K/32)*32] in slot order, zeros past K; scales [M]); "
            "ub: the bound on absmax (None: none)");
     dm.def("fp8_repack", &dm_fp8_repack, py::arg("codes"), py::arg("scales"), py::arg("block") = 0,
-           py::arg("name") = "weight",
-           "E4M3 codes [N, K] (uint8), fp32 scales [N, blocks] (block <= 0 or >= K: one per row) -> the GPU "
-           "layout: {q: uint32 [n_tiles, k_tiles, 4, 32, 4], scales: float32 [n_tiles, blocks, 64], n_tiles, "
-           "k_tiles, block, blocks, tiles_per_block}");
+           py::arg("name") = "weight", py::arg("int8") = false,
+           "E4M3 codes [N, K] (uint8; int8: signed integer codes as uint8 bytes), fp32 scales [N, blocks] (block "
+           "<= 0 or >= K: one per row) -> the GPU layout: {q: uint32 [n_tiles, k_tiles, 4, 32, 4], scales: float32 "
+           "[n_tiles, blocks, 64], n_tiles, k_tiles, block, blocks, tiles_per_block}");
     dm.def("fp8_fragments", &dm_fp8_fragments, py::arg("q"), py::arg("n"), py::arg("k"), py::arg("block"),
-           py::arg("kind"),
+           py::arg("kind"), py::arg("int8") = false,
            "the kernel's B fragments of every tile, lane and sub-tile from fp8_repack's q: kind e4m3 -> uint32 "
-           "[.., 8, 2]; bf16 / fp16 -> [.., 8, 2 steps, 2] of 16-bit pairs");
+           "[.., 8, 2]; bf16 / fp16 -> [.., 8, 2 steps, 2] of 16-bit pairs (int8: of integer codes)");
     dm.def("fp8_lane_scales", &dm_fp8_lane_scales, py::arg("scales"), py::arg("n"), py::arg("k"), py::arg("block"),
            "[n_tiles, blocks, 32, 16]: the scales each lane reads from fp8_repack's scales");
     dm.def("fp8_gemm_plan", &dm_fp8_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("block"),
@@ -1162,20 +1168,22 @@ PYBIND11_MODULE(_core, m) {
        "plan's choice -> y [M, N] bits");
     using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
     ck.def("fp8_gemm", [](const U16Array& x, const U8Array& codes, const FloatArray& scales, int64_t block,
-                          const std::string& path, const std::string& dtype, int splits, std::optional<float> ub) {
+                          const std::string& path, const std::string& dtype, int splits, std::optional<float> ub,
+                          bool int8) {
         if (x.ndim() != 2 || codes.ndim() != 2 || x.shape(1) != codes.shape(1))
             throw std::invalid_argument("fp8_gemm: x [M, K] and codes [N, K] must agree on K");
         if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm: path is w8a8 or w8a16");
         const bool bf16 = half_type_arg(dtype);
         if (path == "w8a8" && !bf16) throw std::invalid_argument("fp8_gemm: W8A8 takes bf16 activations");
-        const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, "fp8_gemm");
+        const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, "fp8_gemm", int8);
         const std::vector<uint16_t> y = cuda::fp8_gemm_on_device(
             w, x.data(), x.shape(0), path == "w8a8", bf16, splits, ub.value_or(std::numeric_limits<float>::infinity()));
         return copy_out(y, {x.shape(0), codes.shape(0)});
     }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("block") = 0, py::arg("path") = "w8a8",
-       py::arg("dtype") = "bf16", py::arg("splits") = 0, py::arg("ub") = py::none(),
+       py::arg("dtype") = "bf16", py::arg("splits") = 0, py::arg("ub") = py::none(), py::arg("int8") = false,
        "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as device_math.fp8_repack takes it; path "
-       "w8a8 (x quantized per row on the device, bound ub) or w8a16; splits 0: the plan's choice -> y [M, N] bits");
+       "w8a8 (x quantized per row on the device, bound ub) or w8a16 (int8: integer codes); splits 0: the plan's "
+       "choice -> y [M, N] bits");
     ck.def("fp8_quantize", [](const U16Array& x, std::optional<float> ub) {
         if (x.ndim() != 2) throw std::invalid_argument("fp8_quantize: x must be bf16 bits [M, K]");
         const int64_t M = x.shape(0), K = x.shape(1);

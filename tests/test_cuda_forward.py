@@ -147,8 +147,46 @@ def test_gguf_4_bit_k_quants_stay_int4_within_their_scales_rounding(qtype):
     assert np.abs(got - cpu).max() > 0  # bf16 scales do round: the bound is doing work
 
 
-@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q6_K,
-                                   gguf.GGMLQuantizationType.Q8_0])
+def gguf_blocks_8_bit(raw: np.ndarray, rows: int, cols: int, qtype) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's Q8_0 / Q5_0 blocks of 32 parsed here: (signed codes [rows, cols], d [rows, cols / 32])."""
+    size = {gguf.GGMLQuantizationType.Q8_0: 34, gguf.GGMLQuantizationType.Q5_0: 22}[qtype]
+    b = raw.reshape(rows, cols // 32, size)
+    d = b[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
+    if qtype == gguf.GGMLQuantizationType.Q8_0:
+        return b[..., 2:].copy().view(np.int8).reshape(rows, cols), d
+    qh = b[..., 2:6].copy().view(np.uint32)[..., 0]  # bit j: the fifth bit of code j
+    ql = b[..., 6:]                                  # low nibbles: codes 0-15, high: 16-31
+    lo = np.concatenate([ql & 15, ql >> 4], axis=-1).astype(np.int32)
+    hi = (qh[..., None] >> np.arange(32)) & 1
+    return (lo | hi << 4).reshape(rows, cols) - 16, d
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q5_0])
+def test_gguf_q8_0_and_q5_0_stay_8_bit_integer_codes_with_their_block_scales(qtype):
+    # Kept in the 8-bit GEMM's tiles as llama.cpp's own signed codes (un-permuted rows) with each
+    # block's d as its scale: read back through the kernel's fragment path, they are the file's.
+    from test_cuda_fp8_layout import half_rebuild
+    rng = np.random.default_rng(9)
+    heads, hd, cols = 2, 48, 96  # 96 rows: a partial 64-row slab
+    rows = heads * hd
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
+    raw = encode_tensor(llamacpp_permute(w, heads), qtype)
+    spec = {"format": "gguf", "ggml_type": int(qtype), "data": raw, "shape": [rows, cols], "qk_heads": heads}
+    g = DM.gpu_weight([spec], [rows], cols)
+    assert g["fp8"] and g["int8"] and g["format"] == f"int8 g32 (from {qtype.name})"
+    codes, d = gguf_blocks_8_bit(raw, rows, cols, qtype)
+    order = np.argsort(llamacpp_permute(np.arange(rows)[:, None], heads)[:, 0])  # the rows, un-permuted
+    codes, d = codes[order], d[order]
+    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
+    got = half_rebuild(DM.fp8_fragments(q, rows, cols, 32, "bf16", int8=True), "bf16")[:rows, :cols]
+    np.testing.assert_array_equal(got.astype(np.float32), codes)
+    want = DM.fp8_repack(codes.astype(np.int8).view(np.uint8), d, 32, int8=True)
+    np.testing.assert_array_equal(g["scales"], want["scales"].ravel())
+    # each weight the kernel forms, code x scale in fp32, is the CPU's dequantization exactly
+    np.testing.assert_array_equal(codes * np.repeat(d, 32, axis=1), _core.kernels.Packed(spec).dequantize())
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_1, gguf.GGMLQuantizationType.Q6_K])
 def test_other_gguf_weights_are_the_cpu_dequantization_rounded_with_q_k_unpermuted(qtype):
     rng = np.random.default_rng(3)
     heads, hd, cols = 2, 16, 256
@@ -318,3 +356,24 @@ def test_w8a8_fp8_model_runs_on_fp8_tensor_cores_as_transformers_would(tiny, tmp
     llm.model.forward(np.asarray(ids[:60], np.int32))
     step = llm.model.forward(np.asarray([ids[60]], np.int32))
     assert np.abs(step - ref[60]).max() <= 2 * framework
+
+
+@pytest.mark.cuda
+@gpu
+def test_a_q8_0_gguf_keeps_its_8_bit_codes_on_the_gpu_and_follows_the_cpu(tmp_path):
+    # llama.cpp's Q8_0 file: every projection stays signed codes with block scales on the GPU (the
+    # 8-bit GEMM's integer path, bf16 activations), which the CPU multiplies with int8 activations.
+    from llama_local import LLM
+    from tiny_models import make_tiny_gguf
+    projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    types = {f"model.layers.{i}.{p}.weight": gguf.GGMLQuantizationType.Q8_0 for i in range(2) for p in projections}
+    path = make_tiny_gguf(tmp_path / "q8.gguf", types=types).path
+    llm = LLM(path, device="cuda", n_ctx=64)
+    formats = dict(llm.model.weight_formats)
+    assert "int8 g32 (from Q8_0)" in formats, formats
+    prompt = [1, 2, 3, 4, 5]
+    cpu = list(LLM(path, n_ctx=64).generate(prompt, max_tokens=8, temperature=0))
+    gpu_tokens = list(llm.generate(prompt, max_tokens=8, temperature=0))
+    assert len(gpu_tokens) == len(cpu) == 8
+    assert sum(a == b for a, b in zip(cpu, gpu_tokens)) >= 6  # bf16 against int8 activations may flip a near tie

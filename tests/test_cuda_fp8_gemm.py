@@ -1,9 +1,9 @@
-"""The FP8 GEMM (csrc/cuda/fp8_gemm.cu) on a GPU, against numpy: Y = X . W^T with W E4M3 codes and
-fp32 scales per column or per block of k (as the CPU format holds them), on odd shapes, both paths
-(W8A8 on the e4m3 mma with per-token activation quantization on the device; W8A16 in bf16 and
-fp16), with and without split-K. Skipped, with the reason, where this build has no CUDA or the
-machine no GPU (the layout, the quantization and the plan are proven on the host by
-test_cuda_fp8_layout.py).
+"""The FP8 GEMM (csrc/cuda/fp8_gemm.cu) on a GPU, against numpy: Y = X . W^T with W E4M3 codes and fp32
+scales per column or per block of k (as the CPU format holds them), on odd shapes, both paths (W8A8
+on the e4m3 mma with per-token activation quantization on the device; W8A16 in bf16 and fp16, also
+with signed integer codes, GGUF Q8_0's), with and without split-K. Skipped, with the reason, where
+this build has no CUDA or the machine no GPU (the layout, the quantization and the plan are proven
+on the host by test_cuda_fp8_layout.py).
 
 Tolerances:
 - DESIGN.md's rule for low-precision kernels: the kernel's max error against float64 on the same
@@ -72,11 +72,16 @@ def col_scales(scales: np.ndarray, K: int, block: int) -> np.ndarray:
     return scales[:, np.arange(K) // block] if nb > 1 else np.repeat(scales, K, axis=1)
 
 
-def textbook(a: np.ndarray, codes, scales, block, row_scale, out) -> np.ndarray:
+def code_values(codes: np.ndarray, int8: bool) -> np.ndarray:
+    """What the codes stand for (before scaling): E4M3 values, or signed integers."""
+    return codes.view(np.int8).astype(np.float64) if int8 else codes.view(E4M3).astype(np.float64)
+
+
+def textbook(a: np.ndarray, codes, scales, block, row_scale, out, int8=False) -> np.ndarray:
     """fp32 products and sums per scale block, scaled per column, then per row (W8A8's activation
     scale; ones for W8A16), rounded to the output type: what a framework computes."""
     K = a.shape[1]
-    w = codes.view(E4M3).astype(np.float32)
+    w = code_values(codes, int8).astype(np.float32)
     bs = K if scales.shape[1] == 1 else block
     y = np.zeros((a.shape[0], codes.shape[0]), np.float32)
     for b in range(scales.shape[1]):
@@ -85,22 +90,24 @@ def textbook(a: np.ndarray, codes, scales, block, row_scale, out) -> np.ndarray:
     return (y * row_scale[:, None]).astype(out).astype(np.float64)
 
 
-def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None):
+def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None, int8=False):
     needs(path, dtype)
     half = HALF[dtype]
     codes, scales = make(N, K, block, seed=M * 7 + N + K)
+    if int8:  # every byte a code, scales like a Q8_0 quantizer's (absmax / 127)
+        scales = scales * np.float32(448 / 127)
     x16 = (np.random.default_rng(seed + M + K).standard_normal((M, K)) * 2).astype(np.float32).astype(half)
     x = x16.astype(np.float64)
-    w = codes.view(E4M3).astype(np.float64) * col_scales(scales, K, block if block > 0 else K)
+    w = code_values(codes, int8) * col_scales(scales, K, block if block > 0 else K)
     exact = x @ w.T
     y = _core.cuda_kernels.fp8_gemm(x16.view(np.uint16), codes, scales, block, path=path, dtype=dtype,
-                                    splits=splits, ub=ub).view(half).astype(np.float64)
+                                    splits=splits, ub=ub, int8=int8).view(half).astype(np.float64)
     assert np.isfinite(y).all()
     if path == "w8a8":
         qa, sa = quantize_reference(x16.astype(np.float32), np.inf if ub is None else ub)
         tb = textbook(qa.view(E4M3).astype(np.float32), codes, scales, block, sa, half)
     else:
-        tb = textbook(x16.astype(np.float32), codes, scales, block, np.ones(M, np.float32), half)
+        tb = textbook(x16.astype(np.float32), codes, scales, block, np.ones(M, np.float32), half, int8)
     framework = np.abs(tb - exact).max()
     err = np.abs(y - exact).max()
     assert err <= 2 * framework + 1e-6, f"error {err:.3g} > 2 x the textbook's {framework:.3g}"
@@ -121,6 +128,16 @@ PATHS = [("w8a8", "bf16"), ("w8a16", "bf16"), ("w8a16", "fp16")]
 @pytest.mark.parametrize("M,N,K", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
 def test_fp8_gemm_matches_numpy(M, N, K, block, path, dtype):
     check(M, N, K, block, path, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("block", [0, 32])
+@pytest.mark.parametrize("M,N,K", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
+def test_integer_codes_match_numpy(M, N, K, block, dtype):
+    # GGUF Q8_0 / Q5_0 on the W8A16 path: the same tiles holding signed integer codes.
+    check(M, N, K, block, "w8a16", dtype, int8=True)
+    if M > 16:
+        check(M, N, K, block, "w8a16", dtype, splits=2, int8=True)
 
 
 @pytest.mark.parametrize("path,dtype", PATHS, ids=[f"{p}-{d}" for p, d in PATHS])
@@ -187,3 +204,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="W8A8 takes bf16"):
         _core.cuda_kernels.fp8_gemm(np.zeros((1, 64), np.uint16), np.zeros((64, 64), np.uint8),
                                     np.ones((64, 1), np.float32), dtype="fp16")
+    if device_sm() >= 89:
+        with pytest.raises(RuntimeError, match="integer codes take the W8A16 path"):
+            _core.cuda_kernels.fp8_gemm(np.zeros((1, 64), np.uint16), np.zeros((64, 64), np.uint8),
+                                        np.ones((64, 1), np.float32), path="w8a8", int8=True)

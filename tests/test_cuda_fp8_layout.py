@@ -9,7 +9,8 @@ the W8A8 activation quantization, proven on the host through the functions the k
 - the quantization of activation rows equals numpy + ml_dtypes (x / (absmax / 448), ties to
   even, saturating), stored in the slot order that makes an emulated m16n8k32 tile product,
   with A from ldmatrix and B from the fragments, equal the product in the original k order;
-- the scales each lane reads are those of the columns its accumulators hold."""
+- the scales each lane reads are those of the columns its accumulators hold;
+- INT8 codes in the same layout read back as the signed integers they are."""
 
 from __future__ import annotations
 
@@ -126,6 +127,22 @@ def test_every_code_expands_exactly(dtype):
     p = DM.fp8_repack(codes, np.ones(64, np.float32), 0)
     got = half_rebuild(DM.fp8_fragments(p["q"], 64, codes.shape[1], 0, dtype), dtype)
     assert np.array_equal(got.view(np.uint16), codes.view(E4M3).astype(HALF[dtype]).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_every_integer_code_expands_exactly_in_the_same_layout(dtype):
+    # INT8 codes (GGUF Q8_0 / Q5_0) share the layout: the same bytes in the same places, each read
+    # back as the signed integer it is, all 256 in every byte position of a lane's words, on odd
+    # shapes too; and the W8A8 fragments refuse integer codes.
+    for n, k in [(64, 32 * 16), (67, 100)]:
+        codes = np.resize(np.arange(-128, 128, dtype=np.int8), (n, k))
+        codes = np.roll(codes, np.arange(n) % 7, axis=1)  # shifts each row: every byte position
+        p = DM.fp8_repack(codes.view(np.uint8), np.ones(n, np.float32), 0, int8=True)
+        got = half_rebuild(DM.fp8_fragments(p["q"], n, k, 0, dtype, int8=True), dtype)
+        assert np.array_equal(got[:n, :k].view(np.uint16), codes.astype(HALF[dtype]).view(np.uint16))
+        assert (got.view(np.uint16)[n:] == 0).all() and (got.view(np.uint16)[:, k:] == 0).all()
+    with pytest.raises(ValueError, match="integer codes"):
+        DM.fp8_fragments(p["q"], n, k, 0, "e4m3", int8=True)
 
 
 def quantize_reference(x: np.ndarray, ub: float = np.inf) -> tuple[np.ndarray, np.ndarray]:

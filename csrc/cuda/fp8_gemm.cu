@@ -7,7 +7,7 @@
 // end of a scale block, the warp copies that block's 64 scales) into shared memory with cp.async
 // (a plain copy on sm_75) and the block copies the X rows; a 3-stage pipeline keeps 2 tiles in
 // flight while one is multiplied. X fragments come from ldmatrix; the weight chunks are B
-// fragments as they are (W8A8) or after the exact E4M3 -> 16-bit expansion (W8A16). Each lane
+// fragments as they are (W8A8) or after the exact E4M3 (or INT8) -> 16-bit expansion (W8A16). Each lane
 // accumulates 8 n8 sub-tiles x m_frags; W8A8 (whose mma accumulates in 22 bits) and block-scaled
 // weights fold the partial sums into a second set of fp32 totals, times the k-block's scales, at
 // least every 4 tiles (fp8_fold_after); split-K blocks write fp32 partials that splitk_reduce (splitk.cuh)
@@ -48,7 +48,7 @@ static_assert(sizeof(Fp8Smem<Fp8Act::BF16, false, 3>) <= 48 * 1024 &&
                   sizeof(Fp8Smem<Fp8Act::BF16, true, 2>) <= 48 * 1024,
               "the pipeline's stages do not fit static shared memory");
 
-template <Fp8Act kAct, bool kFold, int kMFrags>
+template <Fp8Act kAct, bool kInt8, bool kFold, int kMFrags>
 __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFold, kMFrags>& sm) {
     constexpr bool kE4m3 = kAct == Fp8Act::E4M3, kBf16 = kAct != Fp8Act::FP16;
     constexpr int kPerRow = kE4m3 ? 2 : 4;            // 16-byte chunks of a row per tile
@@ -133,7 +133,7 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
 #pragma unroll
                     for (int h = 0; h < 2; ++h) {  // word 2h + r: sub-tile 2c + h, step r
                         uint32_t b[2];
-                        fp8_word_fragment<kBf16>(q[2 * h + r], b);
+                        w8_word_fragment<kBf16, kInt8>(q[2 * h + r], b);
 #pragma unroll
                         for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(acc[f][2 * c + h], a[f], b);
                     }
@@ -193,14 +193,16 @@ constexpr bool kSm90 = true;
 constexpr bool kSm90 = false;
 #endif
 
-// Register budget: fp8_gemm_min_blocks (fp8_gemm_tiling.h) says why.
-template <Fp8Act kAct, bool kFold, int kMFrags>
+// Register budget: fp8_gemm_min_blocks (fp8_gemm_tiling.h) says why. kInt8 (W8A16 only): the
+// weight bytes are integer codes.
+template <Fp8Act kAct, bool kInt8, bool kFold, int kMFrags>
 __global__ void __launch_bounds__(kGemmThreads, fp8_gemm_min_blocks(kMFrags, kFold, kAct != Fp8Act::E4M3, kSm90)) fp8_gemm_kernel(const Fp8Params p) {
+    static_assert(!(kInt8 && kAct == Fp8Act::E4M3), "integer codes take the W8A16 path");
     __shared__ Fp8Smem<kAct, kFold, kMFrags> sm;
     if constexpr ((kAct == Fp8Act::E4M3 && !kDeviceHasFp8Mma) || (kAct == Fp8Act::BF16 && !kDeviceHasBf16)) {
         __trap();  // never launched: the launchers refuse these paths below sm_89 / sm_80
     } else {
-        fp8_block<kAct, kFold, kMFrags>(p, sm);
+        fp8_block<kAct, kInt8, kFold, kMFrags>(p, sm);
     }
 }
 
@@ -232,19 +234,19 @@ __global__ void __launch_bounds__(128) fp8_quantize_kernel(const uint16_t* x, in
     }
 }
 
-template <Fp8Act kAct, bool kFold>
+template <Fp8Act kAct, bool kInt8, bool kFold>
 void launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
-    if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kFold, 1><<<grid, kGemmThreads, 0, stream>>>(p);
-    else if (plan.m_frags == 2) fp8_gemm_kernel<kAct, kFold, 2><<<grid, kGemmThreads, 0, stream>>>(p);
-    else if constexpr (!kFold) fp8_gemm_kernel<kAct, kFold, 3><<<grid, kGemmThreads, 0, stream>>>(p);
+    if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kInt8, kFold, 1><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if (plan.m_frags == 2) fp8_gemm_kernel<kAct, kInt8, kFold, 2><<<grid, kGemmThreads, 0, stream>>>(p);
+    else if constexpr (!kFold) fp8_gemm_kernel<kAct, kInt8, kFold, 3><<<grid, kGemmThreads, 0, stream>>>(p);
 }
 
-template <Fp8Act kAct>
+template <Fp8Act kAct, bool kInt8 = false>
 cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
-    if constexpr (kAct == Fp8Act::E4M3) launch_gemm<kAct, true>(p, plan, stream);  // W8A8 always folds
-    else if (p.g.blocks > 1) launch_gemm<kAct, true>(p, plan, stream);
-    else launch_gemm<kAct, false>(p, plan, stream);
+    if constexpr (kAct == Fp8Act::E4M3) launch_gemm<kAct, false, true>(p, plan, stream);  // W8A8 always folds
+    else if (p.g.blocks > 1) launch_gemm<kAct, kInt8, true>(p, plan, stream);
+    else launch_gemm<kAct, kInt8, false>(p, plan, stream);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
     if (kAct == Fp8Act::FP16)
@@ -293,7 +295,7 @@ bool fp8_w8a8_supported() {
     int cc = 0;
     bool built = false;
     return device_cc(&cc) == cudaSuccess && cc >= 89 &&
-           compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, true, 1>, 89, &built) == cudaSuccess && built;
+           compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, true, 1>, 89, &built) == cudaSuccess && built;
 }
 
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
@@ -321,13 +323,14 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     };
     std::string why = check_gemm(M, w, ldy, plan, workspace_bytes, true);
     if (!why.empty()) return refuse(why);
+    if (w.int8) return refuse("integer codes take the W8A16 path");
     if (reinterpret_cast<uintptr_t>(codes) % 16 || ldq % 16 || ldq < w.g.k_tiles * kFp8TileK)
         return refuse("the codes must be 16-byte aligned with a row stride >= K rounded up to 32, a multiple of 16");
     int cc = 0;
     if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
     if (cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
     bool built = false;
-    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, true, 1>, 89, &built); err != cudaSuccess)
+    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, true, 1>, 89, &built); err != cudaSuccess)
         return err;
     if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
@@ -350,12 +353,13 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
         if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
         if (cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
         bool built = false;
-        if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, 1>, 80, &built); err != cudaSuccess)
-            return err;
+        const cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, false, 1>, 80, &built);
+        if (err != cudaSuccess) return err;
         if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     }
     const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.g, plan.splits,
                       y, ldy, workspace};
+    if (w.int8) return bf16 ? launch<Fp8Act::BF16, true>(p, plan, stream) : launch<Fp8Act::FP16, true>(p, plan, stream);
     return bf16 ? launch<Fp8Act::BF16>(p, plan, stream) : launch<Fp8Act::FP16>(p, plan, stream);
 }
 
@@ -367,7 +371,7 @@ std::vector<uint16_t> fp8_gemm_on_device(const Fp8GpuWeight& w, const uint16_t* 
     GemmPlan plan = fp8_gemm_plan(M, g, device_sms(), w8a8);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
     DeviceBuffers b;
-    const Fp8DeviceWeight dw{g, b.upload(w.q), b.upload(w.scales)};
+    const Fp8DeviceWeight dw{g, b.upload(w.q), b.upload(w.scales), w.int8};
     const uint16_t* dx = b.upload(xp);
     uint16_t* dy = b.alloc<uint16_t>(size_t(M * g.n));
     const size_t ws = fp8_gemm_workspace_bytes(plan, M, g.n);

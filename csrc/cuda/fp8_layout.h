@@ -1,6 +1,7 @@
 // The GPU layout of FP8 E4M3 weights for the FP8 GEMM (fp8_gemm.cu), shared by its two paths:
 //   W8A8   mma.sync.m16n8k32 e4m3 x e4m3 (sm_89, sm_90a, sm_120), activations quantized per row
 //   W8A16  the codes expanded to bf16 (fp16 on sm_75) in registers, two mma.sync.m16n8k16
+// and, on the W8A16 path, of INT8 codes: the same bytes in the same places, another expansion.
 //
 // One layout feeds both, because a product does not care in which order its k terms are summed,
 // only that A and B agree. A lane's m16n8k16 B fragments of two k16 steps hold k {2t, 2t+1,
@@ -118,6 +119,36 @@ template <bool kBf16>
 LL_HOST_DEVICE void fp8_word_fragment(uint32_t q, uint32_t frag[2]) {
     frag[0] = e4m3x2_to_half2<kBf16>(q, 0);
     frag[1] = e4m3x2_to_half2<kBf16>(q, 1);
+}
+
+// ---- INT8 codes in the same layout (GGUF Q8_0 and Q5_0, 8-bit group-wise checkpoints), for the
+// W8A16 path only: each byte a signed integer code, w = scale * code.
+
+// Codes 2p and 2p + 1 of q as a pair of bf16 (or fp16) values, exactly. fp16: code + 128 as the low
+// mantissa byte of 1024 (0x6400 | u is 1024 + u), then one fma subtracting 1152. bf16's 7 mantissa
+// bits cannot hold u so; the same trick runs in fp32 instead (0x4B000000 | u is 2^23 + u, less
+// 2^23 + 128), and the float's top half is the bf16 value (|code| <= 128 has 8 significant bits).
+template <bool kBf16>
+LL_HOST_DEVICE uint32_t i8x2_to_half2(uint32_t q, int p) {
+    const uint32_t u = (q >> (16 * p)) ^ 0x8080u;  // the pair's codes + 128 as unsigned bytes
+    if constexpr (kBf16) {
+        const float lo = bits_to_float(0x4B000000u | (u & 0xFFu)) - 8388736.0f;
+        const float hi = bits_to_float(0x4B000000u | (u >> 8 & 0xFFu)) - 8388736.0f;
+        return float_to_bits(lo) >> 16 | (float_to_bits(hi) & 0xFFFF0000u);
+    } else {
+        return half2_fma<false>(0x64006400u | (u & 0xFFu) | (u & 0xFF00u) << 8, 0x3C003C00u, 0xE480E480u);
+    }
+}
+
+// A lane's word as the W8A16 B fragment for E4M3 or INT8 codes.
+template <bool kBf16, bool kInt8>
+LL_HOST_DEVICE void w8_word_fragment(uint32_t q, uint32_t frag[2]) {
+    if constexpr (kInt8) {
+        frag[0] = i8x2_to_half2<kBf16>(q, 0);
+        frag[1] = i8x2_to_half2<kBf16>(q, 1);
+    } else {
+        fp8_word_fragment<kBf16>(q, frag);
+    }
 }
 
 // Sub-tile s's m16n8k32 e4m3 B fragment within a lane's chunk load q (chunk s / 2): two words as

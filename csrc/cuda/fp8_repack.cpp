@@ -1,4 +1,4 @@
-// The FP8 GPU repack: every code written through fp8_tile_coord, the map the kernel reads by.
+// The FP8 (and INT8) GPU repack: every code written through fp8_tile_coord, the map the kernel reads by.
 #include "fp8_repack.h"
 
 #include <cmath>
@@ -27,11 +27,12 @@ Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int6
 }
 
 Fp8GpuWeight fp8_repack(const std::string& name, const uint8_t* codes, int64_t N, int64_t K, const float* scales,
-                        int64_t block) {
+                        int64_t block, bool int8) {
     Fp8GpuWeight w;
     w.g = fp8_geometry(name, N, K, block);
+    w.int8 = int8;
     const Fp8TileGeometry& g = w.g;
-    for (int64_t i = 0; i < N * K; ++i)
+    for (int64_t i = 0; i < N * K && !int8; ++i)
         if ((codes[i] & 0x7F) == 0x7F)
             throw FormatError("tensor '" + name + "': E4M3 code at [" + std::to_string(i / K) + ", " +
                               std::to_string(i % K) + "] is NaN");

@@ -25,7 +25,6 @@ void append_rows(const Linear& w, int64_t rows, int64_t in, int64_t ld, bool bf1
     }
 }
 
-bool int4_spec(const TensorSpec& s) { return s.kind == TensorSpec::Kind::Int && s.bits == 4 && s.qk_heads == 0; }
 bool fp8_spec(const TensorSpec& s) { return s.kind == TensorSpec::Kind::FP8 && s.qk_heads == 0; }
 
 // Whether every part is what `is` accepts, with the fields `same` compares equal to the first's.
@@ -41,24 +40,34 @@ void check_shape(const TensorSpec& s, int64_t out, int64_t in) {
         throw FormatError("tensor '" + s.name + "' is not [" + std::to_string(out) + ", " + std::to_string(in) + "]");
 }
 
-// A weight as 4-bit codes [out, in] with a scale (and a min, or a zero point) per group of columns.
-struct Int4Form {
+// A weight as unsigned integer codes [out, in] with a scale (and a min, or a zero point) per group
+// of columns: w = scale * (u - zero), or scale * u + min.
+struct GroupForm {
     std::vector<uint8_t> codes;
     std::vector<float> scales, mins;  // [out, ceil(in / group)]; mins empty for zero-point forms
     int64_t group = 0;
-    int zero = 0;
+    int zero = 0, bits = 0;
     std::string source;  // "" for an Int spec, else the GGUF type
-    bool same_kind(const Int4Form& o) const {
-        return group == o.group && zero == o.zero && mins.empty() == o.mins.empty();
+    bool same_kind(const GroupForm& o) const {
+        return group == o.group && zero == o.zero && bits == o.bits && mins.empty() == o.mins.empty();
+    }
+    // What the GPU kernels take (their layouts hold groups of whole k tiles, or one per row):
+    // 4-bit codes in groups of 16 columns (INT4 GEMM); zero-point codes whose u - zero is a signed
+    // byte, in groups of 32 (the 8-bit GEMM's integer codes).
+    bool int4(int64_t in) const { return bits == 4 && (group % 16 == 0 || group >= in); }
+    bool int8(int64_t in) const {
+        return bits <= 8 && mins.empty() && zero >= 0 && zero <= 128 && (1 << bits) - 1 - zero <= 127 &&
+               (group % 32 == 0 || group >= in);
     }
 };
 
 // An Int spec's form: its codes and scales as they are.
-Int4Form int4_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
+GroupForm group_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
     check_shape(s, out, in);
-    Int4Form f;
+    GroupForm f;
     f.group = s.group;
     f.zero = s.zero;
+    f.bits = s.bits;
     const int64_t groups = (in + s.group - 1) / s.group;
     const auto* c = static_cast<const uint8_t*>(s.data);
     f.codes.assign(c, c + out * in);
@@ -67,18 +76,19 @@ Int4Form int4_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
     return f;
 }
 
-// The form of a CPU weight the CPU keeps as 4-bit codes with per-group scales and no code book
-// (GGUF Q4_0, Q4_1, Q4_K; Q2_K and Q3_K in groups of 16), read back from its packed rows, so
-// llama.cpp's q/k permutation is already undone; each group's scale and min come from
-// group_scale, the CPU's own dequantization's. False for any other weight.
-bool int4_form_of_weight(const Linear& w, Int4Form& f) {
+// The form of a CPU weight the CPU keeps as integer codes with per-group scales and no code book
+// (GGUF Q4_0, Q4_1, Q4_K, Q5_0, Q8_0, ...), read back from its packed rows, so llama.cpp's q/k
+// permutation is already undone; each group's scale and min come from group_scale, the CPU's own
+// dequantization's. False for any other weight.
+bool group_form_of_weight(const Linear& w, GroupForm& f) {
     if (w.kind() != Linear::Kind::Quant) return false;
     const PackedQuant& q = w.packed();
     const QuantLayout& L = q.g.layout;
-    if (L.bits != 4 || L.lut) return false;
+    if (L.lut) return false;
     const int64_t out = w.out(), in = w.in(), groups = (in + L.group - 1) / L.group;
     f.group = L.group;
     f.zero = L.has_min ? 0 : L.zero;
+    f.bits = L.bits;
     f.source = w.format();
     f.codes.resize(size_t(out * in));
     f.scales.resize(size_t(out * groups));
@@ -139,26 +149,33 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
         if (!cpu[i]) cpu[i] = Linear::build(parts[i], outs[i], in, nullptr);
         return *cpu[i];
     };
-    std::vector<Int4Form> forms(parts.size());
-    bool int4 = true;
-    for (size_t i = 0; i < parts.size() && int4; ++i) {
+    std::vector<GroupForm> forms(parts.size());
+    bool grouped = true;
+    for (size_t i = 0; i < parts.size() && grouped; ++i) {
         const TensorSpec& s = parts[i];
-        if (int4_spec(s)) forms[i] = int4_form_of_spec(s, outs[i], in);
-        else int4 = s.kind == TensorSpec::Kind::GGUF && int4_form_of_weight(cpu_weight(i), forms[i]);
-        // (the GPU layout takes groups of whole 16-column tiles, or one per row)
-        int4 = int4 && forms[i].same_kind(forms[0]) && (forms[i].group % 16 == 0 || forms[i].group >= in);
+        if (s.kind == TensorSpec::Kind::Int && s.qk_heads == 0) forms[i] = group_form_of_spec(s, outs[i], in);
+        else grouped = s.kind == TensorSpec::Kind::GGUF && group_form_of_weight(cpu_weight(i), forms[i]);
+        grouped = grouped && forms[i].same_kind(forms[0]);
     }
-    if (int4) {  // stack the parts' rows: the group-wise form is per row
-        Int4Form all = std::move(forms[0]);
+    if (grouped && (forms[0].int4(in) || forms[0].int8(in))) {  // stack the parts' rows: the form is per row
+        GroupForm all = std::move(forms[0]);
         for (size_t i = 1; i < parts.size(); ++i) {
             all.codes.insert(all.codes.end(), forms[i].codes.begin(), forms[i].codes.end());
             all.scales.insert(all.scales.end(), forms[i].scales.begin(), forms[i].scales.end());
             all.mins.insert(all.mins.end(), forms[i].mins.begin(), forms[i].mins.end());
         }
-        g.int4 = true;
-        const float* mins = all.mins.empty() ? nullptr : all.mins.data();
-        g.q = int4_repack(names, all.codes.data(), g.out, in, all.scales.data(), mins, all.group, all.zero, bf16);
-        g.format = "int4 g" + std::to_string(all.group) + (all.source.empty() ? "" : " (from " + all.source + ")");
+        const std::string from = all.source.empty() ? "" : " (from " + all.source + ")";
+        if (all.int4(in)) {
+            g.int4 = true;
+            const float* mins = all.mins.empty() ? nullptr : all.mins.data();
+            g.q = int4_repack(names, all.codes.data(), g.out, in, all.scales.data(), mins, all.group, all.zero, bf16);
+            g.format = "int4 g" + std::to_string(all.group) + from;
+            return g;
+        }
+        for (uint8_t& c : all.codes) c = uint8_t(int(c) - all.zero);  // the signed code, as a byte
+        g.fp8 = true;
+        g.f = fp8_repack(names, all.codes.data(), g.out, in, all.scales.data(), all.group, /*int8=*/true);
+        g.format = "int8 g" + std::to_string(all.group) + from;
         return g;
     }
     g.ld = padded(in);

@@ -98,13 +98,13 @@ struct LlamaCuda::Impl {
         d.fp8 = g.fp8;
         d.w8a8 = g.fp8 && g.act_ub > 0 && fp8_mma;
         d.act_ub = g.act_ub;
-        d.format = g.format + (g.fp8 ? (d.w8a8 ? ", W8A8" : ", W8A16") : "");
+        d.format = g.format + (g.fp8 && !g.f.int8 ? (d.w8a8 ? ", W8A8" : ", W8A16") : "");
         const size_t before = weights.bytes();
         if (g.int4) {
             d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q),
                                    weights.upload(g.q.scales), g.q.has_min ? weights.upload(g.q.mins) : nullptr};
         } else if (g.fp8) {
-            d.f = Fp8DeviceWeight{g.f.g, weights.upload(g.f.q), weights.upload(g.f.scales)};
+            d.f = Fp8DeviceWeight{g.f.g, weights.upload(g.f.q), weights.upload(g.f.scales), g.f.int8};
         } else {
             d.w = weights.upload(g.half);
             d.ldw = g.ld;
