@@ -6,7 +6,7 @@ attention kernels (the small ops are not in it yet).
 
     python bench/bench_gpu.py                 # bf16
     python bench/bench_gpu.py --dtype fp16 --depths 1024,32768
-    python bench/bench_gpu.py --model llama-1b --weights bf16,int4,fp8   # also the whole forward pass
+    python bench/bench_gpu.py --model llama-1b --weights bf16,int4,fp8,q8_0   # also the forward pass
     python bench/bench_gpu.py --model path/to/model.gguf --kernels none   # a model of your own only
 
 Decode is memory-bound: a product at M = 1 is reported in GB/s of weight bytes (codes and scales)
@@ -21,9 +21,9 @@ With --model, the forward pass itself (LLM(..., device="cuda")): a --prompt-toke
 each decode step reads as a fraction of the copy bandwidth, and decode again with
 LLAMA_LOCAL_CUDA_GRAPHS=0 (each step's kernels launched one by one instead of one graph replayed).
 "llama-1b" is bench_cpu.py's seeded random Llama-3.2-1B-shaped model (generated once into --workdir,
-with `llama-local quantize`'s INT4 g32 and FP8 of it for --weights int4,fp8); anything else is a
-model path. Needs a CUDA build (LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why
-and exits with status 0.
+with `llama-local quantize`'s INT4 g32 and FP8 of it for --weights int4,fp8, and a Q8_0 GGUF of it
+for q8_0); anything else is a model path. Needs a CUDA build (LLAMA_LOCAL_CUDA=ON pip install .) and
+a GPU; elsewhere it says why and exits with status 0.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--kernels", choices=["all", "none"], default="all", help="the kernel tables (default) or not")
     ap.add_argument("--model", help="also time the forward pass of this model: llama-1b or a path")
-    ap.add_argument("--weights", default="bf16", help="with --model llama-1b: any of bf16, int4, fp8")
+    ap.add_argument("--weights", default="bf16", help="with --model llama-1b: any of bf16, int4, fp8, q8_0")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--workdir", default="~/.cache/llama_local/bench", help="where llama-1b is generated")
@@ -97,11 +97,16 @@ def forward_pass(args, bw: float) -> None:
         workdir = Path(args.workdir).expanduser()
         workdir.mkdir(parents=True, exist_ok=True)
         hf = bm.ensure_synthetic_hf(bm.LLAMA_1B, workdir)
-        variants = {"bf16": hf, "int4": "ct-int4", "fp8": "ct-fp8"}
+        variants = {"bf16": hf, "int4": "ct-int4", "fp8": "ct-fp8", "q8_0": "gguf"}
         for w in (x.strip() for x in args.weights.split(",") if x.strip()):
             if w not in variants:
                 raise SystemExit(f"--weights: {w!r} is not one of {', '.join(variants)}")
-            models.append((w, hf if w == "bf16" else bm.ensure_ct(hf, variants[w])))
+            if w == "bf16":
+                models.append((w, hf))
+            elif w == "q8_0":  # llama.cpp's Q8_0 file of it (gguf-py's quantizer)
+                models.append((w, bm.ensure_gguf(hf, "q8_0", out_dir=workdir)))
+            else:
+                models.append((w, bm.ensure_ct(hf, variants[w])))
     else:
         models.append((Path(args.model).name, Path(args.model)))
     n_ctx = args.prompt_tokens + args.gen_tokens + 1

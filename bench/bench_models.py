@@ -282,7 +282,8 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
                        permute_qk: bool = True, rope_factors: bool = True, log=print) -> Path:
     """Write `out` (a llama.cpp GGUF) holding the weights of the HF directory `hf_dir`.
 
-    ftype: "f16" or "bf16" for the 2-D weights (1-D norms and rope factors stay F32).
+    ftype: "f16", "bf16" or "q8_0" (gguf-py's quantizer, llama.cpp's rounding) for the 2-D weights
+    (1-D norms and rope factors stay F32).
     kv_from: a GGUF whose metadata (hparams, tokenizer) to copy, e.g. the GGUF an HF directory
     was converted from; without it the metadata comes from config.json plus the synthetic
     vocabulary of `synthetic_vocab`.
@@ -297,8 +298,10 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
     n_head = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads", n_head)
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16}[ftype]
-    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16}[ftype]
+    qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
+             "q8_0": gguf.GGMLQuantizationType.Q8_0}[ftype]
+    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[ftype]
 
     names = [n for n in ckpt.keys() if not n.endswith("rotary_emb.inv_freq")]
     if cfg.get("tie_word_embeddings") and "lm_head.weight" in names:
@@ -322,6 +325,8 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
             a = llama_layout.permute_qk(a, n_kv)
         if ftype == "f16":
             return a.astype(np.float32).astype(np.float16)
+        if ftype == "q8_0":
+            return gguf.quants.quantize(a.astype(np.float32), qtype)
         return np.ascontiguousarray(a.astype(BF16)).view(np.uint16)
 
     extra: list[tuple[str, np.ndarray]] = []
@@ -343,6 +348,9 @@ def write_gguf_from_hf(hf_dir: Path, out: Path, ftype: str = "f16", kv_from: Pat
             w.add_tensor_info(gguf_name(n), shape, np.dtype(np.float32), 4 * shape[0])
         elif ftype == "f16":
             w.add_tensor_info(gguf_name(n), shape, np.dtype(np.float16), 2 * math.prod(shape))
+        elif ftype == "q8_0":
+            byte_shape = gguf.quant_shape_to_byte_shape(tuple(shape), qtype)
+            w.add_tensor_info(gguf_name(n), byte_shape, np.dtype(np.uint8), math.prod(byte_shape), raw_dtype=qtype)
         else:
             w.add_tensor_info(gguf_name(n), shape, np.dtype(np.uint16), 2 * math.prod(shape),
                               raw_dtype=qtype)
