@@ -764,7 +764,7 @@ cuda::Fp8GpuWeight fp8_repack_checked(const U8Array& codes, const FloatArray& sc
                                       const std::string& name, bool int8 = false) {
     if (codes.ndim() != 2) throw FormatError("tensor '" + name + "': FP8 codes must be a uint8 [N, K] array");
     const int64_t N = codes.shape(0), K = codes.shape(1);
-    const cuda::Fp8TileGeometry g = cuda::fp8_geometry(name, N, K, block);
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry(name, N, K, block, int8);
     if (scales.size() != N * g.blocks || (scales.ndim() == 2 && scales.shape(0) != N) || scales.ndim() > 2)
         throw FormatError("tensor '" + name + "': FP8 scales must be float32 [" + std::to_string(N) + ", " +
                           std::to_string(g.blocks) + "] for blocks of " + std::to_string(g.block) + " columns");
@@ -791,7 +791,7 @@ py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t b
 // "bf16" / "fp16": [n_tiles, k_tiles, 32, 8 sub-tiles, 2 k16 steps, 2 registers] of 16-bit pairs.
 py::array_t<uint32_t> dm_fp8_fragments(const U32Array& q, int64_t n, int64_t k, int64_t block, const std::string& kind,
                                        bool int8) {
-    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_fragments", n, k, block);
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_fragments", n, k, block, int8);
     if (q.size() != g.n_tiles * g.k_tiles * cuda::kFp8TileWords)
         throw std::invalid_argument("fp8_fragments: q does not match a [" + std::to_string(n) + ", " + std::to_string(k) +
                                     "] weight");
@@ -824,8 +824,8 @@ py::array_t<uint32_t> dm_fp8_fragments(const U32Array& q, int64_t n, int64_t k, 
 }
 
 // [n_tiles, blocks, 32 lanes, 16]: the scales each lane reads for its accumulators.
-py::array_t<float> dm_fp8_lane_scales(const FloatArray& scales, int64_t n, int64_t k, int64_t block) {
-    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_lane_scales", n, k, block);
+py::array_t<float> dm_fp8_lane_scales(const FloatArray& scales, int64_t n, int64_t k, int64_t block, bool int8) {
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_lane_scales", n, k, block, int8);
     if (scales.size() != g.n_tiles * g.blocks * cuda::kFp8TileN)
         throw std::invalid_argument("fp8_lane_scales: scales do not match the weight");
     py::array_t<float> out({py::ssize_t(g.n_tiles), py::ssize_t(g.blocks), py::ssize_t(32), py::ssize_t(16)});
@@ -849,11 +849,13 @@ py::tuple dm_fp8_quantize_rows(const FloatArray& x, std::optional<float> ub_arg)
     return py::make_tuple(codes, scales);
 }
 
-py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sms, const std::string& path) {
+py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sms, const std::string& path,
+                          bool int8) {
     if (m <= 0 || sms <= 0) throw std::invalid_argument("fp8_gemm_plan: m and sms must be positive");
     if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm_plan: path is w8a8 or w8a16");
     const bool w8a8 = path == "w8a8";
-    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_gemm_plan", n, k, block);
+    if (w8a8 && int8) throw std::invalid_argument("fp8_gemm_plan: integer codes take the W8A16 path");
+    const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_gemm_plan", n, k, block, int8);
     const cuda::GemmPlan p = cuda::fp8_gemm_plan(m, g, sms, w8a8);
     py::list ranges, folds;
     for (int s = 0; s < p.splits; ++s) {
@@ -872,6 +874,7 @@ py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sm
     d["k_stages"] = p.k_stages;
     d["stage_ranges"] = ranges;
     d["folds"] = folds;
+    d["step_blocks"] = cuda::fp8_step_blocks(g);
     return d;
 }
 
@@ -1079,11 +1082,12 @@ PYBIND11_MODULE(_core, m) {
            "the kernel's B fragments of every tile, lane and sub-tile from fp8_repack's q: kind e4m3 -> uint32 "
            "[.., 8, 2]; bf16 / fp16 -> [.., 8, 2 steps, 2] of 16-bit pairs (int8: of integer codes)");
     dm.def("fp8_lane_scales", &dm_fp8_lane_scales, py::arg("scales"), py::arg("n"), py::arg("k"), py::arg("block"),
-           "[n_tiles, blocks, 32, 16]: the scales each lane reads from fp8_repack's scales");
+           py::arg("int8") = false, "[n_tiles, blocks, 32, 16]: the scales each lane reads from fp8_repack's scales");
     dm.def("fp8_gemm_plan", &dm_fp8_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("block"),
-           py::arg("sms"), py::arg("path"),
+           py::arg("sms"), py::arg("path"), py::arg("int8") = false,
            "the FP8 GEMM's launch on path w8a8 or w8a16: {m_frags, splits, grid_n, grid_m, k_stages, stage_ranges, "
-           "folds: per split, the tiles after which partial sums are scaled into the fp32 totals}");
+           "folds: per split, the tiles after which partial sums are scaled into the fp32 totals, step_blocks: "
+           "whether each k16 step instead takes its own block's scales (integer codes in blocks of 16)}");
 
     dm.def("ldmatrix_x4", &dm_ldmatrix_x4, py::arg("layout"),
            "[32, 4, 2, 2]: the tile (row, col) each lane's register half gets from ldmatrix.x4 (a, b_nk, b_kn)");

@@ -186,7 +186,43 @@ def test_gguf_q8_0_and_q5_0_stay_8_bit_integer_codes_with_their_block_scales(qty
     np.testing.assert_array_equal(codes * np.repeat(d, 32, axis=1), _core.kernels.Packed(spec).dequantize())
 
 
-@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_1, gguf.GGMLQuantizationType.Q6_K])
+def column_scales(g, n: int, k: int, block: int) -> np.ndarray:
+    """[n, blocks]: the scale each column's accumulators take, read from gpu_weight's 8-bit tiles the
+    way the kernel's lanes read them (fp8_lane_scales; C's columns 2 (lane % 4) + j of sub-tile s)."""
+    c = DM.mma_fragment("m16n8k16", "c")
+    lanes = DM.fp8_lane_scales(g["scales"], n, k, block, int8=g["int8"])  # [nt, blocks, 32, 16]
+    nt = lanes.shape[0]
+    out = np.zeros((nt * 64, lanes.shape[1]), np.float32)
+    for ln in range(4):
+        for s in range(8):
+            for j in range(2):
+                out[np.arange(nt) * 64 + 8 * s + c[ln, j, 1]] = lanes[:, :, ln, 2 * s + j]
+    return out[:n]
+
+
+def test_gguf_q6_k_stays_8_bit_codes_in_blocks_of_16():
+    # Q6_K (w = d sc q per 16 columns, q in [-32, 31]) as signed codes with one scale per 16
+    # columns: code x scale, through the kernel's own read paths, is the CPU's dequantization
+    # exactly (each scale is d x sc, an exact float32, as the CPU forms it).
+    from test_cuda_fp8_layout import half_rebuild
+    rng = np.random.default_rng(10)
+    heads, hd, cols = 2, 48, 512
+    rows = heads * hd
+    qtype = gguf.GGMLQuantizationType.Q6_K
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
+    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
+            "shape": [rows, cols], "qk_heads": heads}
+    g = DM.gpu_weight([spec], [rows], cols)
+    assert g["fp8"] and g["int8"] and g["format"] == "int8 g16 (from Q6_K)"
+    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
+    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, 16, "fp16", int8=True), "fp16")[:rows, :cols]
+    codes = codes.astype(np.float32)
+    assert codes.min() >= -32 and codes.max() <= 31
+    kernel_w = codes * np.repeat(column_scales(g, rows, cols, 16), 16, axis=1)
+    np.testing.assert_array_equal(kernel_w, _core.kernels.Packed(spec).dequantize())
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_1])
 def test_other_gguf_weights_are_the_cpu_dequantization_rounded_with_q_k_unpermuted(qtype):
     rng = np.random.default_rng(3)
     heads, hd, cols = 2, 16, 256
@@ -360,18 +396,19 @@ def test_w8a8_fp8_model_runs_on_fp8_tensor_cores_as_transformers_would(tiny, tmp
 
 @pytest.mark.cuda
 @gpu
-def test_a_q8_0_gguf_keeps_its_8_bit_codes_on_the_gpu_and_follows_the_cpu(tmp_path):
-    # llama.cpp's Q8_0 file: every projection stays signed codes with block scales on the GPU (the
-    # 8-bit GEMM's integer path, bf16 activations), which the CPU multiplies with int8 activations.
+@pytest.mark.parametrize("qtype,group", [(gguf.GGMLQuantizationType.Q8_0, 32), (gguf.GGMLQuantizationType.Q6_K, 16)])
+def test_an_8_bit_gguf_keeps_its_codes_on_the_gpu_and_follows_the_cpu(tmp_path, qtype, group):
+    # llama.cpp's Q8_0 / Q6_K file: every projection stays signed codes with block scales on the GPU
+    # (the 8-bit GEMM's integer path, bf16 activations), which the CPU multiplies with int8 ones.
     from llama_local import LLM
     from tiny_models import make_tiny_gguf
     projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-    types = {f"model.layers.{i}.{p}.weight": gguf.GGMLQuantizationType.Q8_0 for i in range(2) for p in projections}
-    path = make_tiny_gguf(tmp_path / "q8.gguf", types=types).path
+    types = {f"model.layers.{i}.{p}.weight": qtype for i in range(2) for p in projections}
+    path = make_tiny_gguf(tmp_path / "m.gguf", types=types, intermediate_size=256).path  # Q6_K: rows of 256
     llm = LLM(path, device="cuda", n_ctx=64)
     formats = dict(llm.model.weight_formats)
-    assert "int8 g32 (from Q8_0)" in formats, formats
+    assert f"int8 g{group} (from {qtype.name})" in formats, formats
     prompt = [1, 2, 3, 4, 5]
     cpu = list(LLM(path, n_ctx=64).generate(prompt, max_tokens=8, temperature=0))
     gpu_tokens = list(llm.generate(prompt, max_tokens=8, temperature=0))

@@ -211,14 +211,17 @@ def test_w8a8_tile_product_equals_the_natural_order_product():
     assert np.array_equal(sa, quantize_reference(x)[1])
 
 
-@pytest.mark.parametrize("block", [0, 32, 128])
-def test_each_lane_reads_its_accumulators_scales(block):
+@pytest.mark.parametrize("block,int8", [(0, False), (32, False), (128, False), (16, True)])
+def test_each_lane_reads_its_accumulators_scales(block, int8):
+    # (blocks of 16: integer codes, two blocks a tile; k16 step r of tile kt takes block 2 kt + r,
+    # the kernel's fold offset, whose codes test_the_kernels_read_back_the_codes places there)
     N, K = 130, 256
     rng = np.random.default_rng(3)
     nb = 1 if block == 0 else K // block
     scales = rng.standard_normal((N, nb)).astype(np.float32)
-    p = DM.fp8_repack(random_codes(rng, (N, K)), scales, block)
-    lane = DM.fp8_lane_scales(p["scales"], N, K, block)  # [nt, blocks, 32, 16]
+    p = DM.fp8_repack(random_codes(rng, (N, K)), scales, block, int8=int8)
+    assert p["blocks"] == nb and p["tiles_per_block"] == (K // 32 if block == 0 else max(block // 32, 1))
+    lane = DM.fp8_lane_scales(p["scales"], N, K, block, int8=int8)  # [nt, blocks, 32, 16]
     padded = np.zeros((p["n_tiles"] * 64, nb), np.float32)
     padded[:N] = scales
     for ln in range(32):
@@ -226,6 +229,24 @@ def test_each_lane_reads_its_accumulators_scales(block):
             for i in range(4):  # accumulator i of sub-tile s holds column 8 s + C[ln, i, 1]
                 col = np.arange(p["n_tiles"]) * 64 + 8 * s + C[ln, i, 1]
                 assert np.array_equal(lane[:, :, ln, 2 * s + i % 2], padded[col]), (ln, s, i)
+
+
+@pytest.mark.parametrize("sms", [46, 132])
+def test_blocks_of_16_fold_every_step_of_integer_codes(sms):
+    # Integer codes in 16-column blocks (GGUF Q6_K): the folding kernels (2 A fragments at most),
+    # each split's tiles all folded, each step with its own block; E4M3 codes and W8A8 refuse them.
+    for m, n, k in [(1, 4096, 4096), (40, 257, 2048), (512, 4096, 14336)]:
+        p = DM.fp8_gemm_plan(m, n, k, 16, sms, "w8a16", int8=True)
+        assert p["step_blocks"] and p["m_frags"] == min(1 if m <= 16 else 2, 2)
+        assert [f for fs in p["folds"] for f in fs] == list(range(p["k_stages"]))
+        assert 2 * p["k_stages"] == k // 16  # blocks 2 kt and 2 kt + 1 exist for every tile
+    assert not DM.fp8_gemm_plan(1, 64, 64, 32, sms, "w8a16", int8=True)["step_blocks"]
+    with pytest.raises(ModelFormatError, match="not a multiple of 32"):
+        DM.fp8_gemm_plan(1, 64, 64, 16, sms, "w8a16")
+    with pytest.raises(ModelFormatError, match="not a multiple of 32"):
+        DM.fp8_gemm_plan(1, 64, 80, 16, sms, "w8a16", int8=True)  # a tile would hold a block and a half
+    with pytest.raises(ValueError, match="W8A16 path"):
+        DM.fp8_gemm_plan(1, 64, 64, 16, sms, "w8a8", int8=True)
 
 
 @pytest.mark.parametrize("m,n,k,block", [(1, 4096, 4096, 0), (1, 4096, 4096, 128), (1, 14336, 4096, 128),

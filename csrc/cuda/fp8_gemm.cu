@@ -37,19 +37,27 @@ struct Fp8Params {
     float* partial;  // [splits, m, n] when splits > 1
 };
 
-template <Fp8Act kAct, bool kFold, int kMFrags>
+// How a kernel applies the weight's scales: kNoFold once at the end (one scale per column);
+// kFoldTiles into fp32 totals after the tiles fp8_fold_after names (W8A8; k-blocks of whole
+// tiles); kFoldSteps after each k16 step, with the scales of its own 16-column block (integer
+// codes in blocks of 16: GGUF Q6_K).
+enum Fp8Fold { kNoFold = 0, kFoldTiles = 1, kFoldSteps = 2 };
+
+template <Fp8Act kAct, int kFold, int kMFrags>
 struct alignas(16) Fp8Smem {
     static constexpr int kStride = kAct == Fp8Act::E4M3 ? kFp8ActStrideW8A8 : kFp8ActStrideW8A16;  // bytes
-    uint4 w[kFp8Stages][kGemmWarps][kFp8Chunks][32];      // each lane's 16 bytes of each chunk
-    float s[kFp8Stages][kGemmWarps][kFold ? kFp8TileN : 4];  // a k-block's 64 scales per slab
+    static constexpr int kScales = kFold == kFoldSteps ? 2 * kFp8TileN : kFold ? kFp8TileN : 4;
+    uint4 w[kFp8Stages][kGemmWarps][kFp8Chunks][32];  // each lane's 16 bytes of each chunk
+    float s[kFp8Stages][kGemmWarps][kScales];         // a k-block's 64 scales per slab (two blocks' for steps)
     uint8_t x[kFp8Stages][16 * kMFrags][kStride];
 };
-static_assert(sizeof(Fp8Smem<Fp8Act::BF16, false, 3>) <= 48 * 1024 &&
-                  sizeof(Fp8Smem<Fp8Act::BF16, true, 2>) <= 48 * 1024,
+static_assert(sizeof(Fp8Smem<Fp8Act::BF16, kNoFold, 3>) <= 48 * 1024 &&
+                  sizeof(Fp8Smem<Fp8Act::BF16, kFoldSteps, 2>) <= 48 * 1024,
               "the pipeline's stages do not fit static shared memory");
 
-template <Fp8Act kAct, bool kInt8, bool kFold, int kMFrags>
+template <Fp8Act kAct, bool kInt8, int kFold, int kMFrags>
 __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFold, kMFrags>& sm) {
+    static_assert(kFold != kFoldSteps || (kInt8 && kAct != Fp8Act::E4M3), "16-column blocks: integer codes only");
     constexpr bool kE4m3 = kAct == Fp8Act::E4M3, kBf16 = kAct != Fp8Act::FP16;
     constexpr int kPerRow = kE4m3 ? 2 : 4;            // 16-byte chunks of a row per tile
     constexpr int kTileBytes = kE4m3 ? kFp8TileK : 2 * kFp8TileK;
@@ -66,7 +74,9 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
 #pragma unroll
             for (int c = 0; c < kFp8Chunks; ++c)
                 copy16(&sm.w[buf][warp][c][lane], p.q + fp8_w_offset(p.g, nt, kt, c, lane), 16);
-            if (kFold && lane < kFp8TileN / 4 && fp8_fold_after(p.g, kt, range.end, kE4m3))
+            if (kFold == kFoldSteps && lane < 2 * kFp8TileN / 4)  // blocks 2 kt and 2 kt + 1, contiguous
+                copy16(&sm.s[buf][warp][4 * lane], p.scales + fp8_scale_offset(p.g, nt, 2 * kt) + 4 * lane, 16);
+            else if (kFold == kFoldTiles && lane < kFp8TileN / 4 && fp8_fold_after(p.g, kt, range.end, kE4m3))
                 copy16(&sm.s[buf][warp][4 * lane],
                        p.scales + fp8_scale_offset(p.g, nt, kt / p.g.tiles_per_block) + 4 * lane, 16);
         }
@@ -85,6 +95,18 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
     float acc[kMFrags][kFp8SubTiles][4] = {};
     float tot[kFold ? kMFrags : 1][kFp8SubTiles][4] = {};  // folding kernels: the scaled fp32 totals
     const FragCoord lda = ldm::a_row(lane);
+    // acc times the lane's 16 column scales sc (fp8_lane_scales) into tot; acc restarts at 0.
+    auto fold = [&](const float* sc) {
+#pragma unroll
+        for (int f = 0; f < kMFrags; ++f)
+#pragma unroll
+            for (int s = 0; s < kFp8SubTiles; ++s)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    tot[kFold ? f : 0][s][i] += acc[f][s][i] * sc[2 * s + (i & 1)];
+                    acc[f][s][i] = 0.0f;
+                }
+    };
 
     // Every iteration commits one group (empty past the end), so "all but kFp8Stages - 2 groups
     // done" always means "this iteration's tile has landed".
@@ -138,21 +160,12 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
                         for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(acc[f][2 * c + h], a[f], b);
                     }
                 }
+                // step r covers k [16 r, 16 r + 16) of the tile: block 2 kt + r
+                if constexpr (kFold == kFoldSteps) fold(&sm.s[buf][warp][kFp8TileN * r + fp8_lane_scales(lane)]);
             }
         }
-        if constexpr (kFold) {
-            if (fp8_fold_after(p.g, range.begin + it, range.end, kE4m3)) {
-                const float* sc = &sm.s[buf][warp][fp8_lane_scales(lane)];
-#pragma unroll
-                for (int f = 0; f < kMFrags; ++f)
-#pragma unroll
-                    for (int s = 0; s < kFp8SubTiles; ++s)
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) {
-                            tot[f][s][i] += acc[f][s][i] * sc[2 * s + (i & 1)];
-                            acc[f][s][i] = 0.0f;
-                        }
-            }
+        if constexpr (kFold == kFoldTiles) {
+            if (fp8_fold_after(p.g, range.begin + it, range.end, kE4m3)) fold(&sm.s[buf][warp][fp8_lane_scales(lane)]);
         }
     }
 
@@ -195,8 +208,8 @@ constexpr bool kSm90 = false;
 
 // Register budget: fp8_gemm_min_blocks (fp8_gemm_tiling.h) says why. kInt8 (W8A16 only): the
 // weight bytes are integer codes.
-template <Fp8Act kAct, bool kInt8, bool kFold, int kMFrags>
-__global__ void __launch_bounds__(kGemmThreads, fp8_gemm_min_blocks(kMFrags, kFold, kAct != Fp8Act::E4M3, kSm90)) fp8_gemm_kernel(const Fp8Params p) {
+template <Fp8Act kAct, bool kInt8, int kFold, int kMFrags>
+__global__ void __launch_bounds__(kGemmThreads, fp8_gemm_min_blocks(kMFrags, kFold != kNoFold, kAct != Fp8Act::E4M3, kSm90)) fp8_gemm_kernel(const Fp8Params p) {
     static_assert(!(kInt8 && kAct == Fp8Act::E4M3), "integer codes take the W8A16 path");
     __shared__ Fp8Smem<kAct, kFold, kMFrags> sm;
     if constexpr ((kAct == Fp8Act::E4M3 && !kDeviceHasFp8Mma) || (kAct == Fp8Act::BF16 && !kDeviceHasBf16)) {
@@ -234,7 +247,7 @@ __global__ void __launch_bounds__(128) fp8_quantize_kernel(const uint16_t* x, in
     }
 }
 
-template <Fp8Act kAct, bool kInt8, bool kFold>
+template <Fp8Act kAct, bool kInt8, int kFold>
 void launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
     if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kInt8, kFold, 1><<<grid, kGemmThreads, 0, stream>>>(p);
@@ -244,9 +257,16 @@ void launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) 
 
 template <Fp8Act kAct, bool kInt8 = false>
 cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
-    if constexpr (kAct == Fp8Act::E4M3) launch_gemm<kAct, false, true>(p, plan, stream);  // W8A8 always folds
-    else if (p.g.blocks > 1) launch_gemm<kAct, kInt8, true>(p, plan, stream);
-    else launch_gemm<kAct, kInt8, false>(p, plan, stream);
+    if constexpr (kAct == Fp8Act::E4M3) {
+        launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);  // W8A8 always folds
+    } else if (p.g.blocks == 1) {
+        launch_gemm<kAct, kInt8, kNoFold>(p, plan, stream);
+    } else if constexpr (kInt8) {
+        if (fp8_step_blocks(p.g)) launch_gemm<kAct, true, kFoldSteps>(p, plan, stream);
+        else launch_gemm<kAct, true, kFoldTiles>(p, plan, stream);
+    } else {
+        launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);
+    }
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
     if (kAct == Fp8Act::FP16)
@@ -295,7 +315,7 @@ bool fp8_w8a8_supported() {
     int cc = 0;
     bool built = false;
     return device_cc(&cc) == cudaSuccess && cc >= 89 &&
-           compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, true, 1>, 89, &built) == cudaSuccess && built;
+           compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>, 89, &built) == cudaSuccess && built;
 }
 
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
@@ -330,7 +350,7 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
     if (cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
     bool built = false;
-    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, true, 1>, 89, &built); err != cudaSuccess)
+    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>, 89, &built); err != cudaSuccess)
         return err;
     if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
@@ -353,7 +373,7 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
         if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
         if (cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
         bool built = false;
-        const cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, false, 1>, 80, &built);
+        const cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, kNoFold, 1>, 80, &built);
         if (err != cudaSuccess) return err;
         if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     }

@@ -21,7 +21,7 @@
 // split-K range of a slab is one contiguous stream.
 //
 // Scales are fp32, one per output column and block of `block` k (block a multiple of 32, or all
-// of K), applied to the fp32 sums: y[m, n] = sum_b scale[n, b] * sum_{k in b} x[m, k] w[n, k],
+// of K; for integer codes also 16, a k16 step of the bf16 mma), applied to the fp32 sums: y[m, n] = sum_b scale[n, b] * sum_{k in b} x[m, k] w[n, k],
 // the CPU kernels' order (csrc/cpu/fp8_impl.h). Stored per (slab nt, block b) as 64 values in the
 // order the accumulators need them: lane L's C fragments of the 8 sub-tiles hold columns
 // 8 s + 2 (L % 4) + j, j = 0, 1, whose scales sit together at [16 (L % 4) + 2 s + j].
@@ -69,10 +69,15 @@ LL_HOST_DEVICE int fp8_scale_col(int lane, int i) { return 8 * (i >> 1) + 2 * (l
 struct Fp8TileGeometry {
     int64_t n, k;              // the weight's shape [N, K]
     int64_t n_tiles, k_tiles;  // ceil(N / 64), ceil(K / 32): padded with code 0 (w = 0)
-    int64_t block;             // k per scale: a multiple of 32, or K (one scale per column)
+    int64_t block;             // k per scale: a multiple of 32, or K (one scale per column), or 16
+                               // (integer codes, K a multiple of 32: two blocks a tile)
     int64_t blocks;            // scales per column: ceil(K / block)
-    int64_t tiles_per_block;   // block / 32, or k_tiles for one block
+    int64_t tiles_per_block;   // block / 32 (1 for 16), or k_tiles for one block
 };
+
+// Blocks of 16 columns: k16 step r of tile kt is block 2 kt + r, and the W8A16 kernel scales each
+// step's products by its own block's scales (fp8_gemm.cu's kFoldSteps).
+LL_HOST_DEVICE bool fp8_step_blocks(const Fp8TileGeometry& g) { return g.block == 16 && g.blocks > 1; }
 
 // Offset in uint32 words of lane's 16 bytes of chunk c of tile (nt, kt).
 LL_HOST_DEVICE int64_t fp8_w_offset(const Fp8TileGeometry& g, int64_t nt, int64_t kt, int c, int lane) {

@@ -7,14 +7,16 @@
 
 namespace ll::cuda {
 
-Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int64_t block) {
+Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int64_t block, bool int8) {
     const std::string where = "tensor '" + name + "': ";
     if (N <= 0 || K <= 0)
         throw FormatError(where + "FP8 weight shape [" + std::to_string(N) + ", " + std::to_string(K) + "] is empty");
+    const bool steps = int8 && block == 16 && K % kFp8TileK == 0;  // integer codes: one block per k16 step
     if (block <= 0 || block >= K) block = K;  // one scale per row, as the CPU format reads it
-    else if (block % kFp8TileK != 0)
+    else if (block % kFp8TileK != 0 && !steps)
         throw FormatError(where + "FP8 scale block of " + std::to_string(block) +
-                          " columns is not a multiple of 32 (the GPU kernels scale whole k32 tiles)");
+                          " columns is not a multiple of 32 (the GPU kernels scale whole k32 tiles; integer codes "
+                          "also take 16 when K is a multiple of 32)");
     Fp8TileGeometry g;
     g.n = N;
     g.k = K;
@@ -22,14 +24,14 @@ Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int6
     g.k_tiles = (K + kFp8TileK - 1) / kFp8TileK;
     g.block = block;
     g.blocks = (K + block - 1) / block;
-    g.tiles_per_block = block == K ? g.k_tiles : block / kFp8TileK;
+    g.tiles_per_block = block == K ? g.k_tiles : steps ? 1 : block / kFp8TileK;
     return g;
 }
 
 Fp8GpuWeight fp8_repack(const std::string& name, const uint8_t* codes, int64_t N, int64_t K, const float* scales,
                         int64_t block, bool int8) {
     Fp8GpuWeight w;
-    w.g = fp8_geometry(name, N, K, block);
+    w.g = fp8_geometry(name, N, K, block, int8);
     w.int8 = int8;
     const Fp8TileGeometry& g = w.g;
     for (int64_t i = 0; i < N * K && !int8; ++i)

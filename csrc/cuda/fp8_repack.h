@@ -23,12 +23,13 @@ struct Fp8GpuWeight {
 // codes: E4M3 [N, K] (row-major bytes); scales: fp32 [N, ceil(K / block)] as the CPU format holds
 // them (csrc/weights/fp8_tiles.h: block <= 0 or >= K is one scale per row; a checkpoint's
 // [N/bn, K/bk] blocks arrive repeated over their rows). Throws FormatError naming the tensor for a
-// bad shape, a block the GPU layout cannot hold (not a multiple of 32), a NaN code or a
-// non-finite scale. int8: the codes are signed integers (int8_t bytes), every byte a value.
+// bad shape, a block the GPU layout cannot hold (not a multiple of 32, or for integer codes 16
+// with K a multiple of 32), a NaN code or a non-finite scale. int8: the codes are signed integers
+// (int8_t bytes), every byte a value.
 Fp8GpuWeight fp8_repack(const std::string& name, const uint8_t* codes, int64_t N, int64_t K, const float* scales,
                         int64_t block, bool int8 = false);
 
 // The geometry fp8_repack gives a weight of this shape (validated as it does).
-Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int64_t block);
+Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int64_t block, bool int8 = false);
 
 }  // namespace ll::cuda

@@ -53,11 +53,12 @@ struct GroupForm {
     }
     // What the GPU kernels take (their layouts hold groups of whole k tiles, or one per row):
     // 4-bit codes in groups of 16 columns (INT4 GEMM); zero-point codes whose u - zero is a signed
-    // byte, in groups of 32 (the 8-bit GEMM's integer codes).
+    // byte, in groups of 32, or of 16 when the rows are whole 32-column tiles (the 8-bit GEMM's
+    // integer codes; fp8_repack.h).
     bool int4(int64_t in) const { return bits == 4 && (group % 16 == 0 || group >= in); }
     bool int8(int64_t in) const {
         return bits <= 8 && mins.empty() && zero >= 0 && zero <= 128 && (1 << bits) - 1 - zero <= 127 &&
-               (group % 32 == 0 || group >= in);
+               (group % 32 == 0 || group >= in || (group == 16 && in % 32 == 0));
     }
 };
 

@@ -286,12 +286,13 @@ class _DeviceMath(ModuleType):
         [n_tiles, k_tiles, 32, 8, 2 k16 steps, 2 registers] of 16-bit pairs (int8: expanded from
         integer codes)."""
     @staticmethod
-    def fp8_lane_scales(scales: npt.ArrayLike, n: int, k: int, block: int) -> _F32:
+    def fp8_lane_scales(scales: npt.ArrayLike, n: int, k: int, block: int, int8: bool = False) -> _F32:
         """[n_tiles, blocks, 32 lanes, 16]: the scales each lane reads from fp8_repack's scales."""
     @staticmethod
-    def fp8_gemm_plan(m: int, n: int, k: int, block: int, sms: int, path: str) -> _Fp8GemmPlan:
+    def fp8_gemm_plan(m: int, n: int, k: int, block: int, sms: int, path: str,
+                      int8: bool = False) -> _Fp8GemmPlan:
         """The FP8 GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs, path 'w8a8' or
-        'w8a16'."""
+        'w8a16' (int8: integer codes, whose blocks may also be 16 columns)."""
     @staticmethod
     def ldmatrix_x4(layout: str) -> npt.NDArray[np.int32]:
         """[32 lanes, 4 registers, 2 halves, 2]: the (row, col) of the row-major shared-memory tile
@@ -361,6 +362,7 @@ class _Fp8GemmPlan(TypedDict):
     k_stages: int  # 32-k tiles
     stage_ranges: list[tuple[int, int]]  # [begin, end) of each split
     folds: list[list[int]]  # per split: the k tiles after which partial sums are scaled into the totals
+    step_blocks: bool  # 16-column blocks: each k16 step's sums take their own block's scales instead
 
 device_math: _DeviceMath
 
