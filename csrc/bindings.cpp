@@ -700,7 +700,7 @@ py::array_t<int32_t> dm_ldmatrix_x4(const std::string& layout) {
 
 // ---- the W4A16 GEMM's work split (csrc/cuda/int4_gemm_tiling.h)
 
-// A GEMM launch as a dict, its split ranges spelled out.
+// A GEMM launch as a dict, its split ranges spelled out (the FP8 plan adds its folds).
 py::dict plan_dict(const cuda::GemmPlan& p) {
     py::list ranges;
     for (int s = 0; s < p.splits; ++s) {
@@ -714,6 +714,12 @@ py::dict plan_dict(const cuda::GemmPlan& p) {
     d["grid_m"] = p.grid_m;
     d["k_stages"] = p.k_stages;
     d["stage_ranges"] = ranges;
+    return d;
+}
+
+// The W4A16 and 16-bit-weight GEMMs' plans, with the blocks per SM their kernels are built for.
+py::dict gemm_plan_dict(const cuda::GemmPlan& p) {
+    py::dict d = plan_dict(p);
     d["min_blocks"] = cuda::gemm_min_blocks(p.m_frags);
     return d;
 }
@@ -721,12 +727,12 @@ py::dict plan_dict(const cuda::GemmPlan& p) {
 py::dict dm_int4_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t group, int sms) {
     if (m <= 0 || sms <= 0) throw std::invalid_argument("int4_gemm_plan: m and sms must be positive");
     const cuda::Int4Geometry g = cuda::int4_geometry("int4_gemm_plan", n, k, group);
-    return plan_dict(cuda::int4_gemm_plan(m, g, sms));
+    return gemm_plan_dict(cuda::int4_gemm_plan(m, g, sms));
 }
 
 py::dict dm_bf16_gemm_plan(int64_t m, int64_t n, int64_t k, int sms) {
     if (m <= 0 || n <= 0 || k <= 0 || sms <= 0) throw std::invalid_argument("bf16_gemm_plan: m, n, k and sms must be positive");
-    return plan_dict(cuda::bf16_gemm_plan(m, n, k, sms));
+    return gemm_plan_dict(cuda::bf16_gemm_plan(m, n, k, sms));
 }
 
 // What a weight (or weights fused along the output) becomes on the GPU (gpu_weights.h).
@@ -857,22 +863,15 @@ py::dict dm_fp8_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t block, int sm
     if (w8a8 && int8) throw std::invalid_argument("fp8_gemm_plan: integer codes take the W8A16 path");
     const cuda::Fp8TileGeometry g = cuda::fp8_geometry("fp8_gemm_plan", n, k, block, int8);
     const cuda::GemmPlan p = cuda::fp8_gemm_plan(m, g, sms, w8a8);
-    py::list ranges, folds;
+    py::list folds;
     for (int s = 0; s < p.splits; ++s) {
         const cuda::StageRange r = cuda::splitk_range(p.k_stages, p.splits, s);
-        ranges.append(py::make_tuple(r.begin, r.end));
         py::list f;
         for (int64_t kt = r.begin; kt < r.end; ++kt)
             if ((w8a8 || g.blocks > 1) && cuda::fp8_fold_after(g, kt, r.end, w8a8)) f.append(kt);  // the folding kernels
         folds.append(f);
     }
-    py::dict d;
-    d["m_frags"] = p.m_frags;
-    d["splits"] = p.splits;
-    d["grid_n"] = p.grid_n;
-    d["grid_m"] = p.grid_m;
-    d["k_stages"] = p.k_stages;
-    d["stage_ranges"] = ranges;
+    py::dict d = plan_dict(p);
     d["folds"] = folds;
     d["step_blocks"] = cuda::fp8_step_blocks(g);
     return d;

@@ -20,6 +20,7 @@ import pytest
 
 from llama_local import _core
 from llama_local.errors import ModelFormatError
+from test_cuda_int4_layout import place_once
 
 DM = _core.device_math
 E4M3 = ml_dtypes.float8_e4m3fn
@@ -70,12 +71,7 @@ def e4m3_rebuild(frags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     slot, n_in = B32[..., 0], B32[..., 1]  # [32, 8]
     rows = np.arange(nt)[:, None, None, None, None] * 64 + np.arange(8)[None, None, None, :, None] * 8 + n_in[:, None, :]
     cols = np.arange(kt)[None, :, None, None, None] * 32 + slot[:, None, :]
-    rows, cols = np.broadcast_arrays(rows, cols, vals)[:2]
-    hits = np.zeros((nt * 64, kt * 32), np.int64)
-    np.add.at(hits, (rows.ravel(), cols.ravel()), 1)
-    assert (hits == 1).all(), "a code is delivered by no lane or by two"
-    by_slot = np.zeros((nt * 64, kt * 32), np.uint8)
-    by_slot[rows.ravel(), cols.ravel()] = vals.ravel()
+    by_slot = place_once(rows, cols, vals, (nt * 64, kt * 32), "a code")
     real = np.empty_like(by_slot)
     cols32 = np.arange(kt * 32)
     real[:, (cols32 // 32) * 32 + K_OF_SLOT[cols32 % 32]] = by_slot
@@ -92,13 +88,7 @@ def half_rebuild(frags: np.ndarray, dtype: str) -> np.ndarray:
             + n_in[:, None, None, :])
     cols = (np.arange(kt)[None, :, None, None, None, None] * 32 + np.arange(2)[None, None, None, None, :, None] * 16
             + k_in[:, None, None, :])
-    rows, cols = np.broadcast_arrays(rows, cols, halves)[:2]
-    hits = np.zeros((nt * 64, kt * 32), np.int64)
-    np.add.at(hits, (rows.ravel(), cols.ravel()), 1)
-    assert (hits == 1).all(), "a value is delivered by no lane or by two"
-    out = np.zeros((nt * 64, kt * 32), np.uint16)
-    out[rows.ravel(), cols.ravel()] = halves.ravel()
-    return out.view(HALF[dtype])
+    return place_once(rows, cols, halves, (nt * 64, kt * 32), "a value").view(HALF[dtype])
 
 
 SHAPES = [(1, 32), (3, 33), (64, 64), (67, 100), (130, 250), (200, 512)]

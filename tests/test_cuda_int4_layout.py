@@ -48,6 +48,18 @@ def reference(codes, scales, mins, zero, group, dtype) -> np.ndarray:
     return round16(u * s + as16(mins, dtype)[:, col_group], dtype)  # exact for these magnitudes
 
 
+def place_once(rows, cols, vals: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:
+    """vals put at (rows, cols) of a zero array of `shape` (the indices broadcast against vals),
+    asserting that every position gets exactly one value: no lane misses or repeats an element."""
+    rows, cols = np.broadcast_arrays(rows, cols, vals)[:2]
+    hits = np.zeros(shape, np.int64)
+    np.add.at(hits, (rows.ravel(), cols.ravel()), 1)
+    assert (hits == 1).all(), f"{what} is delivered by no lane or by two"
+    out = np.zeros(shape, vals.dtype)
+    out[rows.ravel(), cols.ravel()] = vals.ravel()
+    return out
+
+
 def rebuild(frags: np.ndarray, dtype: str) -> np.ndarray:
     """The padded weight [n_tiles * 64, k_tiles * 16] from every lane's fragments of every tile,
     placed by the mma's B layout; asserts that each element is delivered exactly once."""
@@ -58,12 +70,7 @@ def rebuild(frags: np.ndarray, dtype: str) -> np.ndarray:
     rows = (np.arange(nt)[:, None, None, None, None] * 64 + np.arange(8)[None, None, None, :, None] * 8
             + n_in[None, None, :, None, :])
     cols = np.arange(kt)[None, :, None, None, None] * 16 + k_in[None, None, :, None, :]
-    rows, cols = np.broadcast_arrays(rows, cols, vals)[:2]
-    hits = np.zeros((nt * 64, kt * 16), np.int64)
-    np.add.at(hits, (rows.ravel(), cols.ravel()), 1)
-    assert (hits == 1).all(), "a weight element is delivered by no lane or by two"
-    out = np.zeros((nt * 64, kt * 16), np.uint16)
-    out[rows.ravel(), cols.ravel()] = vals.ravel()
+    out = place_once(rows, cols, vals, (nt * 64, kt * 16), "a weight element")
     return out.view(HALF[dtype]).astype(np.float64)
 
 

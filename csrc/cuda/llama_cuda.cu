@@ -248,13 +248,13 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     m.act = m.state.alloc<uint16_t>(size_t(B * F));
     m.logits = m.state.alloc<float>(size_t(B * cfg.vocab_size));
     size_t ws = m.workspace_for(m.head);
-    for (const Impl::Layer& L : m.layers)
-        for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down}) ws = std::max(ws, m.workspace_for(*w));
-    m.gemm_work_bytes = ws;
     int64_t ldq = 0;  // the widest W8A8 input, in codes
     for (const Impl::Layer& L : m.layers)
-        for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down})
+        for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down}) {
+            ws = std::max(ws, m.workspace_for(*w));
             if (w->w8a8) ldq = std::max(ldq, w->f.g.k_tiles * kFp8TileK);
+        }
+    m.gemm_work_bytes = ws;
     if (ldq > 0) {
         m.act_codes = m.state.alloc<uint8_t>(size_t(B * ldq));
         m.act_scales = m.state.alloc<float>(size_t(B));
