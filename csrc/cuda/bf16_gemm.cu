@@ -161,11 +161,9 @@ cudaError_t bf16_gemm(const Bf16GemmArgs& a, cudaStream_t stream, std::string* e
         return refuse("the plan does not cover this product");
     if (a.workspace_bytes < bf16_gemm_workspace_bytes(plan, a.M, a.N)) return refuse("the split-K workspace is too small");
     if (a.bf16) {
-        int dev = 0, major = 0;
-        cudaError_t err = cudaGetDevice(&dev);
-        if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        if (err != cudaSuccess) return err;
-        if (major < 8) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
+        DeviceFacts d;
+        if (const cudaError_t err = current_device(&d)) return err;
+        if (d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
     }
     const B16Params p{a.x, a.ldx, a.w, a.ldw, a.M, a.N, a.K, plan.splits, plan.k_stages, a.y, a.ldy, a.workspace};
     if (a.bf16) return a.y_f32 ? launch<true, true>(p, plan, stream) : launch<true, false>(p, plan, stream);

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "device_info.h"
+
 namespace ll::cuda {
 
 // Throws "CUDA (what): <the error's text>" unless err is cudaSuccess.
@@ -87,10 +89,9 @@ inline std::vector<uint16_t> pad_rows(const uint16_t* src, int64_t rows, int64_t
 
 // The current device's SM count.
 inline int device_sms() {
-    int dev = 0, sms = 0;
-    cuda_check(cudaGetDevice(&dev), "selecting the device");
-    cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "reading the device");
-    return sms;
+    DeviceFacts d;
+    cuda_check(current_device(&d), "reading the device");
+    return d.sms;
 }
 
 }  // namespace ll::cuda

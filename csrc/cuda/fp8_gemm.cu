@@ -17,6 +17,7 @@
 #include "ptx.cuh"
 #include "splitk.cuh"
 
+#include <atomic>
 #include <stdexcept>
 
 namespace ll::cuda {
@@ -275,26 +276,30 @@ cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream
                                       p.y, p.ldy, stream);
 }
 
-// The current device's compute capability as 10 major + minor (89 for sm_89).
-cudaError_t device_cc(int* cc) {
-    int dev = 0, major = 0, minor = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    *cc = 10 * major + minor;
-    return err;
-}
-
-// Whether the GPU runs `kernel` from code compiled for compute capability `cc` or newer: a build
+// Whether the GPU runs kKernel from code compiled for compute capability kCc or newer: a build
 // whose LLAMA_LOCAL_CUDA_ARCHS leaves out this GPU's arch runs the PTX of an older one, where
-// the e4m3 (or bf16) kernels are traps.
-template <class Kernel>
-cudaError_t compiled_for(Kernel* kernel, int cc, bool* ok) {
+// the e4m3 (or bf16) kernels are traps. Asked of the driver once per device (as current_device).
+template <auto kKernel, int kCc>
+cudaError_t compiled_for(bool* ok) {
+    constexpr int kKept = 64;
+    static std::atomic<uint8_t> kept[kKept];  // 0 until asked, then 1 + the answer
+    int dev = 0;
+    if (const cudaError_t err = cudaGetDevice(&dev)) return err;
+    if (dev < kKept) {
+        if (const uint8_t v = kept[dev].load(std::memory_order_relaxed)) {
+            *ok = v == 2;
+            return cudaSuccess;
+        }
+    }
     cudaFuncAttributes a{};
-    const cudaError_t err = cudaFuncGetAttributes(&a, kernel);
-    *ok = err == cudaSuccess && a.ptxVersion >= cc;
-    return err;
+    const cudaError_t err = cudaFuncGetAttributes(&a, kKernel);
+    if (err != cudaSuccess) return err;
+    *ok = a.ptxVersion >= kCc;
+    if (dev < kKept) kept[dev].store(uint8_t(1 + *ok), std::memory_order_relaxed);
+    return cudaSuccess;
 }
+constexpr auto kW8a8Kernel = fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>;
+constexpr auto kBf16Kernel = fp8_gemm_kernel<Fp8Act::BF16, false, kNoFold, 1>;
 
 // The checks both paths share; empty when the arguments are fine.
 std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const GemmPlan& plan,
@@ -312,10 +317,10 @@ std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const G
 }  // namespace
 
 bool fp8_w8a8_supported() {
-    int cc = 0;
+    DeviceFacts d;
     bool built = false;
-    return device_cc(&cc) == cudaSuccess && cc >= 89 &&
-           compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>, 89, &built) == cudaSuccess && built;
+    return current_device(&d) == cudaSuccess && d.cc >= 89 && compiled_for<kW8a8Kernel, 89>(&built) == cudaSuccess &&
+           built;
 }
 
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
@@ -346,12 +351,11 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     if (w.int8) return refuse("integer codes take the W8A16 path");
     if (reinterpret_cast<uintptr_t>(codes) % 16 || ldq % 16 || ldq < w.g.k_tiles * kFp8TileK)
         return refuse("the codes must be 16-byte aligned with a row stride >= K rounded up to 32, a multiple of 16");
-    int cc = 0;
-    if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
-    if (cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
+    DeviceFacts d;
+    if (const cudaError_t err = current_device(&d)) return err;
+    if (d.cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
     bool built = false;
-    if (cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>, 89, &built); err != cudaSuccess)
-        return err;
+    if (const cudaError_t err = compiled_for<kW8a8Kernel, 89>(&built)) return err;
     if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
     return launch<Fp8Act::E4M3>(p, plan, stream);
@@ -369,12 +373,11 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
     if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8 || ldx < w.g.k)
         return refuse("X must be 16-byte aligned with a row stride >= K and a multiple of 8 halves");
     if (bf16) {
-        int cc = 0;
-        if (cudaError_t err = device_cc(&cc); err != cudaSuccess) return err;
-        if (cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
+        DeviceFacts d;
+        if (const cudaError_t err = current_device(&d)) return err;
+        if (d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
         bool built = false;
-        const cudaError_t err = compiled_for(fp8_gemm_kernel<Fp8Act::BF16, false, kNoFold, 1>, 80, &built);
-        if (err != cudaSuccess) return err;
+        if (const cudaError_t err = compiled_for<kBf16Kernel, 80>(&built)) return err;
         if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     }
     const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.g, plan.splits,

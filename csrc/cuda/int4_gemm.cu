@@ -182,11 +182,9 @@ cudaError_t int4_gemm(const uint16_t* x, int64_t ldx, int64_t M, const Int4Devic
         return refuse("the plan does not cover this product");
     if (workspace_bytes < int4_gemm_workspace_bytes(plan, M, w.g.n)) return refuse("the split-K workspace is too small");
     if (w.bf16) {
-        int dev = 0, major = 0;
-        cudaError_t err = cudaGetDevice(&dev);
-        if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        if (err != cudaSuccess) return err;
-        if (major < 8) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
+        DeviceFacts d;
+        if (const cudaError_t err = current_device(&d)) return err;
+        if (d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
     }
     const GemmParams p{x, ldx, M, w.q, w.scales, w.mins, w.g, w.zero, plan.splits, plan.k_stages, y, ldy, workspace};
     if (w.bf16) return w.has_min ? launch<true, true>(p, plan, stream) : launch<true, false>(p, plan, stream);

@@ -192,14 +192,15 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     m.n_ctx = n_ctx;
     m.n_batch = std::min(n_batch, n_ctx);
 
-    int dev = 0, major = 0;
+    int dev = 0;
+    DeviceFacts facts;
     cuda_check(cudaGetDevice(&dev), "selecting the device");
-    cuda_check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "reading the device");
-    cuda_check(cudaDeviceGetAttribute(&m.sms, cudaDevAttrMultiProcessorCount, dev), "reading the device");
+    cuda_check(current_device(&facts), "reading the device");
+    m.sms = facts.sms;
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, dev), "reading the device");
     m.name = prop.name;
-    m.bf16 = major >= 8;  // bf16 tensor cores from Ampere; Turing computes in fp16
+    m.bf16 = facts.cc >= 80;  // bf16 tensor cores from Ampere; Turing computes in fp16
     m.fp8_mma = fp8_w8a8_supported();
     cuda_check(cudaStreamCreate(&m.stream), "creating a stream");
 

@@ -118,11 +118,9 @@ __global__ void __launch_bounds__(kRowThreads) embed_kernel(const uint16_t* tabl
 // bf16 before sm_80 is refused here, once, for every op that rounds to 16 bits.
 cudaError_t check_bf16(bool bf16) {
     if (!bf16) return cudaSuccess;
-    int dev = 0, major = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (err != cudaSuccess) return err;
-    return major < 8 ? cudaErrorNotSupported : cudaSuccess;
+    DeviceFacts d;
+    if (const cudaError_t err = current_device(&d)) return err;
+    return d.cc < 80 ? cudaErrorNotSupported : cudaSuccess;
 }
 
 }  // namespace
