@@ -756,6 +756,7 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
         d["int8"] = g.f.int8;
         d["q"] = copy_out(g.f.q, {py::ssize_t(g.f.q.size())});
         d["scales"] = copy_out(g.f.scales, {py::ssize_t(g.f.scales.size())});
+        d["mins"] = g.f.mins.empty() ? py::object(py::none()) : py::object(copy_out(g.f.mins, {py::ssize_t(g.f.mins.size())}));
     } else {
         d["rows"] = copy_out(g.half, {py::ssize_t(g.out), py::ssize_t(g.ld)});
     }
@@ -764,26 +765,30 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
 
 // ---- FP8 GPU layout (csrc/cuda/fp8_layout.h, fp8_repack.cpp) and the FP8 GEMM's work split
 
-// fp8_repack after the shape checks a Python caller needs (FormatError naming the tensor). scales:
-// [N] or [N, blocks], as the CPU format's spec holds them.
+// fp8_repack after the shape checks a Python caller needs (FormatError naming the tensor). scales
+// (and mins): [N] or [N, blocks], as the CPU format's spec holds them.
 cuda::Fp8GpuWeight fp8_repack_checked(const U8Array& codes, const FloatArray& scales, int64_t block,
-                                      const std::string& name, bool int8 = false) {
+                                      const std::string& name, bool int8 = false,
+                                      const std::optional<FloatArray>& mins = std::nullopt) {
     if (codes.ndim() != 2) throw FormatError("tensor '" + name + "': FP8 codes must be a uint8 [N, K] array");
     const int64_t N = codes.shape(0), K = codes.shape(1);
     const cuda::Fp8TileGeometry g = cuda::fp8_geometry(name, N, K, block, int8);
-    if (scales.size() != N * g.blocks || (scales.ndim() == 2 && scales.shape(0) != N) || scales.ndim() > 2)
-        throw FormatError("tensor '" + name + "': FP8 scales must be float32 [" + std::to_string(N) + ", " +
-                          std::to_string(g.blocks) + "] for blocks of " + std::to_string(g.block) + " columns");
-    return cuda::fp8_repack(name, codes.data(), N, K, scales.data(), block, int8);
+    for (const auto& [a, what] : {std::pair{&scales, "scales"}, std::pair{mins ? &*mins : nullptr, "mins"}})
+        if (a && (a->size() != N * g.blocks || (a->ndim() == 2 && a->shape(0) != N) || a->ndim() > 2))
+            throw FormatError("tensor '" + name + "': FP8 " + what + " must be float32 [" + std::to_string(N) + ", " +
+                              std::to_string(g.blocks) + "] for blocks of " + std::to_string(g.block) + " columns");
+    return cuda::fp8_repack(name, codes.data(), N, K, scales.data(), block, int8, mins ? mins->data() : nullptr);
 }
 
 py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t block, const std::string& name,
-                       bool int8) {
-    const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, name, int8);
+                       bool int8, const std::optional<FloatArray>& mins) {
+    const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, name, int8, mins);
     const cuda::Fp8TileGeometry& g = w.g;
     py::dict d;
+    const std::vector<py::ssize_t> sshape{py::ssize_t(g.n_tiles), py::ssize_t(g.blocks), cuda::kFp8TileN};
     d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), cuda::kFp8Chunks, 32, 4});
-    d["scales"] = copy_out(w.scales, {py::ssize_t(g.n_tiles), py::ssize_t(g.blocks), cuda::kFp8TileN});
+    d["scales"] = copy_out(w.scales, sshape);
+    d["mins"] = w.mins.empty() ? py::object(py::none()) : py::object(copy_out(w.mins, sshape));
     d["n_tiles"] = g.n_tiles;
     d["k_tiles"] = g.k_tiles;
     d["block"] = g.block;
@@ -1072,10 +1077,11 @@ PYBIND11_MODULE(_core, m) {
            "x [M, K] float32 -> (E4M3 codes uint8 [M, ceil(K/32)*32] in slot order, zeros past K; scales [M]); "
            "ub: the bound on absmax (None: none)");
     dm.def("fp8_repack", &dm_fp8_repack, py::arg("codes"), py::arg("scales"), py::arg("block") = 0,
-           py::arg("name") = "weight", py::arg("int8") = false,
+           py::arg("name") = "weight", py::arg("int8") = false, py::arg("mins") = py::none(),
            "E4M3 codes [N, K] (uint8; int8: signed integer codes as uint8 bytes), fp32 scales [N, blocks] (block "
-           "<= 0 or >= K: one per row) -> the GPU layout: {q: uint32 [n_tiles, k_tiles, 4, 32, 4], scales: float32 "
-           "[n_tiles, blocks, 64], n_tiles, k_tiles, block, blocks, tiles_per_block}");
+           "<= 0 or >= K: one per row), with int8 optionally fp32 mins [N, blocks] (w = scale code + min) -> the GPU "
+           "layout: {q: uint32 [n_tiles, k_tiles, 4, 32, 4], scales, mins (or None): float32 [n_tiles, blocks, 64], "
+           "n_tiles, k_tiles, block, blocks, tiles_per_block}");
     dm.def("fp8_fragments", &dm_fp8_fragments, py::arg("q"), py::arg("n"), py::arg("k"), py::arg("block"),
            py::arg("kind"), py::arg("int8") = false,
            "the kernel's B fragments of every tile, lane and sub-tile from fp8_repack's q: kind e4m3 -> uint32 "
@@ -1172,21 +1178,22 @@ PYBIND11_MODULE(_core, m) {
     using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
     ck.def("fp8_gemm", [](const U16Array& x, const U8Array& codes, const FloatArray& scales, int64_t block,
                           const std::string& path, const std::string& dtype, int splits, std::optional<float> ub,
-                          bool int8) {
+                          bool int8, const std::optional<FloatArray>& mins) {
         if (x.ndim() != 2 || codes.ndim() != 2 || x.shape(1) != codes.shape(1))
             throw std::invalid_argument("fp8_gemm: x [M, K] and codes [N, K] must agree on K");
         if (path != "w8a8" && path != "w8a16") throw std::invalid_argument("fp8_gemm: path is w8a8 or w8a16");
         const bool bf16 = half_type_arg(dtype);
         if (path == "w8a8" && !bf16) throw std::invalid_argument("fp8_gemm: W8A8 takes bf16 activations");
-        const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, "fp8_gemm", int8);
+        const cuda::Fp8GpuWeight w = fp8_repack_checked(codes, scales, block, "fp8_gemm", int8, mins);
         const std::vector<uint16_t> y = cuda::fp8_gemm_on_device(
             w, x.data(), x.shape(0), path == "w8a8", bf16, splits, ub.value_or(std::numeric_limits<float>::infinity()));
         return copy_out(y, {x.shape(0), codes.shape(0)});
     }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("block") = 0, py::arg("path") = "w8a8",
        py::arg("dtype") = "bf16", py::arg("splits") = 0, py::arg("ub") = py::none(), py::arg("int8") = false,
+       py::arg("mins") = py::none(),
        "x [M, K] (bf16/fp16 bits as uint16) . W^T on the GPU, W given as device_math.fp8_repack takes it; path "
-       "w8a8 (x quantized per row on the device, bound ub) or w8a16 (int8: integer codes); splits 0: the plan's "
-       "choice -> y [M, N] bits");
+       "w8a8 (x quantized per row on the device, bound ub) or w8a16 (int8: integer codes, with mins if given); "
+       "splits 0: the plan's choice -> y [M, N] bits");
     ck.def("fp8_quantize", [](const U16Array& x, std::optional<float> ub) {
         if (x.ndim() != 2) throw std::invalid_argument("fp8_quantize: x must be bf16 bits [M, K]");
         const int64_t M = x.shape(0), K = x.shape(1);

@@ -1,5 +1,5 @@
-"""Writing quantized GGUF files for the tests: Q4_K and Q6_K blocks (gguf-py quantizes only the
-legacy types), and llama.cpp's choice of type per tensor for its Q4_K_M / Q6_K / Q8_0 files.
+"""Writing quantized GGUF files for the tests: Q4_K, Q5_K, Q6_K and IQ4_NL blocks (gguf-py
+quantizes only the legacy types), and llama.cpp's choice of type per tensor for its Q4_K_M / Q6_K / Q8_0 files.
 
 The quantizers are plain round-to-nearest, not llama.cpp's error-minimising search: the files are
 valid and close to their source, which is what the tests need (the oracle for reading them is
@@ -24,26 +24,45 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=np.float32), where=b != 0)
 
 
-def quantize_q4_k(w: np.ndarray) -> np.ndarray:
-    """[rows, cols] float -> [rows, cols / 256 * 144] Q4_K bytes (w = d sc q - dmin m)."""
+def _k_quant_scales_mins(w: np.ndarray, levels: int):
+    """Q4_K / Q5_K's shared part (w = d sc q - dmin m per 32 columns, q in [0, levels]): the
+    super-blocks' d and dmin, and the codes [blocks, 8 sub-blocks, 32] with their 12 bytes of 6-bit
+    scales and mins packed as ggml's get_scale_min_k4 reads them."""
     x = np.asarray(w, dtype=np.float32).reshape(-1, 8, 32)
     lo = np.minimum(x.min(-1), 0.0)
-    scale = (x.max(-1) - lo) / 15
+    scale = (x.max(-1) - lo) / levels
     d = _f16(scale.max(-1) / 63)
     dmin = _f16((-lo).max(-1) / 63)
     df, dminf = d.astype(np.float32)[:, None], dmin.astype(np.float32)[:, None]
     sc = np.clip(np.rint(_div(scale, df)), 0, 63).astype(np.uint8)
     mn = np.clip(np.rint(_div(-lo, dminf)), 0, 63).astype(np.uint8)
     step = (df * sc)[..., None]
-    q = np.clip(np.rint(_div(x + (dminf * mn)[..., None], step)), 0, 15).astype(np.uint8)
-    q = q.reshape(-1, 4, 2, 32)  # element 64c + 32h + l
-    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(-1, 128)
+    q = np.clip(np.rint(_div(x + (dminf * mn)[..., None], step)), 0, levels).astype(np.uint8)
     scales = np.zeros((x.shape[0], 12), dtype=np.uint8)
     scales[:, 0:4] = (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6)
     scales[:, 4:8] = (mn[:, :4] & 63) | ((mn[:, 4:] >> 4) << 6)
     scales[:, 8:12] = (sc[:, 4:] & 15) | ((mn[:, 4:] & 15) << 4)
-    blocks = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), scales, qs], 1)
-    return blocks.reshape(w.shape[0], -1)
+    head = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), scales], 1)
+    return head, q
+
+
+def quantize_q4_k(w: np.ndarray) -> np.ndarray:
+    """[rows, cols] float -> [rows, cols / 256 * 144] Q4_K bytes (w = d sc q - dmin m)."""
+    head, q = _k_quant_scales_mins(w, 15)
+    q = q.reshape(-1, 4, 2, 32)  # element 64c + 32h + l
+    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(-1, 128)
+    return np.concatenate([head, qs], 1).reshape(w.shape[0], -1)
+
+
+def quantize_q5_k(w: np.ndarray) -> np.ndarray:
+    """[rows, cols] float -> [rows, cols / 256 * 176] Q5_K bytes (w = d sc q - dmin m, q 5 bits):
+    Q4_K's low nibbles, and qh[l] bit 2c + h the fifth bit of element 64c + 32h + l."""
+    head, q = _k_quant_scales_mins(w, 31)
+    q = q.reshape(-1, 4, 2, 32)
+    qs = ((q[:, :, 0, :] & 15) | ((q[:, :, 1, :] & 15) << 4)).reshape(-1, 128)
+    bit = (np.arange(4)[:, None] * 2 + np.arange(2)[None, :])[None, :, :, None]  # 2c + h
+    qh = (((q >> 4) & 1).astype(np.uint32) << bit).sum(axis=(1, 2)).astype(np.uint8)
+    return np.concatenate([head, qh, qs], 1).reshape(w.shape[0], -1)
 
 
 def quantize_q6_k(w: np.ndarray) -> np.ndarray:
@@ -63,9 +82,27 @@ def quantize_q6_k(w: np.ndarray) -> np.ndarray:
     return blocks.reshape(w.shape[0], -1)
 
 
+IQ4_NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32)
+
+
+def quantize_iq4_nl(w: np.ndarray) -> np.ndarray:
+    """[rows, cols] float -> [rows, cols / 32 * 18] IQ4_NL bytes (w = d IQ4_NL_VALUES[i] per 32
+    columns): element l's index in the low nibble of byte l, element 16 + l's in its high nibble."""
+    x = np.asarray(w, dtype=np.float32).reshape(-1, 32)
+    d = _f16(np.abs(x).max(-1) / 127)
+    step = d.astype(np.float32)[:, None]
+    i = np.abs(_div(x, step)[..., None] - IQ4_NL_VALUES).argmin(-1).astype(np.uint8)
+    qs = i[:, :16] | (i[:, 16:] << 4)
+    return np.concatenate([d.view(np.uint8).reshape(-1, 2), qs], 1).reshape(w.shape[0], -1)
+
+
 def quantize(w: np.ndarray, qtype) -> np.ndarray:
     if qtype == Q.Q4_K:
         return quantize_q4_k(w)
+    if qtype == Q.Q5_K:
+        return quantize_q5_k(w)
+    if qtype == Q.IQ4_NL:
+        return quantize_iq4_nl(w)
     if qtype == Q.Q6_K:
         return quantize_q6_k(w)
     return gguf.quants.quantize(np.asarray(w, dtype=np.float32), qtype)

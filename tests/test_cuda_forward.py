@@ -186,11 +186,12 @@ def test_gguf_q8_0_and_q5_0_stay_8_bit_integer_codes_with_their_block_scales(qty
     np.testing.assert_array_equal(codes * np.repeat(d, 32, axis=1), _core.kernels.Packed(spec).dequantize())
 
 
-def column_scales(g, n: int, k: int, block: int) -> np.ndarray:
-    """[n, blocks]: the scale each column's accumulators take, read from gpu_weight's 8-bit tiles the
-    way the kernel's lanes read them (fp8_lane_scales; C's columns 2 (lane % 4) + j of sub-tile s)."""
+def column_scales(g, n: int, k: int, block: int, key: str = "scales") -> np.ndarray:
+    """[n, blocks]: the scale (or min) each column's accumulators take, read from gpu_weight's 8-bit
+    tiles the way the kernel's lanes read them (fp8_lane_scales; C's columns 2 (lane % 4) + j of
+    sub-tile s)."""
     c = DM.mma_fragment("m16n8k16", "c")
-    lanes = DM.fp8_lane_scales(g["scales"], n, k, block, int8=g["int8"])  # [nt, blocks, 32, 16]
+    lanes = DM.fp8_lane_scales(g[key], n, k, block, int8=g["int8"])  # [nt, blocks, 32, 16]
     nt = lanes.shape[0]
     out = np.zeros((nt * 64, lanes.shape[1]), np.float32)
     for ln in range(4):
@@ -222,8 +223,34 @@ def test_gguf_q6_k_stays_8_bit_codes_in_blocks_of_16():
     np.testing.assert_array_equal(kernel_w, _core.kernels.Packed(spec).dequantize())
 
 
-@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_1])
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.Q5_K, gguf.GGMLQuantizationType.Q5_1])
+def test_gguf_5_bit_codes_with_mins_stay_8_bit_codes_with_their_scales_and_mins(qtype):
+    # Q5_K / Q5_1 (w = s u + m per 32 columns, u in [0, 31]): the codes with each block's scale and
+    # min as the CPU forms them, in fp32; read back the way the kernel reads them, code x scale +
+    # min is the CPU's dequantization (the kernel adds min x the block's activation sum instead).
+    from test_cuda_fp8_layout import half_rebuild
+    rng = np.random.default_rng(11)
+    heads, hd, cols = 2, 48, 512
+    rows = heads * hd
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
+    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
+            "shape": [rows, cols], "qk_heads": heads}
+    g = DM.gpu_weight([spec], [rows], cols)
+    assert g["fp8"] and g["int8"] and g["mins"] is not None and g["format"] == f"int8 g32 (from {qtype.name})"
+    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
+    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, 32, "bf16", int8=True), "bf16")[:rows, :cols]
+    codes = codes.astype(np.float32)
+    assert codes.min() >= 0 and codes.max() <= 31 and len(np.unique(codes)) > 16  # five bits in use
+    scale = np.repeat(column_scales(g, rows, cols, 32), 32, axis=1)
+    low = np.repeat(column_scales(g, rows, cols, 32, "mins"), 32, axis=1)
+    cpu = _core.kernels.Packed(spec).dequantize()
+    np.testing.assert_array_equal(codes * scale + low, cpu)
+    assert np.abs(cpu - w).max() < 0.02  # the permutation is undone: rows back in the checkpoint's order
+
+
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.IQ4_NL])
 def test_other_gguf_weights_are_the_cpu_dequantization_rounded_with_q_k_unpermuted(qtype):
+    # (types with a code book, and the float types)
     rng = np.random.default_rng(3)
     heads, hd, cols = 2, 16, 256
     w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
@@ -396,10 +423,12 @@ def test_w8a8_fp8_model_runs_on_fp8_tensor_cores_as_transformers_would(tiny, tmp
 
 @pytest.mark.cuda
 @gpu
-@pytest.mark.parametrize("qtype,group", [(gguf.GGMLQuantizationType.Q8_0, 32), (gguf.GGMLQuantizationType.Q6_K, 16)])
+@pytest.mark.parametrize("qtype,group", [(gguf.GGMLQuantizationType.Q8_0, 32), (gguf.GGMLQuantizationType.Q6_K, 16),
+                                         (gguf.GGMLQuantizationType.Q5_K, 32), (gguf.GGMLQuantizationType.Q5_1, 32)])
 def test_an_8_bit_gguf_keeps_its_codes_on_the_gpu_and_follows_the_cpu(tmp_path, qtype, group):
-    # llama.cpp's Q8_0 / Q6_K file: every projection stays signed codes with block scales on the GPU
-    # (the 8-bit GEMM's integer path, bf16 activations), which the CPU multiplies with int8 ones.
+    # llama.cpp's Q8_0 / Q6_K / Q5_K / Q5_1 file: every projection stays integer codes with block
+    # scales (and mins) on the GPU (the 8-bit GEMM's integer path, bf16 activations), which the CPU
+    # multiplies with int8 ones.
     from llama_local import LLM
     from tiny_models import make_tiny_gguf
     projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

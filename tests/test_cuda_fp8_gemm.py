@@ -1,7 +1,8 @@
 """The FP8 GEMM (csrc/cuda/fp8_gemm.cu) on a GPU, against numpy: Y = X . W^T with W E4M3 codes and fp32
 scales per column or per block of k (as the CPU format holds them), on odd shapes, both paths (W8A8
 on the e4m3 mma with per-token activation quantization on the device; W8A16 in bf16 and fp16, also
-with signed integer codes, GGUF Q8_0's and Q6_K's), with and without split-K. Skipped, with the reason, where
+with signed integer codes, GGUF Q8_0's and Q6_K's, and codes with mins, Q5_K's), with and without
+split-K. Skipped, with the reason, where
 this build has no CUDA or the machine no GPU (the layout, the quantization and the plan are proven
 on the host by test_cuda_fp8_layout.py).
 
@@ -77,11 +78,15 @@ def code_values(codes: np.ndarray, int8: bool) -> np.ndarray:
     return codes.view(np.int8).astype(np.float64) if int8 else codes.view(E4M3).astype(np.float64)
 
 
-def textbook(a: np.ndarray, codes, scales, block, row_scale, out, int8=False) -> np.ndarray:
+def textbook(a: np.ndarray, codes, scales, block, row_scale, out, int8=False, lows=None) -> np.ndarray:
     """fp32 products and sums per scale block, scaled per column, then per row (W8A8's activation
-    scale; ones for W8A16), rounded to the output type: what a framework computes."""
+    scale; ones for W8A16), rounded to the output type: what a framework computes. With mins
+    (lows), the weights dequantized to fp32 (scale u + min) and multiplied as they are."""
     K = a.shape[1]
     w = code_values(codes, int8).astype(np.float32)
+    if lows is not None:
+        w = w * col_scales(scales, K, block) + col_scales(lows, K, block)
+        return (a.astype(np.float32) @ w.T).astype(out).astype(np.float64)
     bs = K if scales.shape[1] == 1 else block
     y = np.zeros((a.shape[0], codes.shape[0]), np.float32)
     for b in range(scales.shape[1]):
@@ -90,29 +95,40 @@ def textbook(a: np.ndarray, codes, scales, block, row_scale, out, int8=False) ->
     return (y * row_scale[:, None]).astype(out).astype(np.float64)
 
 
-def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None, int8=False):
+def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None, int8=False, mins=False):
     needs(path, dtype)
     half = HALF[dtype]
     codes, scales = make(N, K, block, seed=M * 7 + N + K)
+    lows = None
     if int8:  # every byte a code, scales like a Q8_0 quantizer's (absmax / 127)
         scales = scales * np.float32(448 / 127)
+    if mins:  # 5-bit codes with a min per block, like a Q5_1 quantizer's: w = scale u + min
+        rng = np.random.default_rng(M + N + K)
+        codes = rng.integers(0, 32, (N, K)).astype(np.uint8)
+        scales = scales * np.float32(127 / 31)
+        lows = (-16 * scales * rng.uniform(0.5, 1.5, scales.shape)).astype(np.float32)
     x16 = (np.random.default_rng(seed + M + K).standard_normal((M, K)) * 2).astype(np.float32).astype(half)
     x = x16.astype(np.float64)
-    w = code_values(codes, int8) * col_scales(scales, K, block if block > 0 else K)
+    bk = block if block > 0 else K
+    w = code_values(codes, int8) * col_scales(scales, K, bk)
+    w_size = np.abs(w)  # what the kernel's sums are made of: scale u and, with mins, the min
+    if mins:
+        w = w + col_scales(lows.astype(np.float64), K, bk)
+        w_size = w_size + np.abs(col_scales(lows.astype(np.float64), K, bk))
     exact = x @ w.T
     y = _core.cuda_kernels.fp8_gemm(x16.view(np.uint16), codes, scales, block, path=path, dtype=dtype,
-                                    splits=splits, ub=ub, int8=int8).view(half).astype(np.float64)
+                                    splits=splits, ub=ub, int8=int8, mins=lows).view(half).astype(np.float64)
     assert np.isfinite(y).all()
     if path == "w8a8":
         qa, sa = quantize_reference(x16.astype(np.float32), np.inf if ub is None else ub)
         tb = textbook(qa.view(E4M3).astype(np.float32), codes, scales, block, sa, half)
     else:
-        tb = textbook(x16.astype(np.float32), codes, scales, block, np.ones(M, np.float32), half, int8)
+        tb = textbook(x16.astype(np.float32), codes, scales, block, np.ones(M, np.float32), half, int8, lows)
     framework = np.abs(tb - exact).max()
     err = np.abs(y - exact).max()
     assert err <= 2 * framework + 1e-6, f"error {err:.3g} > 2 x the textbook's {framework:.3g}"
     if path == "w8a16":
-        tol = ulp16(exact, dtype) + K * 2.0 ** -23 * (np.abs(x) @ np.abs(w).T)
+        tol = ulp16(exact, dtype) + K * 2.0 ** -23 * (np.abs(x) @ w_size.T)
         bad = np.argwhere(np.abs(y - exact) > tol)
         assert bad.size == 0, f"{len(bad)} of {y.size} off, first {bad[0]}: {y[tuple(bad[0])]} vs {exact[tuple(bad[0])]}"
     return x16, codes, scales, y
@@ -141,6 +157,21 @@ def test_integer_codes_match_numpy(M, N, K, block, dtype):
     check(M, N, K, block, "w8a16", dtype, int8=True)
     if M > 16:
         check(M, N, K, block, "w8a16", dtype, splits=2, int8=True)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("block", [32, 64])
+@pytest.mark.parametrize("M,N,K", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
+def test_integer_codes_with_mins_match_numpy(M, N, K, block, dtype):
+    # GGUF Q5_K / Q5_1 (w = scale u + min per 32 columns): the mins times each row's activation sum
+    # over the block, which the kernel takes from one more mma against ones, added where it folds.
+    if K <= block:
+        pytest.skip("mins need more than one block per row")
+    check(M, N, K, block, "w8a16", dtype, int8=True, mins=True)
+    if M > 16:
+        check(M, N, K, block, "w8a16", dtype, splits=2, int8=True, mins=True)
+    if (M, N, K) == (3, 300, 520):
+        check(M, N, K, block, "w8a16", dtype, splits=5, int8=True, mins=True)  # splits that cut blocks
 
 
 @pytest.mark.parametrize("path,dtype", PATHS, ids=[f"{p}-{d}" for p, d in PATHS])

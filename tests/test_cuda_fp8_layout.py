@@ -201,24 +201,29 @@ def test_w8a8_tile_product_equals_the_natural_order_product():
     assert np.array_equal(sa, quantize_reference(x)[1])
 
 
-@pytest.mark.parametrize("block,int8", [(0, False), (32, False), (128, False), (16, True)])
-def test_each_lane_reads_its_accumulators_scales(block, int8):
+@pytest.mark.parametrize("block,int8,mins", [(0, False, False), (32, False, False), (128, False, False),
+                                             (16, True, False), (32, True, True), (64, True, True)])
+def test_each_lane_reads_its_accumulators_scales(block, int8, mins):
     # (blocks of 16: integer codes, two blocks a tile; k16 step r of tile kt takes block 2 kt + r,
-    # the kernel's fold offset, whose codes test_the_kernels_read_back_the_codes places there)
+    # the kernel's fold offset, whose codes test_the_kernels_read_back_the_codes places there.
+    # Mins, of integer codes in blocks of whole tiles, take the scales' places in their own array.)
     N, K = 130, 256
     rng = np.random.default_rng(3)
     nb = 1 if block == 0 else K // block
     scales = rng.standard_normal((N, nb)).astype(np.float32)
-    p = DM.fp8_repack(random_codes(rng, (N, K)), scales, block, int8=int8)
+    given = {"mins": rng.standard_normal((N, nb)).astype(np.float32)} if mins else {}
+    p = DM.fp8_repack(random_codes(rng, (N, K)), scales, block, int8=int8, **given)
     assert p["blocks"] == nb and p["tiles_per_block"] == (K // 32 if block == 0 else max(block // 32, 1))
-    lane = DM.fp8_lane_scales(p["scales"], N, K, block, int8=int8)  # [nt, blocks, 32, 16]
-    padded = np.zeros((p["n_tiles"] * 64, nb), np.float32)
-    padded[:N] = scales
-    for ln in range(32):
-        for s in range(8):
-            for i in range(4):  # accumulator i of sub-tile s holds column 8 s + C[ln, i, 1]
-                col = np.arange(p["n_tiles"]) * 64 + 8 * s + C[ln, i, 1]
-                assert np.array_equal(lane[:, :, ln, 2 * s + i % 2], padded[col]), (ln, s, i)
+    assert (p["mins"] is None) == (not mins)
+    for got, want in [(p["scales"], scales)] + ([(p["mins"], given["mins"])] if mins else []):
+        lane = DM.fp8_lane_scales(got, N, K, block, int8=int8)  # [nt, blocks, 32, 16]
+        padded = np.zeros((p["n_tiles"] * 64, nb), np.float32)
+        padded[:N] = want
+        for ln in range(32):
+            for s in range(8):
+                for i in range(4):  # accumulator i of sub-tile s holds column 8 s + C[ln, i, 1]
+                    col = np.arange(p["n_tiles"]) * 64 + 8 * s + C[ln, i, 1]
+                    assert np.array_equal(lane[:, :, ln, 2 * s + i % 2], padded[col]), (ln, s, i)
 
 
 @pytest.mark.parametrize("sms", [46, 132])
@@ -286,3 +291,16 @@ def test_bad_weights_are_refused_naming_the_tensor():
         DM.fp8_repack(np.zeros((64, 64), np.uint8), np.full((64, 1), np.inf, np.float32), 0)
     with pytest.raises(ModelFormatError, match=r"float32 \[64, 2\]"):
         DM.fp8_repack(np.zeros((64, 64), np.uint8), ones, 32)
+    # mins: integer codes only, in blocks of whole tiles shorter than the row, finite, one per block
+    codes, two = np.zeros((64, 64), np.uint8), np.ones((64, 2), np.float32)
+    for block, int8, mins in [(32, False, two), (0, True, ones), (64, True, ones)]:
+        with pytest.raises(ModelFormatError, match="'blk.4.w': mins are taken only with integer codes"):
+            DM.fp8_repack(codes, two if block == 32 else ones, block, name="blk.4.w", int8=int8, mins=mins)
+    with pytest.raises(ModelFormatError, match="mins are taken only"):
+        DM.fp8_repack(codes, np.ones((64, 4), np.float32), 16, int8=True, mins=np.ones((64, 4), np.float32))
+    with pytest.raises(ModelFormatError, match=r"FP8 min \[2, 1\] = nan is not finite"):
+        bad = two.copy()
+        bad[2, 1] = np.nan
+        DM.fp8_repack(codes, two, 32, int8=True, mins=bad)
+    with pytest.raises(ModelFormatError, match=r"FP8 mins must be float32 \[64, 2\]"):
+        DM.fp8_repack(codes, two, 32, int8=True, mins=ones)

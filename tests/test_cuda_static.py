@@ -276,13 +276,14 @@ def test_fp8_gemm_uses_e4m3_mma_where_it_exists_without_spills():
         assert ("fma.rn.bf16x2" in ptx) == (sm >= 80), f"sm_{arch}: bf16 expansion"
         gemms = {n: f for n, f in funcs.items() if "fp8_gemm_kernel" in n}
         # W8A8: 2 (folding); W8A16 bf16, fp16, each with E4M3 and integer codes: 3 per-column + 2 folding,
-        # and for integer codes 2 more folding every k16 step (blocks of 16)
-        assert len(gemms) == 2 + 2 * 2 * 5 + 2 * 2, sorted(funcs)
+        # and for integer codes 2 more folding every k16 step (blocks of 16) and 2 adding mins
+        assert len(gemms) == 2 + 2 * 2 * 5 + 2 * 2 + 2 * 2, sorted(funcs)
         assert sum("splitk_reduce" in n for n in funcs) == 2 and sum("fp8_quantize_kernel" in n for n in funcs) == 1
         for name, f in funcs.items():
             assert f["stack"] == f["spill_stores"] == f["spill_loads"] == 0, f"sm_{arch} {name}: {f}"
         for name, f in gemms.items():
-            # mangled template arguments: <Fp8Act act, bool int8, int fold (0 none, 1 tiles, 2 steps), int m_frags>
+            # mangled template arguments: <Fp8Act act, bool int8, int fold (0 none, 1 tiles, 2 steps, 3 mins),
+            # int m_frags>
             act, _, fold, m_frags = re.search(r"fp8_gemm_kernelILNS\d_6Fp8ActE(\d)ELb([01])ELi(\d)ELi(\d)E",
                                               name).groups()
             fold = "0" if fold == "0" else "1"

@@ -41,6 +41,7 @@ CASES = {
     "Q5_1": (Q.Q5_1, Q.Q5_1, True),
     "Q8_0": (Q.Q8_0, Q.Q8_0, True),
     "Q4_K": (Q.Q4_K, Q.Q6_K, False),
+    "Q5_K": (Q.Q5_K, Q.Q8_0, False),
     "Q6_K": (Q.Q6_K, Q.Q6_K, True),
     "F16": (Q.F16, Q.F16, False),
 }

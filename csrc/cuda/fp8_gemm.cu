@@ -10,8 +10,10 @@
 // fragments as they are (W8A8) or after the exact E4M3 (or INT8) -> 16-bit expansion (W8A16). Each lane
 // accumulates 8 n8 sub-tiles x m_frags; W8A8 (whose mma accumulates in 22 bits) and block-scaled
 // weights fold the partial sums into a second set of fp32 totals, times the k-block's scales, at
-// least every 4 tiles (fp8_fold_after); split-K blocks write fp32 partials that splitk_reduce (splitk.cuh)
-// adds in split order.
+// least every 4 tiles (fp8_fold_after); integer codes with mins (w = scale code + min) also sum
+// each row's activations over the block, with one more mma against a B of ones, and add that sum
+// times the block's mins where they fold. Split-K blocks write fp32 partials that splitk_reduce
+// (splitk.cuh) adds in split order.
 #include "fp8_gemm.h"
 #include "device_buffers.h"
 #include "ptx.cuh"
@@ -31,6 +33,7 @@ struct Fp8Params {
     const float* a_scales;  // W8A8 only: [m]
     const uint32_t* q;
     const float* scales;
+    const float* mins;  // integer codes with mins only (kFoldMins), in the scales' layout
     Fp8TileGeometry g;
     int splits;
     uint16_t* y;
@@ -41,15 +44,17 @@ struct Fp8Params {
 // How a kernel applies the weight's scales: kNoFold once at the end (one scale per column);
 // kFoldTiles into fp32 totals after the tiles fp8_fold_after names (W8A8; k-blocks of whole
 // tiles); kFoldSteps after each k16 step, with the scales of its own 16-column block (integer
-// codes in blocks of 16: GGUF Q6_K).
-enum Fp8Fold { kNoFold = 0, kFoldTiles = 1, kFoldSteps = 2 };
+// codes in blocks of 16: GGUF Q6_K); kFoldMins as kFoldTiles, adding each block's mins times the
+// activations' sums over the block (integer codes with mins: GGUF Q5_K, Q5_1):
+//   sum_{k in b} x[m, k] (scale[n, b] u[n, k] + min[n, b]) = scale[n, b] sum x u + min[n, b] sum x
+enum Fp8Fold { kNoFold = 0, kFoldTiles = 1, kFoldSteps = 2, kFoldMins = 3 };
 
 template <Fp8Act kAct, int kFold, int kMFrags>
 struct alignas(16) Fp8Smem {
     static constexpr int kStride = kAct == Fp8Act::E4M3 ? kFp8ActStrideW8A8 : kFp8ActStrideW8A16;  // bytes
-    static constexpr int kScales = kFold == kFoldSteps ? 2 * kFp8TileN : kFold ? kFp8TileN : 4;
+    static constexpr int kScales = kFold >= kFoldSteps ? 2 * kFp8TileN : kFold ? kFp8TileN : 4;
     uint4 w[kFp8Stages][kGemmWarps][kFp8Chunks][32];  // each lane's 16 bytes of each chunk
-    float s[kFp8Stages][kGemmWarps][kScales];         // a k-block's 64 scales per slab (two blocks' for steps)
+    float s[kFp8Stages][kGemmWarps][kScales];  // a k-block's 64 scales per slab (steps: two blocks'; mins: then its mins)
     uint8_t x[kFp8Stages][16 * kMFrags][kStride];
 };
 static_assert(sizeof(Fp8Smem<Fp8Act::BF16, kNoFold, 3>) <= 48 * 1024 &&
@@ -58,7 +63,8 @@ static_assert(sizeof(Fp8Smem<Fp8Act::BF16, kNoFold, 3>) <= 48 * 1024 &&
 
 template <Fp8Act kAct, bool kInt8, int kFold, int kMFrags>
 __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFold, kMFrags>& sm) {
-    static_assert(kFold != kFoldSteps || (kInt8 && kAct != Fp8Act::E4M3), "16-column blocks: integer codes only");
+    static_assert(kFold < kFoldSteps || (kInt8 && kAct != Fp8Act::E4M3), "16-column blocks, mins: integer codes only");
+    constexpr bool kTileFold = kFold == kFoldTiles || kFold == kFoldMins;  // folds at fp8_fold_after
     constexpr bool kE4m3 = kAct == Fp8Act::E4M3, kBf16 = kAct != Fp8Act::FP16;
     constexpr int kPerRow = kE4m3 ? 2 : 4;            // 16-byte chunks of a row per tile
     constexpr int kTileBytes = kE4m3 ? kFp8TileK : 2 * kFp8TileK;
@@ -77,9 +83,10 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
                 copy16(&sm.w[buf][warp][c][lane], p.q + fp8_w_offset(p.g, nt, kt, c, lane), 16);
             if (kFold == kFoldSteps && lane < 2 * kFp8TileN / 4)  // blocks 2 kt and 2 kt + 1, contiguous
                 copy16(&sm.s[buf][warp][4 * lane], p.scales + fp8_scale_offset(p.g, nt, 2 * kt) + 4 * lane, 16);
-            else if (kFold == kFoldTiles && lane < kFp8TileN / 4 && fp8_fold_after(p.g, kt, range.end, kE4m3))
-                copy16(&sm.s[buf][warp][4 * lane],
-                       p.scales + fp8_scale_offset(p.g, nt, kt / p.g.tiles_per_block) + 4 * lane, 16);
+            else if (kTileFold && lane < (kFold == kFoldMins ? 2 : 1) * kFp8TileN / 4 &&
+                     fp8_fold_after(p.g, kt, range.end, kE4m3))  // (the mins' lanes: 16-31)
+                copy16(&sm.s[buf][warp][4 * lane], (lane < kFp8TileN / 4 ? p.scales : p.mins) +
+                           fp8_scale_offset(p.g, nt, kt / p.g.tiles_per_block) + 4 * (lane % (kFp8TileN / 4)), 16);
         }
         for (int c = int(threadIdx.x); c < 16 * kMFrags * kPerRow; c += kGemmThreads) {
             const FragCoord ch = fp8_act_chunk(c, kPerRow);
@@ -95,8 +102,12 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
 
     float acc[kMFrags][kFp8SubTiles][4] = {};
     float tot[kFold ? kMFrags : 1][kFp8SubTiles][4] = {};  // folding kernels: the scaled fp32 totals
+    // kFoldMins: each A row's sum over the block so far, as the C fragment of X times a B of ones
+    // (every column the same sum; element i on the row of acc's element i)
+    float xsum[kFold == kFoldMins ? kMFrags : 1][4] = {};
     const FragCoord lda = ldm::a_row(lane);
-    // acc times the lane's 16 column scales sc (fp8_lane_scales) into tot; acc restarts at 0.
+    // acc times the lane's 16 column scales sc (fp8_lane_scales) into tot, with kFoldMins the
+    // row sums times the 16 mins 64 floats on; acc (and xsum) restart at 0.
     auto fold = [&](const float* sc) {
 #pragma unroll
         for (int f = 0; f < kMFrags; ++f)
@@ -104,9 +115,14 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
             for (int s = 0; s < kFp8SubTiles; ++s)
 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
-                    tot[kFold ? f : 0][s][i] += acc[f][s][i] * sc[2 * s + (i & 1)];
+                    float t = tot[kFold ? f : 0][s][i] + acc[f][s][i] * sc[2 * s + (i & 1)];
+                    if constexpr (kFold == kFoldMins) t += xsum[f][i] * sc[kFp8TileN + 2 * s + (i & 1)];
+                    tot[kFold ? f : 0][s][i] = t;
                     acc[f][s][i] = 0.0f;
                 }
+        if constexpr (kFold == kFoldMins)
+#pragma unroll
+            for (int f = 0; f < kMFrags; ++f) xsum[f][0] = xsum[f][1] = xsum[f][2] = xsum[f][3] = 0.0f;
     };
 
     // Every iteration commits one group (empty past the end), so "all but kFp8Stages - 2 groups
@@ -161,11 +177,16 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
                         for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(acc[f][2 * c + h], a[f], b);
                     }
                 }
+                if constexpr (kFold == kFoldMins) {  // the step's row sums: A times ones
+                    const uint32_t ones[2] = {half2_one<kBf16>(), half2_one<kBf16>()};
+#pragma unroll
+                    for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(xsum[f], a[f], ones);
+                }
                 // step r covers k [16 r, 16 r + 16) of the tile: block 2 kt + r
                 if constexpr (kFold == kFoldSteps) fold(&sm.s[buf][warp][kFp8TileN * r + fp8_lane_scales(lane)]);
             }
         }
-        if constexpr (kFold == kFoldTiles) {
+        if constexpr (kTileFold) {
             if (fp8_fold_after(p.g, range.begin + it, range.end, kE4m3)) fold(&sm.s[buf][warp][fp8_lane_scales(lane)]);
         }
     }
@@ -263,7 +284,8 @@ cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream
     } else if (p.g.blocks == 1) {
         launch_gemm<kAct, kInt8, kNoFold>(p, plan, stream);
     } else if constexpr (kInt8) {
-        if (fp8_step_blocks(p.g)) launch_gemm<kAct, true, kFoldSteps>(p, plan, stream);
+        if (p.mins) launch_gemm<kAct, true, kFoldMins>(p, plan, stream);
+        else if (fp8_step_blocks(p.g)) launch_gemm<kAct, true, kFoldSteps>(p, plan, stream);
         else launch_gemm<kAct, true, kFoldTiles>(p, plan, stream);
     } else {
         launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);
@@ -311,6 +333,8 @@ std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const G
         plan.m_frags < 1 || plan.m_frags > (w8a8 || w.g.blocks > 1 ? 2 : 3))  // the kernels built
         return "the plan does not cover this product";
     if (workspace_bytes < fp8_gemm_workspace_bytes(plan, M, w.g.n)) return "the split-K workspace is too small";
+    if (w.mins && (!w.int8 || w.g.blocks == 1 || fp8_step_blocks(w.g)))
+        return "mins are taken only with integer codes in blocks of whole tiles shorter than the row";
     return "";
 }
 
@@ -357,7 +381,7 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     bool built = false;
     if (const cudaError_t err = compiled_for<kW8a8Kernel, 89>(&built)) return err;
     if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
-    const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, w.g, plan.splits, y, ldy, workspace};
+    const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, nullptr, w.g, plan.splits, y, ldy, workspace};
     return launch<Fp8Act::E4M3>(p, plan, stream);
 }
 
@@ -380,7 +404,7 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
         if (const cudaError_t err = compiled_for<kBf16Kernel, 80>(&built)) return err;
         if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
     }
-    const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.g, plan.splits,
+    const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.mins, w.g, plan.splits,
                       y, ldy, workspace};
     if (w.int8) return bf16 ? launch<Fp8Act::BF16, true>(p, plan, stream) : launch<Fp8Act::FP16, true>(p, plan, stream);
     return bf16 ? launch<Fp8Act::BF16>(p, plan, stream) : launch<Fp8Act::FP16>(p, plan, stream);
@@ -394,7 +418,7 @@ std::vector<uint16_t> fp8_gemm_on_device(const Fp8GpuWeight& w, const uint16_t* 
     GemmPlan plan = fp8_gemm_plan(M, g, device_sms(), w8a8);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
     DeviceBuffers b;
-    const Fp8DeviceWeight dw{g, b.upload(w.q), b.upload(w.scales), w.int8};
+    const Fp8DeviceWeight dw{g, b.upload(w.q), b.upload(w.scales), w.int8, w.mins.empty() ? nullptr : b.upload(w.mins)};
     const uint16_t* dx = b.upload(xp);
     uint16_t* dy = b.alloc<uint16_t>(size_t(M * g.n));
     const size_t ws = fp8_gemm_workspace_bytes(plan, M, g.n);

@@ -29,11 +29,15 @@ Fp8TileGeometry fp8_geometry(const std::string& name, int64_t N, int64_t K, int6
 }
 
 Fp8GpuWeight fp8_repack(const std::string& name, const uint8_t* codes, int64_t N, int64_t K, const float* scales,
-                        int64_t block, bool int8) {
+                        int64_t block, bool int8, const float* mins) {
     Fp8GpuWeight w;
     w.g = fp8_geometry(name, N, K, block, int8);
     w.int8 = int8;
     const Fp8TileGeometry& g = w.g;
+    if (mins && (!int8 || g.blocks == 1 || g.block % kFp8TileK != 0))
+        throw FormatError("tensor '" + name + "': mins are taken only with integer codes in blocks of a multiple of " +
+                          "32 columns, shorter than the row (not " + std::to_string(g.block) + " of " +
+                          std::to_string(K) + ")");
     for (int64_t i = 0; i < N * K && !int8; ++i)
         if ((codes[i] & 0x7F) == 0x7F)
             throw FormatError("tensor '" + name + "': E4M3 code at [" + std::to_string(i / K) + ", " +
@@ -51,19 +55,24 @@ Fp8GpuWeight fp8_repack(const std::string& name, const uint8_t* codes, int64_t N
                             if (n < N && k < K) dst[word] |= uint32_t(codes[n * K + k]) << (8 * j);
                         }
                 }
-    w.scales.assign(size_t(g.n_tiles * g.blocks * kFp8TileN), 0.0f);
-    for (int64_t nt = 0; nt < g.n_tiles; ++nt)
-        for (int64_t b = 0; b < g.blocks; ++b)
-            for (int lane = 0; lane < 4; ++lane)
-                for (int i = 0; i < 16; ++i) {
-                    const int64_t n = nt * kFp8TileN + fp8_scale_col(lane, i);
-                    if (n >= N) continue;
-                    const float v = scales[n * g.blocks + b];
-                    if (!std::isfinite(v))
-                        throw FormatError("tensor '" + name + "': FP8 scale [" + std::to_string(n) + ", " +
-                                          std::to_string(b) + "] = " + std::to_string(v) + " is not finite");
-                    w.scales[size_t(fp8_scale_offset(g, nt, b) + fp8_lane_scales(lane) + i)] = v;
-                }
+    // [N, blocks] -> the lanes' order (fp8_scale_offset, fp8_lane_scales), every value finite
+    auto place = [&](const float* src, const char* what, std::vector<float>& dst) {
+        dst.assign(size_t(g.n_tiles * g.blocks * kFp8TileN), 0.0f);
+        for (int64_t nt = 0; nt < g.n_tiles; ++nt)
+            for (int64_t b = 0; b < g.blocks; ++b)
+                for (int lane = 0; lane < 4; ++lane)
+                    for (int i = 0; i < 16; ++i) {
+                        const int64_t n = nt * kFp8TileN + fp8_scale_col(lane, i);
+                        if (n >= N) continue;
+                        const float v = src[n * g.blocks + b];
+                        if (!std::isfinite(v))
+                            throw FormatError("tensor '" + name + "': FP8 " + what + " [" + std::to_string(n) + ", " +
+                                              std::to_string(b) + "] = " + std::to_string(v) + " is not finite");
+                        dst[size_t(fp8_scale_offset(g, nt, b) + fp8_lane_scales(lane) + i)] = v;
+                    }
+    };
+    place(scales, "scale", w.scales);
+    if (mins) place(mins, "min", w.mins);
     return w;
 }
 

@@ -52,12 +52,14 @@ struct GroupForm {
         return group == o.group && zero == o.zero && bits == o.bits && mins.empty() == o.mins.empty();
     }
     // What the GPU kernels take (their layouts hold groups of whole k tiles, or one per row):
-    // 4-bit codes in groups of 16 columns (INT4 GEMM); zero-point codes whose u - zero is a signed
-    // byte, in groups of 32, or of 16 when the rows are whole 32-column tiles (the 8-bit GEMM's
-    // integer codes; fp8_repack.h).
+    // 4-bit codes in groups of 16 columns (INT4 GEMM); for the 8-bit GEMM's integer codes
+    // (fp8_repack.h), codes whose u - zero is a signed byte, in groups of 32, or of 16 when the rows
+    // are whole 32-column tiles, and min codes (u itself a signed byte) in groups of 32 shorter
+    // than the row, whose mins the kernel adds where it folds their scales in.
     bool int4(int64_t in) const { return bits == 4 && (group % 16 == 0 || group >= in); }
     bool int8(int64_t in) const {
-        return bits <= 8 && mins.empty() && zero >= 0 && zero <= 128 && (1 << bits) - 1 - zero <= 127 &&
+        if (!mins.empty()) return bits <= 7 && group % 32 == 0 && group < in;
+        return bits <= 8 && zero >= 0 && zero <= 128 && (1 << bits) - 1 - zero <= 127 &&
                (group % 32 == 0 || group >= in || (group == 16 && in % 32 == 0));
     }
 };
@@ -78,7 +80,7 @@ GroupForm group_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
 }
 
 // The form of a CPU weight the CPU keeps as integer codes with per-group scales and no code book
-// (GGUF Q4_0, Q4_1, Q4_K, Q5_0, Q8_0, ...), read back from its packed rows, so llama.cpp's q/k
+// (GGUF Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, ...), read back from its packed rows, so llama.cpp's q/k
 // permutation is already undone; each group's scale and min come from group_scale, the CPU's own
 // dequantization's. False for any other weight.
 bool group_form_of_weight(const Linear& w, GroupForm& f) {
@@ -175,7 +177,8 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
         }
         for (uint8_t& c : all.codes) c = uint8_t(int(c) - all.zero);  // the signed code, as a byte
         g.fp8 = true;
-        g.f = fp8_repack(names, all.codes.data(), g.out, in, all.scales.data(), all.group, /*int8=*/true);
+        g.f = fp8_repack(names, all.codes.data(), g.out, in, all.scales.data(), all.group, /*int8=*/true,
+                         all.mins.empty() ? nullptr : all.mins.data());
         g.format = "int8 g" + std::to_string(all.group) + from;
         return g;
     }

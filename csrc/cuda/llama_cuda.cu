@@ -104,7 +104,8 @@ struct LlamaCuda::Impl {
             d.q = Int4DeviceWeight{g.q.g, g.q.bf16, g.q.has_min, g.q.zero, weights.upload(g.q.q),
                                    weights.upload(g.q.scales), g.q.has_min ? weights.upload(g.q.mins) : nullptr};
         } else if (g.fp8) {
-            d.f = Fp8DeviceWeight{g.f.g, weights.upload(g.f.q), weights.upload(g.f.scales), g.f.int8};
+            d.f = Fp8DeviceWeight{g.f.g, weights.upload(g.f.q), weights.upload(g.f.scales), g.f.int8,
+                                  g.f.mins.empty() ? nullptr : weights.upload(g.f.mins)};
         } else {
             d.w = weights.upload(g.half);
             d.ldw = g.ld;

@@ -251,8 +251,9 @@ class _DeviceMath(ModuleType):
         """What weight specs (as Model takes them) stacked along the output become on the GPU:
         {format, int4, fp8, out, and rows: uint16 [out, ld] 16-bit bits, or q, scales:
         int4_repack's or fp8_repack's flat buffers; fp8 (the 8-bit GEMM's tiles) also act_ub, the
-        parts' shared bound of per-token FP8 activation scales (0: W8A16), and int8: the codes are
-        signed integers (GGUF Q8_0 / Q5_0, 8-bit checkpoints), not E4M3}."""
+        parts' shared bound of per-token FP8 activation scales (0: W8A16), int8: the codes are
+        signed integers (GGUF Q8_0 / Q5_0 / Q6_K, 8-bit checkpoints), not E4M3, and mins: each
+        block's min in the scales' layout (GGUF Q5_K / Q5_1), or None}."""
     @staticmethod
     def bf16_gemm_plan(m: int, n: int, k: int, sms: int) -> _GemmPlan:
         """The 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
@@ -273,11 +274,12 @@ class _DeviceMath(ModuleType):
         zeros past K; scales [M] = max(min(absmax, ub) / 448, 2^-126)); ub None: no bound."""
     @staticmethod
     def fp8_repack(codes: npt.ArrayLike, scales: npt.ArrayLike, block: int = 0, name: str = "weight",
-                   int8: bool = False) -> _Fp8Gpu:
+                   int8: bool = False, mins: npt.ArrayLike | None = None) -> _Fp8Gpu:
         """E4M3 codes [N, K] (uint8; int8: signed integer codes' bytes) and float32 scales
-        [N, blocks] (block <= 0 or >= K: one per row) -> the GPU layout of csrc/cuda/fp8_layout.h.
-        Bad shapes, blocks (not a multiple of 32), NaN E4M3 codes or non-finite scales raise
-        ModelFormatError naming `name`."""
+        [N, blocks] (block <= 0 or >= K: one per row) -> the GPU layout of csrc/cuda/fp8_layout.h;
+        with int8, mins [N, blocks] (w = scale code + min) go into the scales' layout. Bad shapes,
+        blocks (not a multiple of 32), NaN E4M3 codes, non-finite scales or mins, or mins where
+        the kernels take none raise ModelFormatError naming `name`."""
     @staticmethod
     def fp8_fragments(q: npt.ArrayLike, n: int, k: int, block: int, kind: str,
                       int8: bool = False) -> npt.NDArray[np.uint32]:
@@ -348,6 +350,7 @@ class _GemmPlan(TypedDict):
 class _Fp8Gpu(TypedDict):
     q: npt.NDArray[np.uint32]  # [n_tiles, k_tiles, 4 chunks, 32, 4]
     scales: _F32  # [n_tiles, blocks, 64]
+    mins: _F32 | None  # the same layout; int8 codes with mins only
     n_tiles: int
     k_tiles: int
     block: int
@@ -379,11 +382,12 @@ class _CudaKernels(ModuleType):
     @staticmethod
     def fp8_gemm(x: npt.ArrayLike, codes: npt.ArrayLike, scales: npt.ArrayLike, block: int = 0,
                  path: str = "w8a8", dtype: str = "bf16", splits: int = 0,
-                 ub: float | None = None, int8: bool = False) -> npt.NDArray[np.uint16]:
+                 ub: float | None = None, int8: bool = False,
+                 mins: npt.ArrayLike | None = None) -> npt.NDArray[np.uint16]:
         """x [M, K] (bf16 or fp16 bits, uint16) . W^T on the GPU, W given as device_math.fp8_repack
         takes it: path 'w8a8' (bf16 x quantized per row to E4M3 on the device, absmax bound ub) or
-        'w8a16' (int8: W's codes are signed integers); splits 0: fp8_gemm_plan's choice -> y [M, N]
-        bits of x's type."""
+        'w8a16' (int8: W's codes are signed integers, with each block's min if mins are given);
+        splits 0: fp8_gemm_plan's choice -> y [M, N] bits of x's type."""
     @staticmethod
     def fp8_quantize(x: npt.ArrayLike, ub: float | None = None) -> tuple[npt.NDArray[np.uint8], _F32]:
         """W8A8's activation quantization on the GPU: x [M, K] bf16 bits -> (codes [M,
