@@ -1,4 +1,4 @@
-"""Writing quantized GGUF files for the tests: Q4_K, Q5_K, Q6_K and IQ4_NL blocks (gguf-py
+"""Writing quantized GGUF files for the tests: Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS blocks (gguf-py
 quantizes only the legacy types), and llama.cpp's choice of type per tensor for its Q4_K_M / Q6_K / Q8_0 files.
 
 The quantizers are plain round-to-nearest, not llama.cpp's error-minimising search: the files are
@@ -89,11 +89,29 @@ def quantize_iq4_nl(w: np.ndarray) -> np.ndarray:
     """[rows, cols] float -> [rows, cols / 32 * 18] IQ4_NL bytes (w = d IQ4_NL_VALUES[i] per 32
     columns): element l's index in the low nibble of byte l, element 16 + l's in its high nibble."""
     x = np.asarray(w, dtype=np.float32).reshape(-1, 32)
-    d = _f16(np.abs(x).max(-1) / 127)
+    d = _f16(x[np.arange(len(x)), np.abs(x).argmax(-1)] / -127)  # the largest |w| on the book's -127
     step = d.astype(np.float32)[:, None]
     i = np.abs(_div(x, step)[..., None] - IQ4_NL_VALUES).argmin(-1).astype(np.uint8)
     qs = i[:, :16] | (i[:, 16:] << 4)
     return np.concatenate([d.view(np.uint8).reshape(-1, 2), qs], 1).reshape(w.shape[0], -1)
+
+
+def quantize_iq4_xs(w: np.ndarray) -> np.ndarray:
+    """[rows, cols] float -> [rows, cols / 256 * 136] IQ4_XS bytes: per 256 columns d, then per 32
+    a 6-bit ls (w = d (ls - 32) IQ4_NL_VALUES[i]; low 4 bits in scales_l, high 2 in scales_h) and
+    IQ4_NL's nibbles."""
+    x = np.asarray(w, dtype=np.float32).reshape(-1, 8, 32)
+    want = x[np.arange(x.shape[0])[:, None], np.arange(8)[None, :], np.abs(x).argmax(-1)] / -127  # as IQ4_NL's d
+    d = _f16(np.abs(want).max(-1) / 32)
+    df = d.astype(np.float32)[:, None]
+    ls = np.clip(np.rint(_div(want, df)) + 32, 0, 63).astype(np.uint8)
+    step = (df * (ls.astype(np.float32) - 32))[..., None]
+    i = np.abs(_div(x, step)[..., None] - IQ4_NL_VALUES).argmin(-1).astype(np.uint8)
+    qs = (i[..., :16] | (i[..., 16:] << 4)).reshape(-1, 128)
+    scales_l = (ls[:, 0::2] & 15) | ((ls[:, 1::2] & 15) << 4)
+    scales_h = ((ls.astype(np.uint16) >> 4) << (2 * np.arange(8, dtype=np.uint16))).sum(-1).astype(np.uint16)
+    blocks = np.concatenate([d.view(np.uint8).reshape(-1, 2), scales_h.view(np.uint8).reshape(-1, 2), scales_l, qs], 1)
+    return blocks.reshape(w.shape[0], -1)
 
 
 def quantize(w: np.ndarray, qtype) -> np.ndarray:
@@ -103,6 +121,8 @@ def quantize(w: np.ndarray, qtype) -> np.ndarray:
         return quantize_q5_k(w)
     if qtype == Q.IQ4_NL:
         return quantize_iq4_nl(w)
+    if qtype == Q.IQ4_XS:
+        return quantize_iq4_xs(w)
     if qtype == Q.Q6_K:
         return quantize_q6_k(w)
     return gguf.quants.quantize(np.asarray(w, dtype=np.float32), qtype)

@@ -248,18 +248,44 @@ def test_gguf_5_bit_codes_with_mins_stay_8_bit_codes_with_their_scales_and_mins(
     assert np.abs(cpu - w).max() < 0.02  # the permutation is undone: rows back in the checkpoint's order
 
 
-@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.IQ4_NL])
-def test_other_gguf_weights_are_the_cpu_dequantization_rounded_with_q_k_unpermuted(qtype):
-    # (types with a code book, and the float types)
+@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.IQ4_NL, gguf.GGMLQuantizationType.IQ4_XS])
+def test_gguf_code_book_types_stay_8_bit_codes_of_the_book_values(qtype):
+    # IQ4_NL / IQ4_XS: each 4-bit index stands for a value of IQ4_NL's book (-127 .. 113), an 8-bit
+    # integer code; with each block's scale (d, or d (ls - 32)) they are the CPU's dequantization.
+    from gguf_quantize import IQ4_NL_VALUES
+    from test_cuda_fp8_layout import half_rebuild
+    rng = np.random.default_rng(12)
+    heads, hd, cols = 2, 48, 512
+    rows = heads * hd
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
+    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
+            "shape": [rows, cols], "qk_heads": heads}
+    g = DM.gpu_weight([spec], [rows], cols)
+    assert g["fp8"] and g["int8"] and g["mins"] is None and g["format"] == f"int8 g32 (from {qtype.name})"
+    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
+    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, 32, "fp16", int8=True), "fp16")[:rows, :cols]
+    codes = codes.astype(np.float32)
+    assert set(np.unique(codes)) == set(IQ4_NL_VALUES)  # the book's values, every one of them in use
+    cpu = _core.kernels.Packed(spec).dequantize()
+    np.testing.assert_array_equal(codes * np.repeat(column_scales(g, rows, cols, 32), 32, axis=1), cpu)
+    assert np.abs(cpu - w).max() < 0.05  # the permutation is undone: rows back in the checkpoint's order
+
+
+def test_gguf_parts_of_different_types_are_the_cpu_dequantization_rounded_with_q_k_unpermuted():
+    # q and k of two types (a fused product whose parts share no integer form): 16-bit rows
     rng = np.random.default_rng(3)
     heads, hd, cols = 2, 16, 256
-    w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
-    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
-            "shape": [heads * hd, cols], "qk_heads": heads}
-    g = DM.gpu_weight([spec], [heads * hd], cols)
-    cpu = _core.kernels.Packed(spec).dequantize()  # held to gguf-py's dequantization by test_gguf_weights
-    np.testing.assert_array_equal(g["rows"], bf16_bits(cpu))
-    assert np.abs(cpu - w).max() < 0.05  # the permutation is undone: rows back in the checkpoint's order
+    specs, cpu, ws = [], [], []
+    for qtype in (gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q8_0):
+        w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
+        specs.append({"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
+                      "shape": [heads * hd, cols], "qk_heads": heads})
+        cpu.append(_core.kernels.Packed(specs[-1]).dequantize())  # held to gguf-py's by test_gguf_weights
+        ws.append(w)
+    g = DM.gpu_weight(specs, [heads * hd] * 2, cols)
+    assert g["format"] == "bf16 (from Q4_0, Q8_0)"
+    np.testing.assert_array_equal(g["rows"], bf16_bits(np.concatenate(cpu)))
+    assert np.abs(np.concatenate(cpu) - np.concatenate(ws)).max() < 0.05  # rows back in the checkpoint's order
 
 
 # ---- GPU
@@ -424,11 +450,12 @@ def test_w8a8_fp8_model_runs_on_fp8_tensor_cores_as_transformers_would(tiny, tmp
 @pytest.mark.cuda
 @gpu
 @pytest.mark.parametrize("qtype,group", [(gguf.GGMLQuantizationType.Q8_0, 32), (gguf.GGMLQuantizationType.Q6_K, 16),
-                                         (gguf.GGMLQuantizationType.Q5_K, 32), (gguf.GGMLQuantizationType.Q5_1, 32)])
+                                         (gguf.GGMLQuantizationType.Q5_K, 32), (gguf.GGMLQuantizationType.Q5_1, 32),
+                                         (gguf.GGMLQuantizationType.IQ4_XS, 32)])
 def test_an_8_bit_gguf_keeps_its_codes_on_the_gpu_and_follows_the_cpu(tmp_path, qtype, group):
-    # llama.cpp's Q8_0 / Q6_K / Q5_K / Q5_1 file: every projection stays integer codes with block
-    # scales (and mins) on the GPU (the 8-bit GEMM's integer path, bf16 activations), which the CPU
-    # multiplies with int8 ones.
+    # llama.cpp's Q8_0 / Q6_K / Q5_K / Q5_1 / IQ4_XS file: every projection stays integer codes with
+    # block scales (and mins) on the GPU (the 8-bit GEMM's integer path, bf16 activations), which the
+    # CPU multiplies with int8 ones.
     from llama_local import LLM
     from tiny_models import make_tiny_gguf
     projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

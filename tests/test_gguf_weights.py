@@ -43,6 +43,8 @@ CASES = {
     "Q4_K": (Q.Q4_K, Q.Q6_K, False),
     "Q5_K": (Q.Q5_K, Q.Q8_0, False),
     "Q6_K": (Q.Q6_K, Q.Q6_K, True),
+    "IQ4_NL": (Q.IQ4_NL, Q.Q4_0, False),
+    "IQ4_XS": (Q.IQ4_XS, Q.IQ4_XS, True),
     "F16": (Q.F16, Q.F16, False),
 }
 

@@ -269,27 +269,32 @@ __global__ void __launch_bounds__(128) fp8_quantize_kernel(const uint16_t* x, in
     }
 }
 
+// False where no kernel of this kind has plan.m_frags A fragments (check_gemm refuses such plans).
 template <Fp8Act kAct, bool kInt8, int kFold>
-void launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
+bool launch_gemm(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
     if (plan.m_frags == 1) fp8_gemm_kernel<kAct, kInt8, kFold, 1><<<grid, kGemmThreads, 0, stream>>>(p);
     else if (plan.m_frags == 2) fp8_gemm_kernel<kAct, kInt8, kFold, 2><<<grid, kGemmThreads, 0, stream>>>(p);
     else if constexpr (!kFold) fp8_gemm_kernel<kAct, kInt8, kFold, 3><<<grid, kGemmThreads, 0, stream>>>(p);
+    else return false;
+    return true;
 }
 
 template <Fp8Act kAct, bool kInt8 = false>
 cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream) {
+    bool launched;
     if constexpr (kAct == Fp8Act::E4M3) {
-        launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);  // W8A8 always folds
+        launched = launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);  // W8A8 always folds
     } else if (p.g.blocks == 1) {
-        launch_gemm<kAct, kInt8, kNoFold>(p, plan, stream);
+        launched = launch_gemm<kAct, kInt8, kNoFold>(p, plan, stream);
     } else if constexpr (kInt8) {
-        if (p.mins) launch_gemm<kAct, true, kFoldMins>(p, plan, stream);
-        else if (fp8_step_blocks(p.g)) launch_gemm<kAct, true, kFoldSteps>(p, plan, stream);
-        else launch_gemm<kAct, true, kFoldTiles>(p, plan, stream);
+        if (p.mins) launched = launch_gemm<kAct, true, kFoldMins>(p, plan, stream);
+        else if (fp8_step_blocks(p.g)) launched = launch_gemm<kAct, true, kFoldSteps>(p, plan, stream);
+        else launched = launch_gemm<kAct, true, kFoldTiles>(p, plan, stream);
     } else {
-        launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);
+        launched = launch_gemm<kAct, false, kFoldTiles>(p, plan, stream);
     }
+    if (!launched) return cudaErrorInvalidConfiguration;
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
     if (kAct == Fp8Act::FP16)

@@ -69,7 +69,7 @@ GroupForm group_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
     check_shape(s, out, in);
     GroupForm f;
     f.group = s.group;
-    f.zero = s.zero;
+    f.zero = s.mins ? 0 : s.zero;  // (min forms: w = scale u + min, as the CPU reads them)
     f.bits = s.bits;
     const int64_t groups = (in + s.group - 1) / s.group;
     const auto* c = static_cast<const uint8_t*>(s.data);
@@ -79,19 +79,19 @@ GroupForm group_form_of_spec(const TensorSpec& s, int64_t out, int64_t in) {
     return f;
 }
 
-// The form of a CPU weight the CPU keeps as integer codes with per-group scales and no code book
-// (GGUF Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, ...), read back from its packed rows, so llama.cpp's q/k
+// The form of a CPU weight the CPU keeps as integer codes with per-group scales (GGUF Q4_0, Q4_1,
+// Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, ...), read back from its packed rows, so llama.cpp's q/k
 // permutation is already undone; each group's scale and min come from group_scale, the CPU's own
-// dequantization's. False for any other weight.
+// dequantization's. A code book's indices (IQ4_NL, IQ4_XS) become the book's values, which are
+// 8-bit codes (kIQ4Values, zero 128). False for any other weight.
 bool group_form_of_weight(const Linear& w, GroupForm& f) {
     if (w.kind() != Linear::Kind::Quant) return false;
     const PackedQuant& q = w.packed();
     const QuantLayout& L = q.g.layout;
-    if (L.lut) return false;
     const int64_t out = w.out(), in = w.in(), groups = (in + L.group - 1) / L.group;
     f.group = L.group;
     f.zero = L.has_min ? 0 : L.zero;
-    f.bits = L.bits;
+    f.bits = L.lut ? 8 : L.bits;
     f.source = w.format();
     f.codes.resize(size_t(out * in));
     f.scales.resize(size_t(out * groups));
@@ -100,7 +100,7 @@ bool group_form_of_weight(const Linear& w, GroupForm& f) {
     row.resize(L, q.g.Kp);
     for (int64_t r = 0; r < out; ++r) {
         q.unpack_row(r, row);
-        std::copy(row.u.begin(), row.u.begin() + in, f.codes.begin() + r * in);
+        for (int64_t c = 0; c < in; ++c) f.codes[size_t(r * in + c)] = L.lut ? kIQ4Values[row.u[size_t(c)]] : row.u[size_t(c)];
         for (int64_t gi = 0; gi < groups; ++gi) {
             float scale, min;
             group_scale(L, row, gi, scale, min);

@@ -10,12 +10,13 @@
 //         (W8A8 where the GPU has e4m3 mma; else 0: W8A16, which every part's products allow);
 //   INT8  (in the FP8 GEMM's tiles, f.int8) when every part is zero-point integer codes whose
 //         u - zero is a signed byte, in groups of 32 (or 16) columns or one per row: GGUF Q8_0,
-//         Q6_K and Q5_0, 8-bit symmetric checkpoints; the signed codes and group scales, for its
-//         W8A16 path; or codes of up to 7 bits with a scale and a min per group of 32 (GGUF Q5_K,
-//         Q5_1): the codes, and each group's scale and min (f.mins) as the CPU forms them;
+//         Q6_K and Q5_0, IQ4_NL and IQ4_XS (their code book's values), 8-bit symmetric
+//         checkpoints; the signed codes and group scales, for its W8A16 path; or codes of up to 7
+//         bits with a scale and a min per group of 32 (GGUF Q5_K, Q5_1): the codes, and each
+//         group's scale and min (f.mins) as the CPU forms them;
 //   16-bit rows [out][ld] otherwise: each row dequantized by the CPU weight layer (which undoes
-//         GGUF's q/k row permutation and decodes every GGUF type: here, those with a code book,
-//         IQ4_NL and IQ4_XS, and the float ones) and rounded once to bf16 or fp16.
+//         GGUF's q/k row permutation and decodes every GGUF type: here, the float ones) and
+//         rounded once to bf16 or fp16.
 // The W16A16 GEMM reads the rows in place; the INT4 and FP8 GEMMs their repacked tiles.
 #pragma once
 #include <cstdint>
