@@ -735,12 +735,9 @@ py::dict dm_bf16_gemm_plan(int64_t m, int64_t n, int64_t k, int sms) {
     return gemm_plan_dict(cuda::bf16_gemm_plan(m, n, k, sms));
 }
 
-// What a weight (or weights fused along the output) becomes on the GPU (gpu_weights.h).
-py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, int64_t in, const std::string& dtype) {
-    if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("gpu_weight: dtype is bf16 or fp16");
-    std::vector<TensorSpec> specs;
-    for (size_t i = 0; i < parts.size(); ++i) specs.push_back(spec_of(parts[i], "part" + std::to_string(i)));
-    const cuda::GpuLinearHost g = cuda::gpu_linear(specs, outs, in, dtype == "bf16");
+// What a weight (or weights fused along the output) becomes on the GPU (gpu_weights.h): one
+// product (gpu_linear), or the products the engine runs (gpu_linear_pieces).
+py::dict gpu_linear_dict(const cuda::GpuLinearHost& g) {
     py::dict d;
     d["format"] = g.format;
     d["int4"] = g.int4;
@@ -761,6 +758,25 @@ py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, 
         d["rows"] = copy_out(g.half, {py::ssize_t(g.out), py::ssize_t(g.ld)});
     }
     return d;
+}
+
+std::vector<TensorSpec> gpu_weight_parts(const py::list& parts, const std::string& dtype) {
+    if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("gpu_weight: dtype is bf16 or fp16");
+    std::vector<TensorSpec> specs;
+    for (size_t i = 0; i < parts.size(); ++i) specs.push_back(spec_of(parts[i], "part" + std::to_string(i)));
+    return specs;
+}
+
+py::dict dm_gpu_weight(const py::list& parts, const std::vector<int64_t>& outs, int64_t in, const std::string& dtype) {
+    return gpu_linear_dict(cuda::gpu_linear(gpu_weight_parts(parts, dtype), outs, in, dtype == "bf16"));
+}
+
+py::list dm_gpu_weight_pieces(const py::list& parts, const std::vector<int64_t>& outs, int64_t in,
+                              const std::string& dtype) {
+    py::list out;
+    for (const cuda::GpuLinearHost& g : cuda::gpu_linear_pieces(gpu_weight_parts(parts, dtype), outs, in, dtype == "bf16"))
+        out.append(gpu_linear_dict(g));
+    return out;
 }
 
 // ---- FP8 GPU layout (csrc/cuda/fp8_layout.h, fp8_repack.cpp) and the FP8 GEMM's work split
@@ -1053,7 +1069,12 @@ PYBIND11_MODULE(_core, m) {
     dm.def("gpu_weight", &dm_gpu_weight, py::arg("parts"), py::arg("outs"), py::arg("in_features"),
            py::arg("dtype") = "bf16",
            "the GPU form of weight specs stacked along the output (gpu_weights.h): {format, int4, fp8, out, rows "
-           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers (fp8: and act_ub, int8)}");
+           "[out, ld] 16-bit bits | q, scales: int4_repack's or fp8_repack's flat buffers (fp8: and act_ub, int8, "
+           "mins)}");
+    dm.def("gpu_weight_pieces", &dm_gpu_weight_pieces, py::arg("parts"), py::arg("outs"), py::arg("in_features"),
+           py::arg("dtype") = "bf16",
+           "the products the engine runs for weight specs stacked along the output (gpu_linear_pieces): a list of "
+           "gpu_weight's dicts, each for a run of neighbouring parts that keep one form, in row order");
     dm.def("bf16_gemm_plan", &dm_bf16_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("sms"),
            "the 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs (as int4_gemm_plan)");
     dm.def("b16_chunks", []() {

@@ -271,21 +271,52 @@ def test_gguf_code_book_types_stay_8_bit_codes_of_the_book_values(qtype):
     assert np.abs(cpu - w).max() < 0.05  # the permutation is undone: rows back in the checkpoint's order
 
 
+def gguf_spec(rng, qtype, heads=2, hd=16, cols=256):
+    """A permuted q/k-like GGUF tensor (llama.cpp's row order) and the weight it came from."""
+    w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
+    return {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
+            "shape": [heads * hd, cols], "qk_heads": heads}, w
+
+
 def test_gguf_parts_of_different_types_are_the_cpu_dequantization_rounded_with_q_k_unpermuted():
-    # q and k of two types (a fused product whose parts share no integer form): 16-bit rows
+    # q and k of two types, as one product (gpu_weight): they share no integer form, so 16-bit rows
     rng = np.random.default_rng(3)
-    heads, hd, cols = 2, 16, 256
-    specs, cpu, ws = [], [], []
-    for qtype in (gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q8_0):
-        w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
-        specs.append({"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
-                      "shape": [heads * hd, cols], "qk_heads": heads})
-        cpu.append(_core.kernels.Packed(specs[-1]).dequantize())  # held to gguf-py's by test_gguf_weights
-        ws.append(w)
-    g = DM.gpu_weight(specs, [heads * hd] * 2, cols)
+    (q, wq), (k, wk) = gguf_spec(rng, gguf.GGMLQuantizationType.Q4_0), gguf_spec(rng, gguf.GGMLQuantizationType.Q8_0)
+    cpu = np.concatenate([_core.kernels.Packed(s).dequantize() for s in (q, k)])  # held to gguf-py's elsewhere
+    g = DM.gpu_weight([q, k], [32, 32], 256)
     assert g["format"] == "bf16 (from Q4_0, Q8_0)"
-    np.testing.assert_array_equal(g["rows"], bf16_bits(np.concatenate(cpu)))
-    assert np.abs(np.concatenate(cpu) - np.concatenate(ws)).max() < 0.05  # rows back in the checkpoint's order
+    np.testing.assert_array_equal(g["rows"], bf16_bits(cpu))
+    assert np.abs(cpu - np.concatenate([wq, wk])).max() < 0.05  # rows back in the checkpoint's order
+
+
+def same_weight(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a["format"] == b["format"]
+    for key, v in a.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(v, b[key], err_msg=key)
+        else:
+            assert v == b[key], key
+
+
+def test_fused_parts_of_different_forms_keep_each_form_as_pieces():
+    # What the engine runs (gpu_weight_pieces): a Q4_K_M file's q, k (Q4_K) and v (Q6_K) are an INT4
+    # product of q and k stacked and an INT8 one of v, not 16-bit rows of all three; each piece is
+    # what its parts alone become, in row order.
+    rng = np.random.default_rng(4)
+    Q = gguf.GGMLQuantizationType
+    q, k, v = (gguf_spec(rng, t)[0] for t in (Q.Q4_K, Q.Q4_K, Q.Q6_K))
+    pieces = DM.gpu_weight_pieces([q, k, v], [32, 32, 32], 256)
+    assert [p["format"] for p in pieces] == ["int4 g32 (from Q4_K)", "int8 g16 (from Q6_K)"]
+    assert [p["out"] for p in pieces] == [64, 32]
+    same_weight(pieces[0], DM.gpu_weight([q, k], [32, 32], 256))
+    same_weight(pieces[1], DM.gpu_weight([v], [32], 256))
+    # parts that stack are one piece, gpu_weight's; neighbours without a quantized form share rows
+    same_weight(DM.gpu_weight_pieces([q, k], [32, 32], 256)[0], DM.gpu_weight([q, k], [32, 32], 256))
+    odd = fp8_spec(rng, 16, 256, 48)  # a block the FP8 tiles cannot hold
+    flat = rng.standard_normal((16, 256)).astype(ml_dtypes.bfloat16)
+    pieces = DM.gpu_weight_pieces([odd, flat, q], [16, 16, 32], 256)
+    assert [p["format"] for p in pieces] == ["bf16 (from fp8_e4m3, bf16)", "int4 g32 (from Q4_K)"]
+    same_weight(pieces[0], DM.gpu_weight([odd, flat], [16, 16], 256))
 
 
 # ---- GPU
@@ -456,17 +487,37 @@ def test_an_8_bit_gguf_keeps_its_codes_on_the_gpu_and_follows_the_cpu(tmp_path, 
     # llama.cpp's Q8_0 / Q6_K / Q5_K / Q5_1 / IQ4_XS file: every projection stays integer codes with
     # block scales (and mins) on the GPU (the 8-bit GEMM's integer path, bf16 activations), which the
     # CPU multiplies with int8 ones.
+    types = {f"model.layers.{i}.{p}.weight": qtype for i in range(2) for p in PROJECTIONS}
+    gguf_on_the_gpu_follows_the_cpu(tmp_path, types, [f"int8 g{group} (from {qtype.name})"])
+
+
+PROJECTIONS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+def gguf_on_the_gpu_follows_the_cpu(tmp_path, types: dict, formats: list[str]) -> None:
+    """A tiny GGUF of these projection types: on the GPU its weights take `formats` (and no GGUF
+    type falls back to 16-bit rows), and greedy generation follows the CPU's."""
     from llama_local import LLM
     from tiny_models import make_tiny_gguf
-    projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-    types = {f"model.layers.{i}.{p}.weight": qtype for i in range(2) for p in projections}
-    path = make_tiny_gguf(tmp_path / "m.gguf", types=types, intermediate_size=256).path  # Q6_K: rows of 256
+    path = make_tiny_gguf(tmp_path / "m.gguf", types=types, intermediate_size=256).path  # K-quants: rows of 256
     llm = LLM(path, device="cuda", n_ctx=64)
-    formats = dict(llm.model.weight_formats)
-    assert f"int8 g{group} (from {qtype.name})" in formats, formats
+    got = dict(llm.model.weight_formats)
+    assert set(formats) <= set(got) and not any(f.startswith(("bf16 (from Q", "bf16 (from IQ")) for f in got), got
     prompt = [1, 2, 3, 4, 5]
     cpu = list(LLM(path, n_ctx=64).generate(prompt, max_tokens=8, temperature=0))
     gpu_tokens = list(llm.generate(prompt, max_tokens=8, temperature=0))
     assert len(gpu_tokens) == len(cpu) == 8
     assert sum(a == b for a, b in zip(cpu, gpu_tokens)) >= 6  # bf16 against int8 activations may flip a near tie
+
+
+@pytest.mark.cuda
+@gpu
+def test_a_q4_k_m_gguf_runs_each_projection_in_its_own_form(tmp_path):
+    # llama.cpp's Q4_K_M mix: Q4_K, with v_proj and down_proj Q6_K in some layers (here in layer 1):
+    # layer 1's fused Q/K/V runs as an INT4 piece (q, k) and an INT8 piece (v) writing their columns
+    # side by side, where one 16-bit product of all three would take twice the bytes of each.
+    Q = gguf.GGMLQuantizationType
+    types = {f"model.layers.{i}.{p}.weight": Q.Q4_K for i in range(2) for p in PROJECTIONS}
+    types |= {"model.layers.1.self_attn.v_proj.weight": Q.Q6_K, "model.layers.1.mlp.down_proj.weight": Q.Q6_K}
+    gguf_on_the_gpu_follows_the_cpu(tmp_path, types, ["int4 g32 (from Q4_K)", "int8 g16 (from Q6_K)"])

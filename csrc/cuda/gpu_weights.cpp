@@ -27,14 +27,6 @@ void append_rows(const Linear& w, int64_t rows, int64_t in, int64_t ld, bool bf1
 
 bool fp8_spec(const TensorSpec& s) { return s.kind == TensorSpec::Kind::FP8 && s.qk_heads == 0; }
 
-// Whether every part is what `is` accepts, with the fields `same` compares equal to the first's.
-template <class Is, class Same>
-bool all_parts(const std::vector<TensorSpec>& parts, Is is, Same same) {
-    for (const TensorSpec& s : parts)
-        if (!is(s) || !same(s, parts[0])) return false;
-    return true;
-}
-
 void check_shape(const TensorSpec& s, int64_t out, int64_t in) {
     if (s.shape != std::vector<int64_t>{out, in})
         throw FormatError("tensor '" + s.name + "' is not [" + std::to_string(out) + ", " + std::to_string(in) + "]");
@@ -111,61 +103,78 @@ bool group_form_of_weight(const Linear& w, GroupForm& f) {
     return true;
 }
 
-}  // namespace
+// What one part is on its own: E4M3 codes for the FP8 tiles, integer codes for the INT4 or INT8
+// tiles, or neither (16-bit rows). Parts stack into one product when their forms do.
+struct PartForm {
+    enum Kind { Fp8, Group, Rows } kind = Rows;
+    int64_t fp8_block = 0;       // Fp8: the columns per scale (in: one per row)
+    GroupForm g;                 // Group
+    std::optional<Linear> cpu;   // Rows: the CPU weight, which dequantizes the rows
+    bool stacks_with(const PartForm& o) const {
+        return kind != Rows && kind == o.kind && (kind == Fp8 ? fp8_block == o.fp8_block : g.same_kind(o.g));
+    }
+};
 
-GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in,
-                         bool bf16) {
-    if (parts.empty() || parts.size() != outs.size()) throw std::invalid_argument("gpu_linear: parts and outs differ");
+PartForm part_form(const TensorSpec& s, int64_t out, int64_t in) {
+    PartForm f;
+    // (the FP8 layout takes blocks of whole 32-column steps, or one per row)
+    const int64_t block = s.block <= 0 || s.block >= in ? in : s.block;
+    if (fp8_spec(s) && (block == in || block % 32 == 0)) {
+        check_shape(s, out, in);
+        f.kind = PartForm::Fp8;
+        f.fp8_block = block;
+        return f;
+    }
+    if (s.kind == TensorSpec::Kind::Int && s.qk_heads == 0) {
+        f.g = group_form_of_spec(s, out, in);
+    } else {
+        f.cpu = Linear::build(s, out, in, nullptr);
+        if (s.kind != TensorSpec::Kind::GGUF || !group_form_of_weight(*f.cpu, f.g)) return f;
+    }
+    if (!f.g.int4(in) && !f.g.int8(in)) {
+        if (!f.cpu) f.cpu = Linear::build(s, out, in, nullptr);
+        return f;
+    }
+    f.kind = PartForm::Group;
+    f.cpu.reset();  // the codes are all the GPU needs
+    return f;
+}
+
+// parts [i, j), whose forms stack, as one product.
+GpuLinearHost build(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in, bool bf16,
+                    std::vector<PartForm>& forms, size_t i, size_t j) {
     GpuLinearHost g;
     g.in = in;
-    for (int64_t o : outs) g.out += o;
     std::string names;
-    for (const TensorSpec& s : parts) names += (names.empty() ? "" : " + ") + s.name;
-    // (the FP8 layout takes blocks of whole 32-column steps, or one per row)
-    auto fp8_block = [in](const TensorSpec& s) { return s.block <= 0 || s.block >= in ? in : s.block; };
-    const bool fp8 = all_parts(parts, fp8_spec, [&](const TensorSpec& a, const TensorSpec& b) {
-        return fp8_block(a) == fp8_block(b) && (fp8_block(a) == in || fp8_block(a) % 32 == 0);
-    });
-    if (fp8) {  // the same stacking: codes [out, in] and scales [out, blocks] per part
-        const int64_t block = fp8_block(parts[0]);
+    for (size_t p = i; p < j; ++p) {
+        g.out += outs[p];
+        names += (names.empty() ? "" : " + ") + parts[p].name;
+    }
+    if (forms[i].kind == PartForm::Fp8) {  // the same stacking: codes [out, in] and scales [out, blocks] per part
+        const int64_t block = forms[i].fp8_block;
         const int64_t blocks = (in + block - 1) / block;
         std::vector<uint8_t> codes;
         std::vector<float> scales;
-        for (size_t i = 0; i < parts.size(); ++i) {
-            const TensorSpec& s = parts[i];
-            check_shape(s, outs[i], in);
+        g.act_ub = parts[i].act_ub;
+        for (size_t p = i; p < j; ++p) {
+            const TensorSpec& s = parts[p];
             const auto* c = static_cast<const uint8_t*>(s.data);
-            codes.insert(codes.end(), c, c + outs[i] * in);
-            scales.insert(scales.end(), s.scales, s.scales + outs[i] * blocks);
+            codes.insert(codes.end(), c, c + outs[p] * in);
+            scales.insert(scales.end(), s.scales, s.scales + outs[p] * blocks);
+            if (s.act_ub != g.act_ub) g.act_ub = 0;
         }
         g.fp8 = true;
         g.f = fp8_repack(names, codes.data(), g.out, in, scales.data(), block);
-        g.act_ub = parts[0].act_ub;
-        for (const TensorSpec& s : parts)
-            if (s.act_ub != g.act_ub) g.act_ub = 0;
         g.format = block == in ? "fp8 per channel" : "fp8 blocks of " + std::to_string(block);
         return g;
     }
-    // The CPU weight of a part, built once and only when needed (GGUF parts, and the 16-bit rows).
-    std::vector<std::optional<Linear>> cpu(parts.size());
-    auto cpu_weight = [&](size_t i) -> const Linear& {
-        if (!cpu[i]) cpu[i] = Linear::build(parts[i], outs[i], in, nullptr);
-        return *cpu[i];
-    };
-    std::vector<GroupForm> forms(parts.size());
-    bool grouped = true;
-    for (size_t i = 0; i < parts.size() && grouped; ++i) {
-        const TensorSpec& s = parts[i];
-        if (s.kind == TensorSpec::Kind::Int && s.qk_heads == 0) forms[i] = group_form_of_spec(s, outs[i], in);
-        else grouped = s.kind == TensorSpec::Kind::GGUF && group_form_of_weight(cpu_weight(i), forms[i]);
-        grouped = grouped && forms[i].same_kind(forms[0]);
-    }
-    if (grouped && (forms[0].int4(in) || forms[0].int8(in))) {  // stack the parts' rows: the form is per row
-        GroupForm all = std::move(forms[0]);
-        for (size_t i = 1; i < parts.size(); ++i) {
-            all.codes.insert(all.codes.end(), forms[i].codes.begin(), forms[i].codes.end());
-            all.scales.insert(all.scales.end(), forms[i].scales.begin(), forms[i].scales.end());
-            all.mins.insert(all.mins.end(), forms[i].mins.begin(), forms[i].mins.end());
+    if (forms[i].kind == PartForm::Group) {  // stack the parts' rows: the form is per row
+        GroupForm all = std::move(forms[i].g);
+        for (size_t p = i + 1; p < j; ++p) {
+            const GroupForm& f = forms[p].g;
+            all.codes.insert(all.codes.end(), f.codes.begin(), f.codes.end());
+            all.scales.insert(all.scales.end(), f.scales.begin(), f.scales.end());
+            all.mins.insert(all.mins.end(), f.mins.begin(), f.mins.end());
         }
         const std::string from = all.source.empty() ? "" : " (from " + all.source + ")";
         if (all.int4(in)) {
@@ -186,15 +195,48 @@ GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector
     g.half.assign(size_t(g.out * g.ld), 0);
     int64_t row0 = 0;
     std::string from;
-    for (size_t i = 0; i < parts.size(); ++i) {
-        const Linear& w = cpu_weight(i);
-        append_rows(w, outs[i], in, g.ld, bf16, g.half.data() + row0 * g.ld);
-        row0 += outs[i];
+    for (size_t p = i; p < j; ++p) {
+        if (!forms[p].cpu) forms[p].cpu = Linear::build(parts[p], outs[p], in, nullptr);
+        const Linear& w = *forms[p].cpu;
+        append_rows(w, outs[p], in, g.ld, bf16, g.half.data() + row0 * g.ld);
+        row0 += outs[p];
         if (from.find(w.format()) == std::string::npos) from += (from.empty() ? "" : ", ") + w.format();
-        cpu[i].reset();  // one CPU copy at a time
+        forms[p].cpu.reset();  // one CPU copy at a time
     }
     g.format = std::string(bf16 ? "bf16" : "fp16") + " (from " + from + ")";
     return g;
+}
+
+std::vector<PartForm> part_forms(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in) {
+    if (parts.empty() || parts.size() != outs.size()) throw std::invalid_argument("gpu_linear: parts and outs differ");
+    std::vector<PartForm> forms;
+    for (size_t i = 0; i < parts.size(); ++i) forms.push_back(part_form(parts[i], outs[i], in));
+    return forms;
+}
+
+}  // namespace
+
+GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in,
+                         bool bf16) {
+    std::vector<PartForm> forms = part_forms(parts, outs, in);
+    bool stack = true;
+    for (const PartForm& f : forms) stack = stack && f.stacks_with(forms[0]);
+    if (!stack)
+        for (PartForm& f : forms) f.kind = PartForm::Rows;
+    return build(parts, outs, in, bf16, forms, 0, parts.size());
+}
+
+std::vector<GpuLinearHost> gpu_linear_pieces(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs,
+                                             int64_t in, bool bf16) {
+    std::vector<PartForm> forms = part_forms(parts, outs, in);
+    std::vector<GpuLinearHost> pieces;
+    for (size_t i = 0, j; i < parts.size(); i = j) {  // runs of neighbours that stack, and of 16-bit rows
+        for (j = i + 1; j < parts.size(); ++j)
+            if (forms[i].kind == PartForm::Rows ? forms[j].kind != PartForm::Rows : !forms[j].stacks_with(forms[i]))
+                break;
+        pieces.push_back(build(parts, outs, in, bf16, forms, i, j));
+    }
+    return pieces;
 }
 
 GpuLinearHost gpu_table(const TensorSpec& spec, int64_t rows, int64_t cols, bool bf16) {

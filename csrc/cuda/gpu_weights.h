@@ -40,9 +40,17 @@ struct GpuLinearHost {
     std::string format;           // "int4 g128", "fp8 per channel", "bf16 (from Q4_K)", ...
 };
 
-// parts[i] has outs[i] rows of `in` columns; the result stacks them in order.
+// parts[i] has outs[i] rows of `in` columns; the result stacks them in order, in one form: the
+// parts' shared quantized form, or 16-bit rows when they share none.
 GpuLinearHost gpu_linear(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs, int64_t in,
                          bool bf16);
+
+// The same rows as products that each keep their parts' form: runs of neighbouring parts that
+// share a quantized form stack into one, runs of parts that have none into 16-bit rows. A
+// llama.cpp Q4_K_M file's q/k (Q4_K) and v (Q6_K) become an INT4 and an INT8 product, where
+// gpu_linear would make all three 16-bit rows. Piece p holds the rows after pieces 0 .. p-1's.
+std::vector<GpuLinearHost> gpu_linear_pieces(const std::vector<TensorSpec>& parts, const std::vector<int64_t>& outs,
+                                             int64_t in, bool bf16);
 
 // An embedding table [rows][cols] as 16-bit rows (it is also the tied LM head's weight).
 GpuLinearHost gpu_table(const TensorSpec& spec, int64_t rows, int64_t cols, bool bf16);

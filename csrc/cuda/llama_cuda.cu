@@ -20,7 +20,8 @@
 namespace ll::cuda {
 namespace {
 
-struct DevLinear {
+// One GEMM's weight on the device.
+struct DevGemm {
     int64_t out = 0, in = 0;
     bool int4 = false, fp8 = false;
     bool w8a8 = false;  // fp8: activations quantized per token to E4M3 (bound act_ub), e4m3 mma
@@ -31,6 +32,13 @@ struct DevLinear {
     int64_t ldw = 0;
     std::string format;
     size_t bytes = 0;
+};
+
+// A linear layer (or fused layers): its pieces' GEMMs write the output's columns side by side
+// (gpu_linear_pieces: one piece unless the fused parts keep different forms).
+struct DevLinear {
+    std::vector<DevGemm> pieces;
+    std::vector<int64_t> col0;  // each piece's first output column
 };
 
 }  // namespace
@@ -90,8 +98,8 @@ struct LlamaCuda::Impl {
         formats.emplace_back(f, n);
     }
 
-    DevLinear upload(const GpuLinearHost& g) {
-        DevLinear d;
+    DevGemm upload(const GpuLinearHost& g) {
+        DevGemm d;
         d.out = g.out;
         d.in = g.in;
         d.int4 = g.int4;
@@ -114,6 +122,16 @@ struct LlamaCuda::Impl {
         add_format(d.format, d.bytes);
         return d;
     }
+    DevLinear upload_pieces(const std::vector<GpuLinearHost>& pieces) {
+        DevLinear d;
+        int64_t col = 0;
+        for (const GpuLinearHost& g : pieces) {
+            d.pieces.push_back(upload(g));
+            d.col0.push_back(col);
+            col += g.out;
+        }
+        return d;
+    }
 
     const float* upload_f32(const std::vector<float>& v) {
         const float* d = weights.upload(v);
@@ -122,21 +140,26 @@ struct LlamaCuda::Impl {
     }
 
     // The split-K workspace the largest plan of any product at any batch size needs.
-    size_t workspace_for(const DevLinear& w) const {
+    size_t workspace_for(const DevLinear& l) const {
         size_t most = 0;
-        for (int64_t M = 1; M <= n_batch; ++M) {
-            if (w.int4) most = std::max(most, int4_gemm_workspace_bytes(int4_gemm_plan(M, w.q.g, sms), M, w.out));
-            else if (w.fp8)
-                most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, w.w8a8), M, w.out));
-            else most = std::max(most, bf16_gemm_workspace_bytes(bf16_gemm_plan(M, w.out, w.in, sms), M, w.out));
-        }
+        for (const DevGemm& w : l.pieces)
+            for (int64_t M = 1; M <= n_batch; ++M) {
+                if (w.int4) most = std::max(most, int4_gemm_workspace_bytes(int4_gemm_plan(M, w.q.g, sms), M, w.out));
+                else if (w.fp8)
+                    most = std::max(most, fp8_gemm_workspace_bytes(fp8_gemm_plan(M, w.f.g, sms, w.w8a8), M, w.out));
+                else most = std::max(most, bf16_gemm_workspace_bytes(bf16_gemm_plan(M, w.out, w.in, sms), M, w.out));
+            }
         return most;
     }
 
     // y [M][ldy] = x [M][ldx] . w^T: 16-bit, or fp32 (the LM head, which is always 16-bit rows).
     // FP8 weights of a checkpoint whose activations are FP8 too take W8A8 where the GPU can (x
     // quantized per row first), the others W8A16: the activations stay 16-bit.
-    void gemm(const DevLinear& w, const uint16_t* xin, int64_t ldx, int64_t M, void* y, int64_t ldy, bool y_f32) {
+    void gemm(const DevLinear& l, const uint16_t* xin, int64_t ldx, int64_t M, void* y, int64_t ldy, bool y_f32) {
+        for (size_t i = 0; i < l.pieces.size(); ++i)
+            gemm(l.pieces[i], xin, ldx, M, static_cast<char*>(y) + l.col0[i] * (y_f32 ? 4 : 2), ldy, y_f32);
+    }
+    void gemm(const DevGemm& w, const uint16_t* xin, int64_t ldx, int64_t M, void* y, int64_t ldy, bool y_f32) {
         std::string why;
         cudaError_t err;
         if (w.int4) {
@@ -208,25 +231,28 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     // Weights, one layer at a time (each converted on the host, uploaded, then freed there).
     const cpu::Kernels& k = cpu::kernels_for(cpu::best_isa());
     const std::string embed_name = "model.embed_tokens.weight";
-    m.embed = m.upload(gpu_table(src(embed_name), cfg.vocab_size, D, m.bf16));
+    m.embed = m.upload_pieces({gpu_table(src(embed_name), cfg.vocab_size, D, m.bf16)});
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".";
         Impl::Layer L{};
         L.attn_norm = m.upload_f32(norm_weight(k, src, p + "input_layernorm.weight", D));
         L.ffn_norm = m.upload_f32(norm_weight(k, src, p + "post_attention_layernorm.weight", D));
-        L.qkv = m.upload(gpu_linear({src(p + "self_attn.q_proj.weight"), src(p + "self_attn.k_proj.weight"),
-                                     src(p + "self_attn.v_proj.weight")},
-                                    {m.qdim, m.kvdim, m.kvdim}, D, m.bf16));
-        L.o = m.upload(gpu_linear({src(p + "self_attn.o_proj.weight")}, {D}, m.qdim, m.bf16));
-        L.gate_up = m.upload(gpu_linear({src(p + "mlp.gate_proj.weight"), src(p + "mlp.up_proj.weight")}, {F, F}, D,
-                                        m.bf16));
-        L.down = m.upload(gpu_linear({src(p + "mlp.down_proj.weight")}, {D}, F, m.bf16));
+        auto linear = [&](std::vector<std::string> names, std::vector<int64_t> outs, int64_t in) {
+            std::vector<TensorSpec> parts;
+            for (const std::string& n : names) parts.push_back(src(p + n + ".weight"));
+            return m.upload_pieces(gpu_linear_pieces(parts, outs, in, m.bf16));
+        };
+        L.qkv = linear({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {m.qdim, m.kvdim, m.kvdim}, D);
+        L.o = linear({"self_attn.o_proj"}, {D}, m.qdim);
+        L.gate_up = linear({"mlp.gate_proj", "mlp.up_proj"}, {F, F}, D);
+        L.down = linear({"mlp.down_proj"}, {D}, F);
         m.layers.push_back(L);
     }
     m.final_norm = m.upload_f32(norm_weight(k, src, "model.norm.weight", D));
     // The head gives fp32 logits, which only the 16-bit-weight GEMM writes: an untied head is kept
     // as 16-bit rows whatever its source format.
-    m.head = cfg.tie_word_embeddings ? m.embed : m.upload(gpu_table(src("lm_head.weight"), cfg.vocab_size, D, m.bf16));
+    m.head = cfg.tie_word_embeddings ? m.embed
+                                     : m.upload_pieces({gpu_table(src("lm_head.weight"), cfg.vocab_size, D, m.bf16)});
     std::vector<float> cos_t, sin_t;
     rope_tables(cfg.inv_freq, n_ctx, cos_t, sin_t);
     m.rope_cos = m.state.upload(cos_t);
@@ -252,9 +278,10 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     size_t ws = m.workspace_for(m.head);
     int64_t ldq = 0;  // the widest W8A8 input, in codes
     for (const Impl::Layer& L : m.layers)
-        for (const DevLinear* w : {&L.qkv, &L.o, &L.gate_up, &L.down}) {
-            ws = std::max(ws, m.workspace_for(*w));
-            if (w->w8a8) ldq = std::max(ldq, w->f.g.k_tiles * kFp8TileK);
+        for (const DevLinear* l : {&L.qkv, &L.o, &L.gate_up, &L.down}) {
+            ws = std::max(ws, m.workspace_for(*l));
+            for (const DevGemm& w : l->pieces)
+                if (w.w8a8) ldq = std::max(ldq, w.f.g.k_tiles * kFp8TileK);
         }
     m.gemm_work_bytes = ws;
     if (ldq > 0) {
@@ -280,7 +307,7 @@ void LlamaCuda::Impl::enqueue(int64_t T, int p0, int64_t n_out) {
     const float eps = cfg.rms_norm_eps;
     const FirstPos pos{p0, io};
     const int splits = T == 1 ? decode_splits(p0) : 1;
-    cuda_check(cuda::embed(embed.w, V, io + 1, int(T), int(D), x, bf16, stream), "embedding");
+    cuda_check(cuda::embed(embed.pieces[0].w, V, io + 1, int(T), int(D), x, bf16, stream), "embedding");
     for (const Layer& L : layers) {
         cuda_check(rmsnorm_to_half(x, D, L.attn_norm, int(T), int(D), eps, h, D, bf16, stream), "RMSNorm");
         gemm(L.qkv, h, D, T, qkv, qkvdim, false);

@@ -255,6 +255,11 @@ class _DeviceMath(ModuleType):
         signed integers (GGUF Q8_0 / Q5_0 / Q6_K, 8-bit checkpoints), not E4M3, and mins: each
         block's min in the scales' layout (GGUF Q5_K / Q5_1), or None}."""
     @staticmethod
+    def gpu_weight_pieces(parts: list[Any], outs: list[int], in_features: int,
+                          dtype: str = "bf16") -> list[dict[str, Any]]:
+        """The products the engine runs for the same parts: gpu_weight's dicts for each run of
+        neighbouring parts that share a quantized form (or have none: 16-bit rows), in row order."""
+    @staticmethod
     def bf16_gemm_plan(m: int, n: int, k: int, sms: int) -> _GemmPlan:
         """The 16-bit-weight GEMM's launch for X [m, k] . W [n, k]^T on a GPU with `sms` SMs."""
     @staticmethod
