@@ -186,6 +186,26 @@ def test_gguf_q8_0_and_q5_0_stay_8_bit_integer_codes_with_their_block_scales(qty
     np.testing.assert_array_equal(codes * np.repeat(d, 32, axis=1), _core.kernels.Packed(spec).dequantize())
 
 
+def gguf_spec(rng, qtype, heads=2, hd=16, cols=256):
+    """A permuted q/k-like GGUF tensor (llama.cpp's row order) and the weight it came from."""
+    w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
+    return {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
+            "shape": [heads * hd, cols], "qk_heads": heads}, w
+
+
+def integer_codes(qtype, seed: int, group: int, dtype: str = "bf16"):
+    """A permuted GGUF tensor of qtype [96, 512] on the GPU: (gpu_weight, its codes [96, 512] read
+    back through the kernel's fragment path, the spec, the weight it came from)."""
+    from test_cuda_fp8_layout import half_rebuild
+    rows, cols = 96, 512
+    spec, w = gguf_spec(np.random.default_rng(seed), qtype, heads=2, hd=48, cols=cols)
+    g = DM.gpu_weight([spec], [rows], cols)
+    assert g["fp8"] and g["int8"] and g["format"] == f"int8 g{group} (from {qtype.name})"
+    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
+    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, group, dtype, int8=True), dtype)[:rows, :cols]
+    return g, codes.astype(np.float32), spec, w
+
+
 def column_scales(g, n: int, k: int, block: int, key: str = "scales") -> np.ndarray:
     """[n, blocks]: the scale (or min) each column's accumulators take, read from gpu_weight's 8-bit
     tiles the way the kernel's lanes read them (fp8_lane_scales; C's columns 2 (lane % 4) + j of
@@ -205,21 +225,9 @@ def test_gguf_q6_k_stays_8_bit_codes_in_blocks_of_16():
     # Q6_K (w = d sc q per 16 columns, q in [-32, 31]) as signed codes with one scale per 16
     # columns: code x scale, through the kernel's own read paths, is the CPU's dequantization
     # exactly (each scale is d x sc, an exact float32, as the CPU forms it).
-    from test_cuda_fp8_layout import half_rebuild
-    rng = np.random.default_rng(10)
-    heads, hd, cols = 2, 48, 512
-    rows = heads * hd
-    qtype = gguf.GGMLQuantizationType.Q6_K
-    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
-    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
-            "shape": [rows, cols], "qk_heads": heads}
-    g = DM.gpu_weight([spec], [rows], cols)
-    assert g["fp8"] and g["int8"] and g["format"] == "int8 g16 (from Q6_K)"
-    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
-    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, 16, "fp16", int8=True), "fp16")[:rows, :cols]
-    codes = codes.astype(np.float32)
+    g, codes, spec, _ = integer_codes(gguf.GGMLQuantizationType.Q6_K, 10, 16, "fp16")
     assert codes.min() >= -32 and codes.max() <= 31
-    kernel_w = codes * np.repeat(column_scales(g, rows, cols, 16), 16, axis=1)
+    kernel_w = codes * np.repeat(column_scales(g, 96, 512, 16), 16, axis=1)
     np.testing.assert_array_equal(kernel_w, _core.kernels.Packed(spec).dequantize())
 
 
@@ -228,21 +236,11 @@ def test_gguf_5_bit_codes_with_mins_stay_8_bit_codes_with_their_scales_and_mins(
     # Q5_K / Q5_1 (w = s u + m per 32 columns, u in [0, 31]): the codes with each block's scale and
     # min as the CPU forms them, in fp32; read back the way the kernel reads them, code x scale +
     # min is the CPU's dequantization (the kernel adds min x the block's activation sum instead).
-    from test_cuda_fp8_layout import half_rebuild
-    rng = np.random.default_rng(11)
-    heads, hd, cols = 2, 48, 512
-    rows = heads * hd
-    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
-    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
-            "shape": [rows, cols], "qk_heads": heads}
-    g = DM.gpu_weight([spec], [rows], cols)
-    assert g["fp8"] and g["int8"] and g["mins"] is not None and g["format"] == f"int8 g32 (from {qtype.name})"
-    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
-    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, 32, "bf16", int8=True), "bf16")[:rows, :cols]
-    codes = codes.astype(np.float32)
+    g, codes, spec, w = integer_codes(qtype, 11, 32)
+    assert g["mins"] is not None
     assert codes.min() >= 0 and codes.max() <= 31 and len(np.unique(codes)) > 16  # five bits in use
-    scale = np.repeat(column_scales(g, rows, cols, 32), 32, axis=1)
-    low = np.repeat(column_scales(g, rows, cols, 32, "mins"), 32, axis=1)
+    scale = np.repeat(column_scales(g, 96, 512, 32), 32, axis=1)
+    low = np.repeat(column_scales(g, 96, 512, 32, "mins"), 32, axis=1)
     cpu = _core.kernels.Packed(spec).dequantize()
     np.testing.assert_array_equal(codes * scale + low, cpu)
     assert np.abs(cpu - w).max() < 0.02  # the permutation is undone: rows back in the checkpoint's order
@@ -253,29 +251,12 @@ def test_gguf_code_book_types_stay_8_bit_codes_of_the_book_values(qtype):
     # IQ4_NL / IQ4_XS: each 4-bit index stands for a value of IQ4_NL's book (-127 .. 113), an 8-bit
     # integer code; with each block's scale (d, or d (ls - 32)) they are the CPU's dequantization.
     from gguf_quantize import IQ4_NL_VALUES
-    from test_cuda_fp8_layout import half_rebuild
-    rng = np.random.default_rng(12)
-    heads, hd, cols = 2, 48, 512
-    rows = heads * hd
-    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.1
-    spec = {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
-            "shape": [rows, cols], "qk_heads": heads}
-    g = DM.gpu_weight([spec], [rows], cols)
-    assert g["fp8"] and g["int8"] and g["mins"] is None and g["format"] == f"int8 g32 (from {qtype.name})"
-    q = g["q"].reshape(-(-rows // 64), cols // 32, 4, 32, 4)
-    codes = half_rebuild(DM.fp8_fragments(q, rows, cols, 32, "fp16", int8=True), "fp16")[:rows, :cols]
-    codes = codes.astype(np.float32)
+    g, codes, spec, w = integer_codes(qtype, 12, 32, "fp16")
+    assert g["mins"] is None
     assert set(np.unique(codes)) == set(IQ4_NL_VALUES)  # the book's values, every one of them in use
     cpu = _core.kernels.Packed(spec).dequantize()
-    np.testing.assert_array_equal(codes * np.repeat(column_scales(g, rows, cols, 32), 32, axis=1), cpu)
+    np.testing.assert_array_equal(codes * np.repeat(column_scales(g, 96, 512, 32), 32, axis=1), cpu)
     assert np.abs(cpu - w).max() < 0.05  # the permutation is undone: rows back in the checkpoint's order
-
-
-def gguf_spec(rng, qtype, heads=2, hd=16, cols=256):
-    """A permuted q/k-like GGUF tensor (llama.cpp's row order) and the weight it came from."""
-    w = rng.standard_normal((heads * hd, cols)).astype(np.float32) * 0.1
-    return {"format": "gguf", "ggml_type": int(qtype), "data": encode_tensor(llamacpp_permute(w, heads), qtype),
-            "shape": [heads * hd, cols], "qk_heads": heads}, w
 
 
 def test_gguf_parts_of_different_types_are_the_cpu_dequantization_rounded_with_q_k_unpermuted():
