@@ -1,6 +1,5 @@
 #include "gpu_weights.h"
 
-#include <optional>
 #include <stdexcept>
 
 #include "../core/errors.h"
@@ -92,7 +91,10 @@ bool group_form_of_weight(const Linear& w, GroupForm& f) {
     row.resize(L, q.g.Kp);
     for (int64_t r = 0; r < out; ++r) {
         q.unpack_row(r, row);
-        for (int64_t c = 0; c < in; ++c) f.codes[size_t(r * in + c)] = L.lut ? kIQ4Values[row.u[size_t(c)]] : row.u[size_t(c)];
+        for (int64_t c = 0; c < in; ++c) {
+            const uint8_t u = row.u[size_t(c)];
+            f.codes[size_t(r * in + c)] = L.lut ? kIQ4Values[u] : u;
+        }
         for (int64_t gi = 0; gi < groups; ++gi) {
             float scale, min;
             group_scale(L, row, gi, scale, min);
@@ -107,9 +109,8 @@ bool group_form_of_weight(const Linear& w, GroupForm& f) {
 // tiles, or neither (16-bit rows). Parts stack into one product when their forms do.
 struct PartForm {
     enum Kind { Fp8, Group, Rows } kind = Rows;
-    int64_t fp8_block = 0;       // Fp8: the columns per scale (in: one per row)
-    GroupForm g;                 // Group
-    std::optional<Linear> cpu;   // Rows: the CPU weight, which dequantizes the rows
+    int64_t fp8_block = 0;  // Fp8: the columns per scale (in: one per row)
+    GroupForm g;            // Group
     bool stacks_with(const PartForm& o) const {
         return kind != Rows && kind == o.kind && (kind == Fp8 ? fp8_block == o.fp8_block : g.same_kind(o.g));
     }
@@ -127,16 +128,12 @@ PartForm part_form(const TensorSpec& s, int64_t out, int64_t in) {
     }
     if (s.kind == TensorSpec::Kind::Int && s.qk_heads == 0) {
         f.g = group_form_of_spec(s, out, in);
+    } else if (s.kind == TensorSpec::Kind::GGUF) {
+        if (!group_form_of_weight(Linear::build(s, out, in, nullptr), f.g)) return f;
     } else {
-        f.cpu = Linear::build(s, out, in, nullptr);
-        if (s.kind != TensorSpec::Kind::GGUF || !group_form_of_weight(*f.cpu, f.g)) return f;
+        return f;  // 16-bit rows, which build() dequantizes when it makes them
     }
-    if (!f.g.int4(in) && !f.g.int8(in)) {
-        if (!f.cpu) f.cpu = Linear::build(s, out, in, nullptr);
-        return f;
-    }
-    f.kind = PartForm::Group;
-    f.cpu.reset();  // the codes are all the GPU needs
+    if (f.g.int4(in) || f.g.int8(in)) f.kind = PartForm::Group;
     return f;
 }
 
@@ -195,13 +192,11 @@ GpuLinearHost build(const std::vector<TensorSpec>& parts, const std::vector<int6
     g.half.assign(size_t(g.out * g.ld), 0);
     int64_t row0 = 0;
     std::string from;
-    for (size_t p = i; p < j; ++p) {
-        if (!forms[p].cpu) forms[p].cpu = Linear::build(parts[p], outs[p], in, nullptr);
-        const Linear& w = *forms[p].cpu;
+    for (size_t p = i; p < j; ++p) {  // one CPU copy at a time
+        const Linear w = Linear::build(parts[p], outs[p], in, nullptr);
         append_rows(w, outs[p], in, g.ld, bf16, g.half.data() + row0 * g.ld);
         row0 += outs[p];
         if (from.find(w.format()) == std::string::npos) from += (from.empty() ? "" : ", ") + w.format();
-        forms[p].cpu.reset();  // one CPU copy at a time
     }
     g.format = std::string(bf16 ? "bf16" : "fp16") + " (from " + from + ")";
     return g;
