@@ -587,6 +587,13 @@ py::array_t<T> copy_out(const std::vector<T>& v, std::vector<py::ssize_t> shape)
     return a;
 }
 
+// An optional buffer (a weight's mins): None when empty, else copy_out's array (flat by default).
+template <class T>
+py::object copy_out_or_none(const std::vector<T>& v, std::vector<py::ssize_t> shape = {}) {
+    if (v.empty()) return py::none();
+    return copy_out(v, shape.empty() ? std::vector<py::ssize_t>{py::ssize_t(v.size())} : std::move(shape));
+}
+
 // int4_repack after the shape checks a Python caller needs (FormatError naming the tensor).
 cuda::Int4GpuWeight repack_checked(const U8Array& codes, const FloatArray& scales, int64_t group,
                                    const std::optional<FloatArray>& mins, int zero, const std::string& dtype,
@@ -614,7 +621,7 @@ py::dict dm_int4_repack(const U8Array& codes, const FloatArray& scales, int64_t 
     py::dict d;
     d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), 32, 4});
     d["scales"] = copy_out(w.scales, sshape);
-    d["mins"] = w.has_min ? py::object(copy_out(w.mins, sshape)) : py::object(py::none());
+    d["mins"] = copy_out_or_none(w.mins, sshape);
     d["n_tiles"] = g.n_tiles;
     d["k_tiles"] = g.k_tiles;
     d["groups"] = g.groups;
@@ -746,14 +753,14 @@ py::dict gpu_linear_dict(const cuda::GpuLinearHost& g) {
     if (g.int4) {
         d["q"] = copy_out(g.q.q, {py::ssize_t(g.q.q.size())});
         d["scales"] = copy_out(g.q.scales, {py::ssize_t(g.q.scales.size())});
-        d["mins"] = g.q.has_min ? py::object(copy_out(g.q.mins, {py::ssize_t(g.q.mins.size())})) : py::object(py::none());
+        d["mins"] = copy_out_or_none(g.q.mins);
         d["zero"] = g.q.zero;
     } else if (g.fp8) {
         d["act_ub"] = g.act_ub;
         d["int8"] = g.f.int8;
         d["q"] = copy_out(g.f.q, {py::ssize_t(g.f.q.size())});
         d["scales"] = copy_out(g.f.scales, {py::ssize_t(g.f.scales.size())});
-        d["mins"] = g.f.mins.empty() ? py::object(py::none()) : py::object(copy_out(g.f.mins, {py::ssize_t(g.f.mins.size())}));
+        d["mins"] = copy_out_or_none(g.f.mins);
     } else {
         d["rows"] = copy_out(g.half, {py::ssize_t(g.out), py::ssize_t(g.ld)});
     }
@@ -804,7 +811,7 @@ py::dict dm_fp8_repack(const U8Array& codes, const FloatArray& scales, int64_t b
     const std::vector<py::ssize_t> sshape{py::ssize_t(g.n_tiles), py::ssize_t(g.blocks), cuda::kFp8TileN};
     d["q"] = copy_out(w.q, {py::ssize_t(g.n_tiles), py::ssize_t(g.k_tiles), cuda::kFp8Chunks, 32, 4});
     d["scales"] = copy_out(w.scales, sshape);
-    d["mins"] = w.mins.empty() ? py::object(py::none()) : py::object(copy_out(w.mins, sshape));
+    d["mins"] = copy_out_or_none(w.mins, sshape);
     d["n_tiles"] = g.n_tiles;
     d["k_tiles"] = g.k_tiles;
     d["block"] = g.block;

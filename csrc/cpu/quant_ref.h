@@ -77,8 +77,7 @@ struct RefTileReader {
     int code(int64_t b, int r, int kk) const {
         const QuantLayout& L = g.layout;
         const uint8_t* cb = g.span_codes(tile, b / g.span_blocks()) + (b % g.span_blocks()) * g.block_code_bytes();
-        const int u = block_code(cb, L.bits, r, kk);
-        return L.lut ? kIQ4Values[u] : u;
+        return code_value(L, block_code(cb, L.bits, r, kk));
     }
 };
 

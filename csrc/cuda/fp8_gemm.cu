@@ -338,7 +338,7 @@ std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const G
         plan.m_frags < 1 || plan.m_frags > (w8a8 || w.g.blocks > 1 ? 2 : 3))  // the kernels built
         return "the plan does not cover this product";
     if (workspace_bytes < fp8_gemm_workspace_bytes(plan, M, w.g.n)) return "the split-K workspace is too small";
-    if (w.mins && (!w.int8 || w.g.blocks == 1 || fp8_step_blocks(w.g)))
+    if (w.mins && (!w.int8 || !fp8_takes_mins(w.g)))
         return "mins are taken only with integer codes in blocks of whole tiles shorter than the row";
     return "";
 }

@@ -21,7 +21,8 @@
 // split-K range of a slab is one contiguous stream.
 //
 // Scales are fp32, one per output column and block of `block` k (block a multiple of 32, or all
-// of K; for integer codes also 16, a k16 step of the bf16 mma), applied to the fp32 sums: y[m, n] = sum_b scale[n, b] * sum_{k in b} x[m, k] w[n, k],
+// of K; for integer codes also 16, a k16 step of the bf16 mma), applied to the fp32 sums:
+//   y[m, n] = sum_b scale[n, b] * sum_{k in b} x[m, k] w[n, k],
 // the CPU kernels' order (csrc/cpu/fp8_impl.h). Stored per (slab nt, block b) as 64 values in the
 // order the accumulators need them: lane L's C fragments of the 8 sub-tiles hold columns
 // 8 s + 2 (L % 4) + j, j = 0, 1, whose scales sit together at [16 (L % 4) + 2 s + j].
@@ -78,6 +79,10 @@ struct Fp8TileGeometry {
 // Blocks of 16 columns: k16 step r of tile kt is block 2 kt + r, and the W8A16 kernel scales each
 // step's products by its own block's scales (fp8_gemm.cu's kFoldSteps).
 LL_HOST_DEVICE bool fp8_step_blocks(const Fp8TileGeometry& g) { return g.block == 16 && g.blocks > 1; }
+
+// Whether integer codes of this geometry may carry a min per block (w = scale code + min): the
+// kernel adds them where it folds whole-tile blocks, so blocks of a multiple of 32, more than one.
+LL_HOST_DEVICE bool fp8_takes_mins(const Fp8TileGeometry& g) { return g.blocks > 1 && g.block % 32 == 0; }
 
 // Offset in uint32 words of lane's 16 bytes of chunk c of tile (nt, kt).
 LL_HOST_DEVICE int64_t fp8_w_offset(const Fp8TileGeometry& g, int64_t nt, int64_t kt, int c, int lane) {

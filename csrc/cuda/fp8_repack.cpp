@@ -34,7 +34,7 @@ Fp8GpuWeight fp8_repack(const std::string& name, const uint8_t* codes, int64_t N
     w.g = fp8_geometry(name, N, K, block, int8);
     w.int8 = int8;
     const Fp8TileGeometry& g = w.g;
-    if (mins && (!int8 || g.blocks == 1 || g.block % kFp8TileK != 0))
+    if (mins && (!int8 || !fp8_takes_mins(g)))
         throw FormatError("tensor '" + name + "': mins are taken only with integer codes in blocks of a multiple of " +
                           "32 columns, shorter than the row (not " + std::to_string(g.block) + " of " +
                           std::to_string(K) + ")");

@@ -91,10 +91,7 @@ bool group_form_of_weight(const Linear& w, GroupForm& f) {
     row.resize(L, q.g.Kp);
     for (int64_t r = 0; r < out; ++r) {
         q.unpack_row(r, row);
-        for (int64_t c = 0; c < in; ++c) {
-            const uint8_t u = row.u[size_t(c)];
-            f.codes[size_t(r * in + c)] = L.lut ? kIQ4Values[u] : u;
-        }
+        for (int64_t c = 0; c < in; ++c) f.codes[size_t(r * in + c)] = uint8_t(code_value(L, row.u[size_t(c)]));
         for (int64_t gi = 0; gi < groups; ++gi) {
             float scale, min;
             group_scale(L, row, gi, scale, min);

@@ -212,7 +212,7 @@ void dequantize_fields(const QuantLayout& L, const RowFields& f, int64_t K, floa
         float scale, min;
         group_scale(L, f, gi, scale, min);
         for (int64_t k = gi * L.group; k < (gi + 1) * L.group && k < K; ++k) {
-            const int u = L.lut ? kIQ4Values[f.u[k]] : f.u[k];
+            const int u = code_value(L, f.u[k]);
             out[k] = L.has_min ? scale * float(u) + min : scale * float(u - L.zero);
         }
     }

@@ -76,6 +76,9 @@ inline void set_block_code(uint8_t* cb, int bits, int r, int kk, int u) {  // cb
 // IQ4_NL's non-linear code book, +128 so that the looked-up value is an unsigned byte.
 extern const uint8_t kIQ4Values[16];
 
+// The unsigned code a stored code u stands for: u itself, or for a code-book layout the book's value.
+inline int code_value(const QuantLayout& L, int u) { return L.lut ? kIQ4Values[u] : u; }
+
 // One row of a source tensor decoded into the layout's fields (what a source decoder writes and
 // the packer reads). Only the arrays of the layout's scale kind are used.
 struct RowFields {
