@@ -6,7 +6,7 @@ attention kernels (the small ops are not in it yet).
 
     python bench/bench_gpu.py                 # bf16
     python bench/bench_gpu.py --dtype fp16 --depths 1024,32768
-    python bench/bench_gpu.py --model llama-1b --weights bf16,int4,fp8,q8_0   # also the forward pass
+    python bench/bench_gpu.py --model llama-1b --weights bf16,int4,fp8,q8_0,q4_k_m   # also the forward pass
     python bench/bench_gpu.py --model path/to/model.gguf --kernels none   # a model of your own only
 
 Decode is memory-bound: a product at M = 1 is reported in GB/s of weight bytes (codes and scales)
@@ -20,10 +20,9 @@ With --model, the forward pass itself (LLM(..., device="cuda")): a --prompt-toke
 --gen-tokens greedy decode steps, best of --repeats passes, tokens/s next to the device weight bytes
 each decode step reads as a fraction of the copy bandwidth, and decode again with
 LLAMA_LOCAL_CUDA_GRAPHS=0 (each step's kernels launched one by one instead of one graph replayed).
-"llama-1b" is bench_cpu.py's seeded random Llama-3.2-1B-shaped model (generated once into --workdir,
-with `llama-local quantize`'s INT4 g32 and FP8 of it for --weights int4,fp8, and a Q8_0 GGUF of it
-for q8_0); anything else is a model path. Needs a CUDA build (LLAMA_LOCAL_CUDA=ON pip install .) and
-a GPU; elsewhere it says why and exits with status 0.
+"llama-1b" is bench_cpu.py's seeded random Llama-3.2-1B-shaped model, generated once into --workdir
+with its variants (model_variants); anything else is a model path. Needs a CUDA build
+(LLAMA_LOCAL_CUDA=ON pip install .) and a GPU; elsewhere it says why and exits with status 0.
 """
 
 from __future__ import annotations
@@ -51,6 +50,8 @@ TC_FLOP_PER_SM_CLOCK = {(7, 5): 1024, (8, 0): 2048, (8, 6): 1024, (8, 7): 1024, 
 LAYER_GEMMS = [("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096), ("down", 4096, 14336)]
 N_LAYERS, HEADS, KV_HEADS, HEAD_DIM = 32, 32, 8, 128
 
+WEIGHT_VARIANTS = ("bf16", "int4", "fp8", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--kernels", choices=["all", "none"], default="all", help="the kernel tables (default) or not")
     ap.add_argument("--model", help="also time the forward pass of this model: llama-1b or a path")
-    ap.add_argument("--weights", default="bf16", help="with --model llama-1b: any of bf16, int4, fp8, q8_0")
+    ap.add_argument("--weights", default="bf16", help=f"with --model llama-1b: any of {', '.join(WEIGHT_VARIANTS)}")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--workdir", default="~/.cache/llama_local/bench", help="where llama-1b is generated")
@@ -91,24 +92,14 @@ def main(argv=None) -> int:
 def forward_pass(args, bw: float) -> None:
     """Prefill and decode tokens/s of LLM(..., device="cuda") on each requested model."""
     from llama_local import LLM
-    models = []
     if args.model == "llama-1b":
         import bench_models as bm
         workdir = Path(args.workdir).expanduser()
         workdir.mkdir(parents=True, exist_ok=True)
-        hf = bm.ensure_synthetic_hf(bm.LLAMA_1B, workdir)
-        variants = {"bf16": hf, "int4": "ct-int4", "fp8": "ct-fp8", "q8_0": "gguf"}
-        for w in (x.strip() for x in args.weights.split(",") if x.strip()):
-            if w not in variants:
-                raise SystemExit(f"--weights: {w!r} is not one of {', '.join(variants)}")
-            if w == "bf16":
-                models.append((w, hf))
-            elif w == "q8_0":  # llama.cpp's Q8_0 file of it (gguf-py's quantizer)
-                models.append((w, bm.ensure_gguf(hf, "q8_0", out_dir=workdir)))
-            else:
-                models.append((w, bm.ensure_ct(hf, variants[w])))
+        names = weight_names(args.weights)  # refused before the model is generated
+        models = model_variants(bm.ensure_synthetic_hf(bm.LLAMA_1B, workdir), names, workdir)
     else:
-        models.append((Path(args.model).name, Path(args.model)))
+        models = [(Path(args.model).name, Path(args.model))]
     n_ctx = args.prompt_tokens + args.gen_tokens + 1
     print(f"\nforward pass: {args.prompt_tokens}-token prefill, {args.gen_tokens} greedy decode steps, best of "
           f"{args.repeats}; decode with each step a CUDA graph, then launched kernel by kernel")
@@ -127,6 +118,36 @@ def forward_pass(args, bw: float) -> None:
         (pre, dec), (_, dec_launched) = rates["1"], rates["0"]
         print(f"{name:10s} {gb:12.2f} GB {pre:14.0f} {dec:13.1f} {gb * dec:7.0f} {100 * gb * dec / bw:5.0f}% "
               f"{dec_launched:10.1f}   ({formats})")
+
+
+def weight_names(weights: str) -> list[str]:
+    """--weights, comma-separated, each checked."""
+    names = [w.strip() for w in weights.split(",") if w.strip()]
+    for w in names:
+        if w not in WEIGHT_VARIANTS:
+            raise SystemExit(f"--weights: {w!r} is not one of {', '.join(WEIGHT_VARIANTS)}")
+    return names
+
+
+def model_variants(hf: Path, names: list[str], workdir: Path, log=print) -> list[tuple[str, Path]]:
+    """The files of the weight variants `names` made from the bf16 HF directory `hf`, each once:
+    bf16 is `hf` itself; int4 and fp8 are `llama-local quantize`'s INT4 g32 and FP8 of it; q8_0 is
+    a Q8_0 GGUF of it (gguf-py's quantizer); q4_k_m, q5_k_m and q6_k are llama.cpp's type mixes of
+    its F16 GGUF: by llama.cpp's quantizer where llama-cpp-python is installed, else rounded to
+    nearest into the same types, which read the same bytes through the same kernels
+    (bench_models.ensure_gguf_mix)."""
+    import bench_models as bm
+    models = []
+    for w in names:
+        if w == "bf16":
+            models.append((w, hf))
+        elif w == "q8_0":
+            models.append((w, bm.ensure_gguf(hf, "q8_0", out_dir=workdir, log=log)))
+        elif w in ("int4", "fp8"):
+            models.append((w, bm.ensure_ct(hf, f"ct-{w}", log=log)))
+        else:
+            models.append((w, bm.ensure_gguf_mix(bm.ensure_gguf(hf, "f16", out_dir=workdir, log=log), w, log=log)))
+    return models
 
 
 def passes(llm, args) -> tuple[float, float]:

@@ -10,6 +10,7 @@ way llama.cpp's convert_hf_to_gguf.py does, norms in F32 as convert_hf_to_gguf.p
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -447,6 +448,36 @@ def ensure_gguf(hf_dir: Path, ftype: str = "f16", kv_from: Path | None = None,
     if out.is_file() and out.stat().st_mtime >= _newest_mtime(hf_dir):
         return out
     return write_gguf_from_hf(hf_dir, out, ftype=ftype, kv_from=kv_from, log=log)
+
+
+def ensure_gguf_mix(src: Path, ftype: str, use_llamacpp: bool | None = None, log=print) -> Path:
+    """`src` (an F16/BF16 GGUF) in llama.cpp's `ftype` type mix (q4_k_m, q5_k_m, q6_k, q8_0),
+    next to it, written once: by llama.cpp's own quantizer when llama-cpp-python is installed
+    (`use_llamacpp` None: whenever it is), else by round to nearest into the same type per
+    tensor (tests/gguf_quantize.py). The second is for speed on a machine without llama.cpp (a
+    GPU machine, say): same types, so the same kernels and bytes read; only the rounding is
+    plainer, which a speed measurement does not see."""
+    if use_llamacpp is None:
+        use_llamacpp = importlib.util.find_spec("llama_cpp") is not None
+    if use_llamacpp:
+        return ensure_llamacpp_quantized(src, ftype, log=log)
+    src = Path(src)
+    out = src.with_name(src.name.rsplit(".", 2)[0] + f".{ftype}-rtn.gguf")
+    if out.is_file() and out.stat().st_mtime >= src.stat().st_mtime:
+        return out
+    if str(_REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(_REPO / "tests"))
+    from gguf_quantize import requantize_gguf
+
+    log(f"quantizing {src.name} -> {out.name} (round to nearest in llama.cpp's {ftype} types)")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        requantize_gguf(src, tmp, ftype)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
 
 
 # --------------------------------------------------------------------------------------------

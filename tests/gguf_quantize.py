@@ -1,5 +1,6 @@
 """Writing quantized GGUF files for the tests: Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS blocks (gguf-py
-quantizes only the legacy types), and llama.cpp's choice of type per tensor for its Q4_K_M / Q6_K / Q8_0 files.
+quantizes only the legacy types), and llama.cpp's choice of type per tensor for its Q4_K_M /
+Q5_K_M / Q6_K / Q8_0 files.
 
 The quantizers are plain round-to-nearest, not llama.cpp's error-minimising search: the files are
 valid and close to their source, which is what the tests need (the oracle for reading them is
@@ -136,21 +137,24 @@ def _more_bits(layer: int, n_layers: int) -> bool:
     return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
 
 
-def llamacpp_type(name: str, cols: int, ftype: str, n_layers: int):
-    """The type llama.cpp's quantizer gives tensor `name` in an `ftype` file ("q4_k_m", "q6_k",
-    "q8_0"); norms and other vectors stay F32."""
+def llamacpp_type(name: str, cols: int, ftype: str, n_layers: int, tied: bool = True):
+    """The type llama.cpp's quantizer (llama-quant.cpp) gives tensor `name` in an `ftype` file
+    ("q4_k_m", "q5_k_m", "q6_k", "q8_0"). `tied`: the file has no output.weight, so token_embd is
+    also the output and is typed as one."""
     if ftype == "q8_0":
         t = Q.Q8_0
     elif ftype == "q6_k":
         t = Q.Q6_K
-    else:
+    elif ftype in ("q4_k_m", "q5_k_m"):
         layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
-        if name in ("output.weight", "token_embd.weight"):
+        if name == "output.weight" or (tied and name == "token_embd.weight"):
             t = Q.Q6_K
         elif (".attn_v." in name or ".ffn_down." in name) and _more_bits(layer, n_layers):
             t = Q.Q6_K
         else:
-            t = Q.Q4_K
+            t = Q.Q4_K if ftype == "q4_k_m" else Q.Q5_K
+    else:
+        raise ValueError(f"no type mix for {ftype!r}: one of q4_k_m, q5_k_m, q6_k, q8_0")
     if t in _FALLBACK and cols % 256:
         t = _FALLBACK[t]
     return t
@@ -161,6 +165,7 @@ def requantize_gguf(src: Path, dst: Path, ftype: str) -> Path:
     r = gguf.GGUFReader(src)
     arch = r.fields["general.architecture"].contents()
     n_layers = int(r.fields[f"{arch}.block_count"].contents())
+    tied = not any(t.name == "output.weight" for t in r.tensors)
     w = gguf.GGUFWriter(str(dst), arch)
     for name, field in r.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture" or name == "general.file_type":
@@ -176,7 +181,7 @@ def requantize_gguf(src: Path, dst: Path, ftype: str) -> Path:
         if len(shape) == 1:
             w.add_tensor(t.name, data.astype(np.float32))
             continue
-        qt = llamacpp_type(t.name, shape[1], ftype, n_layers)
+        qt = llamacpp_type(t.name, shape[1], ftype, n_layers, tied)
         w.add_tensor(t.name, quantize(data, qt), raw_dtype=qt)
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -169,3 +169,63 @@ def test_gpu_bench_says_why_it_cannot_run(capsys):
     import bench_gpu
     assert bench_gpu.main([]) == 0
     assert info["cuda_unavailable_reason"] in capsys.readouterr().out
+
+
+# K-quant rows need 256 columns; 8 layers so that llama.cpp's "more bits" layers and the others both occur.
+TINY_K = dataclasses.replace(TINY, name="bench-tiny-k", hidden=256, intermediate=512, layers=8, head_dim=64)
+
+
+def make_tiny_k(tmp_path_factory, tied: bool):
+    wd = tmp_path_factory.mktemp("bench-k")
+    hf = bm.ensure_synthetic_hf(dataclasses.replace(TINY_K, tied=tied), wd, log=lambda *a: None)
+    return hf, bm.ensure_gguf(hf, "f16", log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_k(tmp_path_factory):
+    return make_tiny_k(tmp_path_factory, tied=True)
+
+
+def tensor_types(path: Path) -> dict[str, str]:
+    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("ftype", ["q4_k_m", "q5_k_m"])
+def test_gguf_mix_types_are_llama_cpps(tmp_path_factory, ftype, tied):
+    """Without llama.cpp, the bench rounds into the type of each tensor that llama.cpp's quantizer
+    chooses: the same file layout, so the GPU bench times the kernels a real Q4_K_M file runs."""
+    _, f16 = make_tiny_k(tmp_path_factory, tied)
+    ours = bm.ensure_gguf_mix(f16, ftype, use_llamacpp=False, log=lambda *a: None)
+    theirs = bm.ensure_gguf_mix(f16, ftype, use_llamacpp=True, log=lambda *a: None)
+    assert ours != theirs
+    assert tensor_types(ours) == tensor_types(theirs)
+    assert {"Q6_K", "Q4_K" if ftype == "q4_k_m" else "Q5_K"} <= set(tensor_types(ours).values())
+
+
+def test_gpu_bench_weight_variants(tiny_k, tmp_path, monkeypatch):
+    """bench_gpu.py --weights: names are checked before anything is generated, and each variant is
+    a file that LLM() reads in the formats its name says (the K mixes by the round-to-nearest
+    path, which a GPU machine without llama.cpp takes)."""
+    import functools
+
+    import bench_gpu
+    from llama_local import LLM
+
+    with pytest.raises(SystemExit, match="'q4_k' is not one of"):
+        bench_gpu.weight_names("bf16,q4_k")
+    monkeypatch.setattr(bm, "ensure_gguf_mix", functools.partial(bm.ensure_gguf_mix, use_llamacpp=False))
+    hf, _ = tiny_k
+    names = bench_gpu.weight_names("bf16, int4,fp8,q8_0,q4_k_m,q5_k_m,q6_k")
+    variants = bench_gpu.model_variants(hf, names, tmp_path, log=lambda *a: None)
+    assert [n for n, _ in variants] == names
+    want = {"bf16": {"bf16"}, "int4": {"bf16", "int4 g32"}, "fp8": {"bf16", "fp8_e4m3"}, "q8_0": {"Q8_0"},
+            "q4_k_m": {"Q4_K", "Q6_K"}, "q5_k_m": {"Q5_K", "Q6_K"}, "q6_k": {"Q6_K"}}
+    prompt = np.random.default_rng(1).integers(0, TINY_K.vocab, 8)
+    for name, path in variants:
+        llm = LLM(path, progress=False)
+        assert {f for f, _ in llm.model.weight_formats} == want[name] | {"f32"}, name  # f32: the norms
+        logits = llm.logits(prompt)
+        assert logits.shape == (8, TINY_K.vocab) and np.isfinite(logits).all(), name
+
