@@ -7,6 +7,8 @@ Fast checks on a tiny random model; the full cross-check against transformers an
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import importlib.util
 import json
 import sys
@@ -229,3 +231,16 @@ def test_gpu_bench_weight_variants(tiny_k, tmp_path, monkeypatch):
         logits = llm.logits(prompt)
         assert logits.shape == (8, TINY_K.vocab) and np.isfinite(logits).all(), name
 
+
+def test_gpu_run_script_refuses_what_it_cannot_do(tmp_path):
+    """tools/gpu/run.sh (for a lent GPU machine): an unknown stage is refused before anything
+    runs; with no GPU and no arch named, the build says so and its status is in the summary."""
+    script = BENCH.parent / "tools" / "gpu" / "run.sh"
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": "/usr/bin:/bin"}  # no nvidia-smi, no nvcc
+    env.pop("LLAMA_LOCAL_CUDA_ARCHS", None)
+    r = subprocess.run([str(script), "test", "tset"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown stage 'tset'" in r.stderr
+    assert not (tmp_path / "summary.txt").exists()
+    r = subprocess.run([str(script), "build"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "LLAMA_LOCAL_CUDA_ARCHS unset" in r.stdout
+    assert (tmp_path / "summary.txt").read_text().startswith("build: exit 2 in ")
