@@ -134,6 +134,23 @@ def test_bad_sources_are_refused(smol_fp8, smollm2_gguf, tmp_path):
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
+@pytest.mark.parametrize("fmt", ["fp8", "int4"])
+def test_a_weight_with_nan_is_refused_naming_it(tmp_path, fmt):
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file, save_file
+    from tiny_models import make_tiny_llama
+    tiny = tmp_path / "tiny"
+    make_tiny_llama(tiny)
+    tensors = load_file(tiny / "model.safetensors")
+    tensors["model.layers.1.mlp.up_proj.weight"][2, 5] = np.nan
+    tensors["model.layers.1.mlp.up_proj.weight"][7, 0] = np.inf
+    save_file(tensors, tiny / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(LlamaLocalError, match=r"'model.layers.1.mlp.up_proj.weight' holds 2 NaN or infinite "
+                                              r"value\(s\), the first at \(2, 5\)"):
+        quantize(tiny, tmp_path / "out", fmt=fmt, group_size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # nothing written
+
+
 # ---- INT4 (W4A16, pack-quantized) ----
 
 @pytest.fixture(scope="module")
@@ -200,6 +217,24 @@ def test_int4_matches_the_compressed_tensors_compressor(symmetric, group):
     deq = PackedQuantizationCompressor.decompress(ours, scheme)["weight"].float().numpy()
     want = exact.astype(ml_dtypes.bfloat16).astype(np.float32)  # the library dequantizes in bf16
     np.testing.assert_array_equal(deq, want)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_row_blocks_do_not_change_the_result(symmetric, monkeypatch):
+    # The search runs over row blocks on a pool of threads; blocks of 3 rows (the last one short)
+    # must give what one block of all rows gives, importance weights included.
+    from llama_local.quant import int4
+    rng = np.random.default_rng(3)
+    w = (rng.standard_t(4, size=(50, 256)) * 0.02).astype(np.float32)
+    importance = rng.random(256).astype(np.float32)
+    whole = int4.quantize_int4(w, 64, symmetric, importance=importance)
+    monkeypatch.setattr(int4, "CHUNK_ELEMENTS", 3 * 256)
+    blocks = int4.quantize_int4(w, 64, symmetric, importance=importance)
+    for a, b in zip(whole, blocks):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
 def test_int4_symmetric_rounds_closer_than_q4_0():

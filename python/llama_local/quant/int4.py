@@ -16,6 +16,9 @@ zero points ([N / 8, K / group]).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import ml_dtypes
 import numpy as np
 
@@ -32,6 +35,8 @@ GROUP_SIZES = (32, 64, 128)
 # (llama.cpp's Q4_0 of the same weights: 0.750%). Asymmetric groups keep the min-max scale: a search
 # did not help them there.
 SCALE_SEARCH = tuple(float(x) for x in np.round(np.linspace(1.06, 0.78, 12), 4))
+# Elements per row block of the search (4 MB of float32).
+CHUNK_ELEMENTS = 1 << 20
 # A group of zeros still needs a positive scale (compressed-tensors uses the dtype's epsilon).
 ZERO_SCALE = float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps)
 
@@ -65,12 +70,23 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool, name: str = "weigh
         raise LlamaLocalError(f"tensor {name!r}: its input dimension {k} is not a multiple of the group size "
                               f"{group}; choose --group-size {' or '.join(str(g) for g in GROUP_SIZES if k % g == 0) or '(none fits)'}")
     g = w.reshape(n, k // group, group)
-    lo, hi = np.minimum(g.min(axis=2), 0), np.maximum(g.max(axis=2), 0)
     imp = None if importance is None else np.asarray(importance, np.float32).reshape(1, k // group, group)
-    best_err = np.full(g.shape[:2], np.inf, dtype=np.float32)
-    best_q = np.zeros(g.shape, dtype=np.int8)
-    best_scale = np.zeros(g.shape[:2], dtype=ml_dtypes.bfloat16)
-    best_zero = np.zeros(g.shape[:2], dtype=np.int8)
+    q = np.empty(g.shape, dtype=np.int8)
+    scale = np.empty(g.shape[:2], dtype=ml_dtypes.bfloat16)
+    zero = None if symmetric else np.empty(g.shape[:2], dtype=np.int8)
+    # Row blocks small enough to stay in cache through the search's passes (each candidate scale
+    # is several whole-array operations), on a few threads: numpy lets go of the GIL inside them.
+    rows = max(1, CHUNK_ELEMENTS // k)
+    starts = range(0, n, rows)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(starts))) as pool:
+        list(pool.map(lambda r0: _quantize_rows(g, imp, symmetric, r0, r0 + rows, q, scale, zero), starts))
+    return q.reshape(n, k), scale, zero
+
+
+def _quantize_rows(g, imp, symmetric, r0, r1, q_out, scale_out, zero_out) -> None:
+    """quantize_int4 of the row block g[r0:r1] into the outputs' rows r0:r1."""
+    g = g[r0:r1]
+    lo, hi = np.minimum(g.min(axis=2), 0), np.maximum(g.max(axis=2), 0)
     if symmetric:
         mag = np.abs(g)
         amax = mag.max(axis=2)
@@ -81,22 +97,25 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool, name: str = "weigh
         candidates = [amax / np.float32(8) * np.float32(f) * flip for f in SCALE_SEARCH] + [amax / np.float32(7.5)]
     else:
         candidates = [(hi - lo) / np.float32(15)]
-    for scale in candidates:
-        scale = np.where(scale == 0, np.float32(ZERO_SCALE), scale).astype(ml_dtypes.bfloat16)
-        s = scale.astype(np.float32)[:, :, None]
-        if symmetric:
-            zero = np.zeros_like(s)
-        else:
-            zero = np.round(np.clip(-8 - lo[:, :, None] / s, -8, 7))
+    best_err = np.full(g.shape[:2], np.inf, dtype=np.float32)
+    best_scale = np.zeros(g.shape[:2], dtype=ml_dtypes.bfloat16)
+    for cand in candidates:
+        cand = np.where(cand == 0, np.float32(ZERO_SCALE), cand).astype(ml_dtypes.bfloat16)
+        s = cand.astype(np.float32)[:, :, None]
+        zero = 0 if symmetric else np.round(np.clip(-8 - lo[:, :, None] / s, -8, 7))
         q = np.clip(np.round(g / s) + zero, -8, 7)
         d2 = ((q - zero) * s - g) ** 2
-        err = (d2 if importance is None else d2 * imp).sum(axis=2)
-        better = err < best_err
+        err = (d2 if imp is None else d2 * imp).sum(axis=2)
+        better = err < best_err  # the first of equally good scales is kept
         best_err = np.where(better, err, best_err)
-        best_q[better] = q[better]
-        best_scale[better] = scale[better]
-        best_zero[better] = zero[:, :, 0][better]
-    return best_q.reshape(n, k), best_scale, None if symmetric else best_zero
+        best_scale = np.where(better, cand, best_scale)
+    # The codes once more, for the chosen scales only.
+    s = best_scale.astype(np.float32)[:, :, None]
+    zero = 0 if symmetric else np.round(np.clip(-8 - lo[:, :, None] / s, -8, 7))
+    q_out[r0:r1] = np.clip(np.round(g / s) + zero, -8, 7)
+    scale_out[r0:r1] = best_scale
+    if zero_out is not None:
+        zero_out[r0:r1] = zero[:, :, 0]
 
 
 def weight_config(group: int, symmetric: bool, actorder: str | None = None) -> dict:

@@ -87,6 +87,7 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
     if not (_quantized(name, lm_head) and len(shape) == 2):
         return [(name, bf16, shape, lambda: load().astype(ml_dtypes.bfloat16))]
     prefix = name[: -len("weight")]
+    load = _finite(name, load)
     if fmt == "fp8":
         q = _Once(lambda: fp8.quantize_fp8_channel(load()))
         return [(name, np.dtype(ml_dtypes.float8_e4m3fn), shape, q.part(0)),
@@ -101,6 +102,19 @@ def _outputs(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], 
         out.append((prefix + "weight_zero_point", np.dtype(np.int32), (-(-n // 8), k // group),
                     q.part(2, last=True, then=lambda v: int4.pack_int4(v, 0))))
     return out
+
+
+def _finite(name: str, load: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """`load`, refusing a weight with NaN or infinite values: no scale represents them, and the
+    search for one would quietly write a group of garbage."""
+    def checked() -> np.ndarray:
+        w = load()
+        if not np.isfinite(w).all():
+            bad = np.argwhere(~np.isfinite(w))
+            raise LlamaLocalError(f"tensor {name!r} holds {len(bad)} NaN or infinite value(s), the first at "
+                                  f"{tuple(int(i) for i in bad[0])}; a quantized weight cannot represent them")
+        return w
+    return checked
 
 
 def _quantized(name: str, lm_head: bool) -> bool:
