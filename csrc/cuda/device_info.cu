@@ -4,7 +4,6 @@
 // loads the driver (libcuda) itself on first use and reports its absence as an error code.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <string>
 
 #include "device_info.h"
@@ -46,24 +45,18 @@ bool probe_device(int device, std::string* error) {
 }
 
 cudaError_t current_device(DeviceFacts* facts) {
-    constexpr int kKept = 64;                   // devices whose facts are kept; any more are read each time
-    static std::atomic<uint32_t> kept[kKept];  // cc << 16 | sms, 0 until read
-    int dev = 0;
-    cudaError_t err = cudaGetDevice(&dev);
+    static std::atomic<uint32_t> kept[kKeptDevices];  // cc << 16 | sms
+    uint32_t v = 0;
+    const cudaError_t err = kept_per_device(kept, &v, [](int dev, uint32_t* v) {
+        int major = 0, minor = 0, sms = 0;
+        cudaError_t err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        *v = uint32_t(10 * major + minor) << 16 | uint32_t(sms);
+        return err;
+    });
     if (err != cudaSuccess) return err;
-    if (dev < kKept) {
-        if (const uint32_t v = kept[dev].load(std::memory_order_relaxed)) {
-            *facts = DeviceFacts{int(v >> 16), int(v & 0xFFFFu)};
-            return cudaSuccess;
-        }
-    }
-    int major = 0, minor = 0, sms = 0;
-    err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (err != cudaSuccess) return err;
-    *facts = DeviceFacts{10 * major + minor, sms};
-    if (dev < kKept) kept[dev].store(uint32_t(facts->cc) << 16 | uint32_t(sms), std::memory_order_relaxed);
+    *facts = DeviceFacts{int(v >> 16), int(v & 0xFFFFu)};
     return cudaSuccess;
 }
 

@@ -19,7 +19,6 @@
 #include "ptx.cuh"
 #include "splitk.cuh"
 
-#include <atomic>
 #include <stdexcept>
 
 namespace ll::cuda {
@@ -308,22 +307,16 @@ cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream
 // the e4m3 (or bf16) kernels are traps. Asked of the driver once per device (as current_device).
 template <auto kKernel, int kCc>
 cudaError_t compiled_for(bool* ok) {
-    constexpr int kKept = 64;
-    static std::atomic<uint8_t> kept[kKept];  // 0 until asked, then 1 + the answer
-    int dev = 0;
-    if (const cudaError_t err = cudaGetDevice(&dev)) return err;
-    if (dev < kKept) {
-        if (const uint8_t v = kept[dev].load(std::memory_order_relaxed)) {
-            *ok = v == 2;
-            return cudaSuccess;
-        }
-    }
-    cudaFuncAttributes a{};
-    const cudaError_t err = cudaFuncGetAttributes(&a, kKernel);
-    if (err != cudaSuccess) return err;
-    *ok = a.ptxVersion >= kCc;
-    if (dev < kKept) kept[dev].store(uint8_t(1 + *ok), std::memory_order_relaxed);
-    return cudaSuccess;
+    static std::atomic<uint32_t> kept[kKeptDevices];  // 1 + the answer
+    uint32_t v = 0;
+    const cudaError_t err = kept_per_device(kept, &v, [](int, uint32_t* v) {
+        cudaFuncAttributes a{};
+        const cudaError_t err = cudaFuncGetAttributes(&a, kKernel);
+        *v = 1 + uint32_t(a.ptxVersion >= kCc);
+        return err;
+    });
+    *ok = err == cudaSuccess && v == 2;
+    return err;
 }
 constexpr auto kW8a8Kernel = fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>;
 constexpr auto kBf16Kernel = fp8_gemm_kernel<Fp8Act::BF16, false, kNoFold, 1>;
