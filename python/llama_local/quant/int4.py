@@ -86,7 +86,6 @@ def quantize_int4(w: np.ndarray, group: int, symmetric: bool, name: str = "weigh
 def _quantize_rows(g, imp, symmetric, r0, r1, q_out, scale_out, zero_out) -> None:
     """quantize_int4 of the row block g[r0:r1] into the outputs' rows r0:r1."""
     g = g[r0:r1]
-    lo, hi = np.minimum(g.min(axis=2), 0), np.maximum(g.max(axis=2), 0)
     if symmetric:
         mag = np.abs(g)
         amax = mag.max(axis=2)
@@ -96,7 +95,8 @@ def _quantize_rows(g, imp, symmetric, r0, r1, q_out, scale_out, zero_out) -> Non
         # ... and compressed-tensors' own max/7.5, so that no group does worse than it would there.
         candidates = [amax / np.float32(8) * np.float32(f) * flip for f in SCALE_SEARCH] + [amax / np.float32(7.5)]
     else:
-        candidates = [(hi - lo) / np.float32(15)]
+        lo = np.minimum(g.min(axis=2), 0)
+        candidates = [(np.maximum(g.max(axis=2), 0) - lo) / np.float32(15)]
     best_err = np.full(g.shape[:2], np.inf, dtype=np.float32)
     best_scale = np.zeros(g.shape[:2], dtype=ml_dtypes.bfloat16)
     for cand in candidates:
