@@ -160,11 +160,8 @@ cudaError_t bf16_gemm(const Bf16GemmArgs& a, cudaStream_t stream, std::string* e
         plan.grid_n * kB16BlockN < a.N || plan.k_stages * kB16StageK < a.K)
         return refuse("the plan does not cover this product");
     if (a.workspace_bytes < bf16_gemm_workspace_bytes(plan, a.M, a.N)) return refuse("the split-K workspace is too small");
-    if (a.bf16) {
-        DeviceFacts d;
-        if (const cudaError_t err = current_device(&d)) return err;
-        if (d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
-    }
+    if (a.bf16)
+        if (const cudaError_t err = require_cc(80, "bf16", "use fp16 on this GPU", "bf16_gemm", error)) return err;
     const B16Params p{a.x, a.ldx, a.w, a.ldw, a.M, a.N, a.K, plan.splits, plan.k_stages, a.y, a.ldy, a.workspace};
     if (a.bf16) return a.y_f32 ? launch<true, true>(p, plan, stream) : launch<true, false>(p, plan, stream);
     return a.y_f32 ? launch<false, true>(p, plan, stream) : launch<false, false>(p, plan, stream);

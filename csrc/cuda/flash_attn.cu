@@ -350,9 +350,11 @@ cudaError_t flash_attention(const FlashAttentionArgs& a, cudaStream_t stream, st
     if (reinterpret_cast<uintptr_t>(a.q) % 16 || reinterpret_cast<uintptr_t>(a.k) % 16 ||
         reinterpret_cast<uintptr_t>(a.v) % 16 || reinterpret_cast<uintptr_t>(a.out) % 4 || a.ldq % 8 || a.ldo % 2)
         return refuse("q, k and v must be 16-byte aligned with q's row stride a multiple of 8");
+    if (a.bf16)
+        if (const cudaError_t err = require_cc(80, "bf16", "use fp16 on this GPU", "flash_attention", error))
+            return err;
     DeviceFacts d;
     if (const cudaError_t err = current_device(&d)) return err;
-    if (a.bf16 && d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
     const int splits = a.T > 1 ? 1 : a.splits > 0 ? a.splits : fa_num_splits(a.p0.host + 1, a.n_kv_heads, d.sms);
     if (a.workspace_bytes < flash_attention_workspace_bytes(a.T, a.n_heads, a.head_dim, splits))
         return refuse("the decode workspace is too small");

@@ -302,25 +302,6 @@ cudaError_t launch(const Fp8Params& p, const GemmPlan& plan, cudaStream_t stream
                                       p.y, p.ldy, stream);
 }
 
-// Whether the GPU runs kKernel from code compiled for compute capability kCc or newer: a build
-// whose LLAMA_LOCAL_CUDA_ARCHS leaves out this GPU's arch runs the PTX of an older one, where
-// the e4m3 (or bf16) kernels are traps. Asked of the driver once per device (as current_device).
-template <auto kKernel, int kCc>
-cudaError_t compiled_for(bool* ok) {
-    static std::atomic<uint32_t> kept[kKeptDevices];  // 1 + the answer
-    uint32_t v = 0;
-    const cudaError_t err = kept_per_device(kept, &v, [](int, uint32_t* v) {
-        cudaFuncAttributes a{};
-        const cudaError_t err = cudaFuncGetAttributes(&a, kKernel);
-        *v = 1 + uint32_t(a.ptxVersion >= kCc);
-        return err;
-    });
-    *ok = err == cudaSuccess && v == 2;
-    return err;
-}
-constexpr auto kW8a8Kernel = fp8_gemm_kernel<Fp8Act::E4M3, false, kFoldTiles, 1>;
-constexpr auto kBf16Kernel = fp8_gemm_kernel<Fp8Act::BF16, false, kNoFold, 1>;
-
 // The checks both paths share; empty when the arguments are fine.
 std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const GemmPlan& plan,
                        size_t workspace_bytes, bool w8a8) {
@@ -340,9 +321,7 @@ std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const G
 
 bool fp8_w8a8_supported() {
     DeviceFacts d;
-    bool built = false;
-    return current_device(&d) == cudaSuccess && d.cc >= 89 && compiled_for<kW8a8Kernel, 89>(&built) == cudaSuccess &&
-           built;
+    return current_device(&d) == cudaSuccess && d.cc >= 89 && d.code_cc >= 89;
 }
 
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {
@@ -373,12 +352,9 @@ cudaError_t fp8_gemm_w8a8(const uint8_t* codes, int64_t ldq, const float* a_scal
     if (w.int8) return refuse("integer codes take the W8A16 path");
     if (reinterpret_cast<uintptr_t>(codes) % 16 || ldq % 16 || ldq < w.g.k_tiles * kFp8TileK)
         return refuse("the codes must be 16-byte aligned with a row stride >= K rounded up to 32, a multiple of 16");
-    DeviceFacts d;
-    if (const cudaError_t err = current_device(&d)) return err;
-    if (d.cc < 89) return refuse("the e4m3 mma needs sm_89 or newer; use the W8A16 path on this GPU");
-    bool built = false;
-    if (const cudaError_t err = compiled_for<kW8a8Kernel, 89>(&built)) return err;
-    if (!built) return refuse("this build has no sm_89+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
+    if (const cudaError_t err =
+            require_cc(89, "the e4m3 mma", "use the W8A16 path on this GPU", "fp8_gemm_w8a8", error))
+        return err;
     const Fp8Params p{codes, ldq, M, a_scales, w.q, w.scales, nullptr, w.g, plan.splits, y, ldy, workspace};
     return launch<Fp8Act::E4M3>(p, plan, stream);
 }
@@ -394,14 +370,8 @@ cudaError_t fp8_gemm_w8a16(const uint16_t* x, int64_t ldx, int64_t M, const Fp8D
     if (!why.empty()) return refuse(why);
     if (reinterpret_cast<uintptr_t>(x) % 16 || ldx % 8 || ldx < w.g.k)
         return refuse("X must be 16-byte aligned with a row stride >= K and a multiple of 8 halves");
-    if (bf16) {
-        DeviceFacts d;
-        if (const cudaError_t err = current_device(&d)) return err;
-        if (d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
-        bool built = false;
-        if (const cudaError_t err = compiled_for<kBf16Kernel, 80>(&built)) return err;
-        if (!built) return refuse("this build has no sm_80+ code for this GPU (LLAMA_LOCAL_CUDA_ARCHS)");
-    }
+    if (bf16)
+        if (const cudaError_t err = require_cc(80, "bf16", "use fp16 on this GPU", "fp8_gemm_w8a16", error)) return err;
     const Fp8Params p{reinterpret_cast<const uint8_t*>(x), ldx, M, nullptr, w.q, w.scales, w.mins, w.g, plan.splits,
                       y, ldy, workspace};
     if (w.int8) return bf16 ? launch<Fp8Act::BF16, true>(p, plan, stream) : launch<Fp8Act::FP16, true>(p, plan, stream);

@@ -181,11 +181,8 @@ cudaError_t int4_gemm(const uint16_t* x, int64_t ldx, int64_t M, const Int4Devic
     if (plan.splits < 1 || plan.splits > plan.k_stages || plan.m_frags * 16 * plan.grid_m < M)
         return refuse("the plan does not cover this product");
     if (workspace_bytes < int4_gemm_workspace_bytes(plan, M, w.g.n)) return refuse("the split-K workspace is too small");
-    if (w.bf16) {
-        DeviceFacts d;
-        if (const cudaError_t err = current_device(&d)) return err;
-        if (d.cc < 80) return refuse("bf16 needs sm_80 or newer; use fp16 on this GPU");
-    }
+    if (w.bf16)
+        if (const cudaError_t err = require_cc(80, "bf16", "use fp16 on this GPU", "int4_gemm", error)) return err;
     const GemmParams p{x, ldx, M, w.q, w.scales, w.mins, w.g, w.zero, plan.splits, plan.k_stages, y, ldy, workspace};
     if (w.bf16) return w.has_min ? launch<true, true>(p, plan, stream) : launch<true, false>(p, plan, stream);
     return w.has_min ? launch<false, true>(p, plan, stream) : launch<false, false>(p, plan, stream);
