@@ -1034,7 +1034,10 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("kv_cache", [](PyCudaModel& s) { return std::string(s.model().bf16() ? "bf16" : "f16"); })
         .def_property_readonly("scratch_bytes", [](PyCudaModel& s) { return s.model().scratch_bytes(); })
         .def_property_readonly("decode_graphs", [](PyCudaModel& s) { return s.model().decode_graphs(); },
-                               "decode-step CUDA graphs captured so far (one per flash-decode split count met)");
+                               "decode-step CUDA graphs captured so far (one per flash-decode split count met)")
+        .def_property_readonly("decode_graph_error", [](PyCudaModel& s) { return s.model().decode_graph_error(); },
+                               "why decode-step graphs were turned off (a capture failed; decode runs launch by "
+                               "launch); empty if they were not");
 #endif
 
     py::module_ dm = m.def_submodule("device_math", "csrc/cuda's shared host/device math, run on the host");

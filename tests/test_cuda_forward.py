@@ -391,6 +391,7 @@ def test_decode_graphs_replay_the_kernel_launches_exactly(tiny, monkeypatch):
         llm = LLM(d, device="cuda", n_ctx=512, n_batch=128)
         out = [llm.model.forward(prompt)]
         out += [llm.model.forward(steps[i:i + 1]) for i in range(len(steps))]
+        assert llm.model.decode_graph_error == "" and llm.info()["cuda_graph_error"] is None
         return np.stack(out), llm.model.decode_graphs
 
     launched, none = run("0")

@@ -178,7 +178,9 @@ cudaError_t int4_gemm(const uint16_t* x, int64_t ldx, int64_t M, const Int4Devic
         return refuse("X must be 16-byte aligned with a row stride >= K and a multiple of 8 halves");
     if (ldy < w.g.n) return refuse("Y's row stride is below N");
     if (w.has_min != (w.mins != nullptr)) return refuse("mins are given exactly for min formats");
-    if (plan.splits < 1 || plan.splits > plan.k_stages || plan.m_frags * 16 * plan.grid_m < M)
+    if (plan.splits < 1 || plan.splits > plan.k_stages || plan.m_frags < 1 || plan.m_frags > 3 ||
+        plan.m_frags * 16 * plan.grid_m < M || plan.grid_n * kGemmWarps < w.g.n_tiles ||
+        plan.k_stages != (w.g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles)
         return refuse("the plan does not cover this product");
     if (workspace_bytes < int4_gemm_workspace_bytes(plan, M, w.g.n)) return refuse("the split-K workspace is too small");
     if (w.bf16)

@@ -70,9 +70,11 @@ struct LlamaCuda::Impl {
     const float* rope_sin = nullptr;
 
     // The decode step's CUDA graphs, by flash decode's split count: the one launch shape that
-    // changes with the position (every kernel reads the position itself from `io`).
+    // changes with the position (every kernel reads the position itself from `io`). A capture that
+    // fails turns them off (the step it follows has run eagerly), keeping why in graph_error.
     bool use_graphs = true;
     std::vector<std::pair<int, cudaGraphExec_t>> graphs;
+    std::string graph_error;
 
     // scratch, n_batch rows each
     int32_t* io = nullptr;  // [1 + n_batch]: the chunk's first position, then its tokens
@@ -190,6 +192,13 @@ struct LlamaCuda::Impl {
     cudaGraphExec_t decode_graph(int p0) const;  // null until captured
     void capture_decode_graph(int p0);
     void chunk(const int32_t* host_tokens, int64_t T, float* logits_out, bool all_logits);
+
+    // The stream and graphs are released here, not in ~LlamaCuda, so that a constructor that
+    // throws after creating the stream (a malformed tensor, out of memory) does not leak it.
+    ~Impl() {
+        for (auto& g : graphs) cudaGraphExecDestroy(g.second);
+        if (stream) cudaStreamDestroy(stream);
+    }
 };
 
 LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_ctx, int64_t n_batch,
@@ -295,11 +304,7 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     m.attn_work = m.state.alloc<float>(m.attn_work_bytes / sizeof(float));
 }
 
-LlamaCuda::~LlamaCuda() {
-    if (!impl_) return;
-    for (auto& g : impl_->graphs) cudaGraphExecDestroy(g.second);
-    if (impl_->stream) cudaStreamDestroy(impl_->stream);
-}
+LlamaCuda::~LlamaCuda() = default;
 
 // Every kernel of T tokens at positions [p0, p0 + T) on the stream, from the tokens in `io` to
 // the last n_out rows' logits in `logits`; nothing waits, so a decode step can be captured.
@@ -377,7 +382,15 @@ void LlamaCuda::Impl::chunk(const int32_t* host_tokens, int64_t T, float* logits
         cuda_check(cudaGraphLaunch(g, stream), "the decode graph");
     } else {
         enqueue(T, p0, n_out);
-        if (decode) capture_decode_graph(p0);  // recorded, not run: the next steps replay it
+        if (decode) {
+            try {
+                capture_decode_graph(p0);  // recorded, not run: the next steps replay it
+            } catch (const std::runtime_error& e) {  // decode goes on launch by launch
+                use_graphs = false;
+                graph_error = e.what();
+                (void)cudaGetLastError();  // the capture's own error is not the step's
+            }
+        }
     }
     n_past += T;
     if (n_out > 0) {
@@ -407,5 +420,6 @@ size_t LlamaCuda::kv_bytes() const { return impl_->kv_bytes; }
 size_t LlamaCuda::scratch_bytes() const { return impl_->state.bytes() - impl_->kv_bytes; }
 std::vector<std::pair<std::string, size_t>> LlamaCuda::weight_formats() const { return impl_->formats; }
 int LlamaCuda::decode_graphs() const { return int(impl_->graphs.size()); }
+std::string LlamaCuda::decode_graph_error() const { return impl_->graph_error; }
 
 }  // namespace ll::cuda

@@ -39,6 +39,7 @@ public:
     size_t scratch_bytes() const;
     std::vector<std::pair<std::string, size_t>> weight_formats() const;
     int decode_graphs() const;  // decode-step graphs captured so far (one per split count met)
+    std::string decode_graph_error() const;  // why decode graphs were turned off; empty if they were not
 
 private:
     struct Impl;

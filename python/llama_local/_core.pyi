@@ -129,6 +129,9 @@ class CudaModel:
     @property
     def decode_graphs(self) -> int:
         """Decode-step CUDA graphs captured so far (one per flash-decode split count met)."""
+    @property
+    def decode_graph_error(self) -> str:
+        """Why decode-step graphs were turned off (a capture failed); empty if they were not."""
 
 class _Kernels(ModuleType):
     """The submodule `kernels`: each CPU kernel, for tests against numpy. `isa` None: default_isa()."""

@@ -386,6 +386,8 @@ class LLM:
             "scratch_bytes": self.model.scratch_bytes,
             "device": self.device,
             "cuda_fallback_reason": self.cuda_fallback_reason,
+            # why the GPU's decode steps run launch by launch (a CUDA graph capture failed); None if not
+            "cuda_graph_error": getattr(self.model, "decode_graph_error", "") or None,
         }
 
     def __repr__(self) -> str:
