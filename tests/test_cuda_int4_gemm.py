@@ -35,20 +35,22 @@ def ulp16(y: np.ndarray, dtype: str) -> np.ndarray:
     return np.ldexp(1.0, e - digits)
 
 
-def run(x16: np.ndarray, codes, scales, mins, zero, group, dtype, splits=0) -> np.ndarray:
-    y = _core.cuda_kernels.int4_gemm(x16.view(np.uint16), codes, scales, group, mins=mins, zero=zero, dtype=dtype,
-                                     splits=splits)
+def run(x16: np.ndarray, codes, scales, mins, zero, group, dtype, splits=0, gemm=None) -> np.ndarray:
+    """y as float64; gemm: the kernel's runner (the GPU binding, or tests/cuda_emulated.py's)."""
+    gemm = gemm or _core.cuda_kernels.int4_gemm
+    y = gemm(x16.view(np.uint16), codes, scales, group, mins=mins, zero=zero, dtype=dtype, splits=splits)
     return y.view(HALF[dtype]).astype(np.float64)
 
 
-def check(M, N, K, group, kind, dtype, splits=0):
-    needs_bf16(dtype)
+def check(M, N, K, group, kind, dtype, splits=0, gemm=None):
+    if gemm is None:
+        needs_bf16(dtype)
     codes, scales, mins, zero = make(N, K, group, kind, seed=M * 7 + N + K)
     x16 = np.random.default_rng(M + K).standard_normal((M, K)).astype(np.float32).astype(HALF[dtype])
     x = x16.astype(np.float64)
     w = reference(codes, scales, mins, zero, group, dtype)
     want = x @ w.T
-    y = run(x16, codes, scales, mins, zero, group, dtype, splits)
+    y = run(x16, codes, scales, mins, zero, group, dtype, splits, gemm)
     tol = ulp16(want, dtype) + K * 2.0 ** -23 * (np.abs(x) @ np.abs(w).T)
     bad = np.argwhere(np.abs(y - want) > tol)
     assert bad.size == 0, f"{len(bad)} of {y.size} off, first {bad[0]}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"

@@ -1,7 +1,8 @@
 // The PTX instructions the CUDA kernels share (int4_gemm.cu, fp8_gemm.cu, flash_attn.cu), each
 // written once: cp.async copies, ldmatrix, the 16 x 8 x 16 tensor-core product with its sm_75
 // fallback, and the 16 x 8 x 32 E4M3 product of sm_89+.
-// Device code only; which element each lane holds is mma_frag.h's, tested on the host.
+// Device code; which element each lane holds is mma_frag.h's, tested on the host. The tests' host
+// build swaps these for an emulation (tests/cuda_emulation) to run the kernels' block code.
 #pragma once
 #include <cstdint>
 
@@ -18,6 +19,17 @@ constexpr bool kDeviceHasFp8Mma = false;  // Ada (sm_89) brought the e4m3 / e5m2
 #else
 constexpr bool kDeviceHasFp8Mma = true;
 #endif
+
+}  // namespace
+}  // namespace ll::cuda
+
+#if defined(LL_CUDA_HOST_EMULATION)
+// The tests' host build (tests/cuda_emulation): the same functions, emulated for a host thread per
+// CUDA thread, so that the kernels' own block code runs on a machine without a GPU.
+#include "cuda_host_emulation.h"
+#else
+namespace ll::cuda {
+namespace {
 
 // 16 bytes global -> shared, of which the first `bytes` (0..16) are read and the rest zeroed.
 __device__ __forceinline__ void copy16(void* smem, const void* gmem, int bytes) {
@@ -132,3 +144,4 @@ __device__ __forceinline__ void mma_16832_e4m3(float c[4], const uint32_t a[4], 
 
 }  // namespace
 }  // namespace ll::cuda
+#endif

@@ -1,0 +1,77 @@
+"""The W4A16 GEMM's own block code run on the host (tests/cuda_emulated.py), through the GPU
+tests' own checks: the same inputs, numpy references and tolerances as test_cuda_int4_gemm.py,
+on a machine without a GPU. What this proves beyond the host tests of the index math: the
+kernels' pipelines (every stage waited for before it is read, every buffer free before it is
+refilled, as the emulated cp.async lands late and shared memory starts as NaN), their bounds on
+odd shapes (no global read outside the buffers), and that the instructions' operands, placed
+where mma_frag.h says, give the product under the PTX ISA's fragment layouts. What it cannot:
+the hardware's timing, its fp32 accumulation order, and the compiler's device code (the static
+checks and the GPU suite cover those)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+import cuda_emulated as E
+from test_cuda_int4_gemm import check as int4_check
+
+pytestmark = pytest.mark.skipif(E.CXX is None, reason="no C++ compiler to build the kernels' host emulation")
+
+SHAPES = [(1, 67, 100), (3, 300, 520), (16, 64, 16), (17, 130, 250), (33, 257, 600), (49, 200, 384)]
+INT4_CASES = [(shape, group, kind, dtype) for shape in SHAPES for group in (32, 128, "channel")
+              for kind in ("zero8", "min") for dtype in ("bf16", "fp16")]
+
+
+def int4_gemm(i: int, **kw):
+    """The emulated int4 GEMM with the i-th way of landing copies: each case meets one, all meet all."""
+    return partial(E.int4_gemm, copies=E.COPIES[i % len(E.COPIES)], seed=i, **kw)
+
+
+@pytest.mark.parametrize("i", range(len(INT4_CASES)),
+                         ids=[f"{m}x{n}x{k}-{g}-{kind}-{d}" for (m, n, k), g, kind, d in INT4_CASES])
+def test_int4_gemm_block_code_matches_numpy(i):
+    (M, N, K), group, kind, dtype = INT4_CASES[i]
+    int4_check(M, N, K, K if group == "channel" else group, kind, dtype, gemm=int4_gemm(i))
+
+
+@pytest.mark.parametrize("splits", [2, 3, 64])
+def test_int4_gemm_split_k(splits):
+    # 64 is more splits than the 32 stages of K = 2048: one stage each, as the plan clamps
+    for dtype in ("bf16", "fp16"):
+        int4_check(2, 384, 2048, 64, "zero8", dtype, splits=splits, gemm=int4_gemm(splits))
+
+
+def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """csrc/cuda (and the csrc/core it includes) copied under tmp_path, with `old` in `file` made `new`."""
+    for d in ("cuda", "core"):
+        shutil.copytree(E.ROOT / "csrc" / d, tmp_path / "csrc" / d)
+    path = tmp_path / "csrc" / "cuda" / file
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not in {file} once"
+    path.write_text(text.replace(old, new))
+    return tmp_path / "csrc" / "cuda"
+
+
+@pytest.mark.parametrize("bug", ["wait one stage short", "no barrier before the refill", "ldmatrix rows swapped"])
+def test_the_emulation_catches_a_broken_kernel(tmp_path, bug):
+    # Each bug is one a kernel could plausibly ship with; the checks above must fail on it.
+    if bug == "wait one stage short":
+        cuda = broken_copy(tmp_path, "int4_gemm_block.cuh", "copy_wait<kGemmStages - 2>();", "copy_wait<kGemmStages - 1>();")
+    elif bug == "no barrier before the refill":
+        cuda = broken_copy(tmp_path, "int4_gemm_block.cuh", "        __syncthreads();  // the stage", "        // the stage")
+    else:
+        a_row = re.search(r"FragCoord a_row\(int lane\) \{ return FragCoord\{([^}]*)\}", (E.CUDA_DIR / "mma_frag.h").read_text())
+        rows, cols = a_row.group(1).split(", ")
+        cuda = broken_copy(tmp_path, "mma_frag.h", a_row.group(0), a_row.group(0).replace(a_row.group(1), f"{rows}, {cols} ^ 8"))
+    failures = 0
+    for i in range(len(E.COPIES)):  # a race shows in some ways of landing copies, not all
+        try:
+            int4_check(17, 130, 250, 32, "zero8", "bf16", gemm=int4_gemm(i, cuda_dir=cuda))
+        except (AssertionError, RuntimeError):
+            failures += 1
+    assert failures > 0, f"the emulation did not notice: {bug}"
