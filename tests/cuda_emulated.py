@@ -23,8 +23,13 @@ EMU_DIR = ROOT / "tests" / "cuda_emulation"
 CXX = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
 FLAGS = ["-std=c++20", "-O2", "-pthread", "-DLL_CUDA_HOST_EMULATION", f"-I{CUDA_DIR}", f"-I{EMU_DIR}"]
 # Each driver and the host sources it links (the repack its binding runs before the kernel).
-DRIVERS = {"int4_gemm": ["int4_repack.cpp"]}
+DRIVERS = {"int4_gemm": ["int4_repack.cpp"], "flash_attn": [], "fp8_gemm": ["fp8_repack.cpp"], "bf16_gemm": []}
 COPIES = ("at-issue", "at-wait", "random")
+
+
+class EmulationError(RuntimeError):
+    """A driver ran and failed: the emulation saw a read outside the buffers, a misaligned copy,
+    copies in flight at the end (or the driver refused its arguments)."""
 
 
 def cache_dir() -> Path:
@@ -55,15 +60,41 @@ def driver(name: str, cuda_dir: Path = CUDA_DIR) -> Path:
     return exe
 
 
+def broken_copy(tmp: Path, file: str, old: str, new: str) -> Path:
+    """csrc/cuda (and the csrc/core it includes) copied under tmp, with `old` in `file` made `new`:
+    a kernel with a bug planted, for the tests that show the emulation notices it. Its csrc/cuda."""
+    for d in ("cuda", "core"):
+        shutil.copytree(ROOT / "csrc" / d, tmp / "csrc" / d)
+    path = tmp / "csrc" / "cuda" / file
+    text = path.read_text()
+    if text.count(old) != 1:
+        raise ValueError(f"{old!r} is not in {file} once")
+    path.write_text(text.replace(old, new))
+    return tmp / "csrc" / "cuda"
+
+
+def copies_failing(run_check) -> int:
+    """How many of the ways of landing copies (COPIES, by index) make run_check(i) fail, for the
+    tests that plant a bug: it must fail at least one (a race shows in some ways, not all). A
+    kernel that no longer builds raises, rather than counting as noticed."""
+    failures = 0
+    for i in range(len(COPIES)):
+        try:
+            run_check(i)
+        except (AssertionError, EmulationError):
+            failures += 1
+    return failures
+
+
 def _run(name: str, args: list, inputs: dict[str, np.ndarray], out_shape: tuple[int, ...],
-         cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+         cuda_dir: Path = CUDA_DIR, out_dtype=np.uint16) -> np.ndarray:
     with tempfile.TemporaryDirectory() as d:
         for key, a in inputs.items():
             np.ascontiguousarray(a).tofile(Path(d) / key)
         out = subprocess.run([str(driver(name, cuda_dir)), d, *map(str, args)], capture_output=True, text=True)
         if out.returncode:
-            raise RuntimeError(f"the {name} emulation failed:\n{out.stderr[-4000:]}")
-        return np.fromfile(Path(d) / "y", np.uint16).reshape(out_shape)
+            raise EmulationError(f"the {name} emulation failed:\n{out.stderr[-4000:]}")
+        return np.fromfile(Path(d) / "y", out_dtype).reshape(out_shape)
 
 
 def int4_gemm(x, codes, scales, group, mins=None, zero=0, dtype="bf16", splits=0, sms=132, copies="at-wait",
@@ -77,3 +108,51 @@ def int4_gemm(x, codes, scales, group, mins=None, zero=0, dtype="bf16", splits=0
         inputs["mins"] = np.asarray(mins, np.float32)
     args = [M, N, K, group, zero, int(mins is not None), int(dtype == "bf16"), splits, sms, copies, seed]
     return _run("int4_gemm", args, inputs, (M, N), cuda_dir)
+
+
+def bf16_gemm(x, w, dtype="bf16", y_f32=False, splits=0, sms=132, copies="at-wait", seed=0,
+              cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    """_core.cuda_kernels.bf16_gemm's y [M, N] (float32: 16-bit results widened exactly), from
+    bf16_gemm_block.cuh run on the host."""
+    x, w = np.asarray(x).view(np.uint16), np.asarray(w).view(np.uint16)
+    (M, K), N = x.shape, w.shape[0]
+    args = [M, N, K, int(dtype == "bf16"), int(y_f32), splits, sms, copies, seed]
+    return _run("bf16_gemm", args, {"x": x, "w": w}, (M, N), cuda_dir, np.float32)
+
+
+def flash_attention(q, k, v, p0, n_heads, n_kv_heads, dtype="bf16", splits=0, sms=132, copies="at-wait", seed=0,
+                    cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    """_core.cuda_kernels.flash_attention's output [T, n_heads hd] (16-bit bits), from
+    flash_attn_block.cuh run on the host."""
+    q, k, v = (np.asarray(a).view(np.uint16) for a in (q, k, v))
+    T, hd = q.shape[0], q.shape[1] // n_heads
+    args = [T, p0, n_heads, n_kv_heads, hd, int(dtype == "bf16"), splits, sms, copies, seed]
+    return _run("flash_attn", args, {"q": q, "k": k, "v": v}, q.shape, cuda_dir)
+
+
+def fp8_gemm(x, codes, scales, block=0, path="w8a8", dtype="bf16", splits=0, ub=None, int8=False, mins=None,
+             sms=132, copies="at-wait", seed=0, cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    """_core.cuda_kernels.fp8_gemm's y [M, N] (16-bit bits), from fp8_gemm_block.cuh run on the host:
+    W8A8 (x quantized per row by the kernel's own block code, with bound ub) or W8A16 (int8: integer
+    codes, with mins if given). The binding's argument checks here; the repack's in the driver."""
+    x = np.asarray(x).view(np.uint16)
+    codes = np.asarray(codes, np.uint8)
+    if x.ndim != 2 or codes.ndim != 2 or x.shape[1] != codes.shape[1]:
+        raise ValueError("fp8_gemm: x [M, K] and codes [N, K] must agree on K")
+    if path not in ("w8a8", "w8a16"):
+        raise ValueError("fp8_gemm: path is w8a8 or w8a16")
+    if dtype not in ("bf16", "fp16"):
+        raise ValueError(f"dtype is bf16 or fp16, not {dtype}")
+    if path == "w8a8" and dtype != "bf16":
+        raise ValueError("fp8_gemm: W8A8 takes bf16 activations")
+    (M, K), N = x.shape, codes.shape[0]
+    inputs = {"x": x, "codes": codes, "scales": np.asarray(scales, np.float32)}
+    if mins is not None:
+        inputs["mins"] = np.asarray(mins, np.float32)
+    for key, a in inputs.items():  # scales, mins: [N] or [N, blocks] (the driver counts the blocks)
+        if key in ("scales", "mins") and (a.ndim > 2 or (a.ndim == 2 and a.shape[0] != N)):
+            raise ValueError(f"fp8_gemm: {key} must be float32 [N] or [N, blocks]")
+    bound = np.inf if ub is None else float(np.float32(ub))  # the binding's float
+    args = [M, N, K, block, int(path == "w8a8"), int(dtype == "bf16"), int(int8), int(mins is not None), splits,
+            repr(bound), sms, copies, seed]
+    return _run("fp8_gemm", args, inputs, (M, N), cuda_dir)

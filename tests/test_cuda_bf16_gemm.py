@@ -62,11 +62,16 @@ gpu_only = pytest.mark.skipif(not hasattr(_core, "cuda_kernels") or INFO["cuda_d
 def test_product_matches_numpy(m, n, k, splits, y_f32, dtype):
     if dtype == "bf16" and "(sm_7" in " ".join(INFO["cuda_device_names"]):
         pytest.skip("bf16 needs sm_80")
+    check(m, n, k, splits, y_f32, dtype, _core.cuda_kernels.bf16_gemm)
+
+
+def check(m, n, k, splits, y_f32, dtype, gemm):
+    """gemm: the kernel's runner (the GPU binding, or tests/cuda_emulated.py's)."""
     half = HALF[dtype]
     rng = np.random.default_rng(m * n + k)
     x = rng.standard_normal((m, k)).astype(half)
     w = (rng.standard_normal((n, k)) * 0.05).astype(half)
-    got = _core.cuda_kernels.bf16_gemm(x.view(np.uint16), w.view(np.uint16), dtype=dtype, y_f32=y_f32, splits=splits)
+    got = gemm(x.view(np.uint16), w.view(np.uint16), dtype=dtype, y_f32=y_f32, splits=splits)
     xf, wf = x.astype(np.float64), w.astype(np.float64)
     want = xf @ wf.T
     bound = k * 2.0 ** -23 * (np.abs(xf) @ np.abs(wf).T)

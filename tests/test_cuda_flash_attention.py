@@ -47,15 +47,18 @@ def textbook(q, k, v, p0, n_heads, n_kv_heads, half):
     return out.astype(half).astype(np.float64)
 
 
-def check(T, p0, n_heads, n_kv_heads, hd, dtype, splits=0, seed=0):
-    needs_bf16(dtype)
+def check(T, p0, n_heads, n_kv_heads, hd, dtype, splits=0, seed=0, attention=None):
+    """attention: the kernels' runner (the GPU binding, or tests/cuda_emulated.py's)."""
+    if attention is None:
+        needs_bf16(dtype)
+        attention = _core.cuda_kernels.flash_attention
     half = HALF[dtype]
     rng = np.random.default_rng(seed)
     q = (rng.standard_normal((T, n_heads * hd)) * 2).astype(half)
     k = rng.standard_normal((p0 + T, n_kv_heads * hd)).astype(half)
     v = rng.standard_normal((p0 + T, n_kv_heads * hd)).astype(half)
-    got = _core.cuda_kernels.flash_attention(q.view(np.uint16), k.view(np.uint16), v.view(np.uint16), p0, n_heads,
-                                             n_kv_heads, dtype=dtype, splits=splits).view(half).astype(np.float64)
+    got = attention(q.view(np.uint16), k.view(np.uint16), v.view(np.uint16), p0, n_heads, n_kv_heads, dtype=dtype,
+                    splits=splits).view(half).astype(np.float64)
     exact = attention_reference(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), p0, n_heads,
                                 n_kv_heads)
     framework = np.abs(textbook(q, k, v, p0, n_heads, n_kv_heads, half) - exact).max()

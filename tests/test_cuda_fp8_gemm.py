@@ -95,8 +95,11 @@ def textbook(a: np.ndarray, codes, scales, block, row_scale, out, int8=False, lo
     return (y * row_scale[:, None]).astype(out).astype(np.float64)
 
 
-def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None, int8=False, mins=False):
-    needs(path, dtype)
+def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None, int8=False, mins=False, gemm=None):
+    """gemm: the kernel's runner (the GPU binding, or tests/cuda_emulated.py's)."""
+    if gemm is None:
+        needs(path, dtype)
+    gemm = gemm or _core.cuda_kernels.fp8_gemm
     half = HALF[dtype]
     codes, scales = make(N, K, block, seed=M * 7 + N + K)
     lows = None
@@ -116,8 +119,8 @@ def check(M, N, K, block, path, dtype, splits=0, seed=0, ub=None, int8=False, mi
         w = w + col_scales(lows.astype(np.float64), K, bk)
         w_size = w_size + np.abs(col_scales(lows.astype(np.float64), K, bk))
     exact = x @ w.T
-    y = _core.cuda_kernels.fp8_gemm(x16.view(np.uint16), codes, scales, block, path=path, dtype=dtype,
-                                    splits=splits, ub=ub, int8=int8, mins=lows).view(half).astype(np.float64)
+    y = gemm(x16.view(np.uint16), codes, scales, block, path=path, dtype=dtype, splits=splits, ub=ub, int8=int8,
+             mins=lows).view(half).astype(np.float64)
     assert np.isfinite(y).all()
     if path == "w8a8":
         qa, sa = quantize_reference(x16.astype(np.float32), np.inf if ub is None else ub)
@@ -189,7 +192,15 @@ def test_split_k_is_deterministic_and_agrees(path, dtype, block):
 @pytest.mark.parametrize("block", [0, 32])
 @pytest.mark.parametrize("splits", [0, 2])
 def test_small_integer_products_are_exact(path, dtype, block, splits):
-    needs(path, dtype)
+    check_exact(path, dtype, block, splits)
+
+
+def check_exact(path, dtype, block, splits, gemm=None, ub=None):
+    """Small integers, whose products and sums both paths hold exactly: Y bit for bit (W8A8's
+    codes 112 x, or with a bound ub = 2 224 x saturating at 448)."""
+    if gemm is None:
+        needs(path, dtype)
+    gemm = gemm or _core.cuda_kernels.fp8_gemm
     rng = np.random.default_rng(7)
     M, N, K = 20, 130, 90
     half = HALF[dtype]
@@ -200,14 +211,15 @@ def test_small_integer_products_are_exact(path, dtype, block, splits):
     scales = np.ldexp(1.0, -rng.integers(4, 8, (N, nb))).astype(np.float32)  # exact products
     codes = w.astype(np.float32).astype(E4M3).view(np.uint8)
     ws = w * col_scales(scales.astype(np.float64), K, block or K)
-    y = _core.cuda_kernels.fp8_gemm(x.astype(half).view(np.uint16), codes, scales, block, path=path, dtype=dtype,
-                                    splits=splits).view(np.uint16)
+    y = gemm(x.astype(half).view(np.uint16), codes, scales, block, path=path, dtype=dtype, splits=splits,
+             ub=ub).view(np.uint16)
     if path == "w8a8":
-        qa, sa = quantize_reference(x.astype(np.float32))
-        assert np.array_equal(qa.view(E4M3).astype(np.float64), 112 * x)
+        qa, sa = quantize_reference(x.astype(np.float32), np.inf if ub is None else ub)
+        a = qa.view(E4M3).astype(np.float64)
+        assert np.array_equal(a, 112 * x if ub is None else np.clip(224 * x, -448, 448))
         # 22 bits hold every partial sum (multiples of 16 below 2^18) and every aligned product
-        assert (np.abs(112 * x) @ np.abs(w).T).max() < 2 ** 18
-        total = (112 * x) @ ws.T  # exact, and exact in float32
+        assert (np.abs(a) @ np.abs(w).T).max() < 2 ** 18
+        total = a @ ws.T  # exact, and exact in float32
         want = (total.astype(np.float32) * sa[:, None]).astype(half)  # the kernel's last two roundings
     else:
         want = (x @ ws.T).astype(np.float32).astype(half)  # exact, rounded once
@@ -216,6 +228,7 @@ def test_small_integer_products_are_exact(path, dtype, block, splits):
 
 def test_w8a8_with_an_activation_bound():
     check(5, 130, 300, 0, "w8a8", "bf16", ub=0.5)  # Meta's activation_scale_ub: saturating codes
+    check_exact("w8a8", "bf16", 32, 2, ub=2.0)  # bit for bit: the check above passes with ub ignored too
 
 
 @pytest.mark.parametrize("K", [1, 31, 100, 5000])

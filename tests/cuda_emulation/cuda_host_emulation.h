@@ -2,7 +2,7 @@
 // own code (int4_gemm_block.cuh, fp8_gemm_block.cuh) on a machine without a GPU. ptx.cuh includes
 // this instead of its PTX when LL_CUDA_HOST_EMULATION is defined; nothing of it is in the wheel.
 //
-// A block is 128 host threads (one per CUDA thread) that meet at real barriers: __syncthreads for
+// A block is a host thread per CUDA thread, and they meet at real barriers: __syncthreads for
 // the block, and every warp-wide instruction (ldmatrix, mma, shuffles) for the warp, whose lanes
 // hand in their operands, wait for each other, and each take their own part of the result.
 // The instructions are emulated from the PTX ISA's own description of which lane holds what,
@@ -11,8 +11,10 @@
 //
 // What the emulation catches that a quiet GPU run might not:
 //   - cp.async: with Copies::kAtWait a copy lands only when copy_wait says its group is done (what
-//     a fast GPU may do at worst), and shared memory starts as NaN, so reading a stage too early
-//     reads NaN; Copies::kRandom lands each copy at issue or at the wait by a seeded coin.
+//     a fast GPU may do at worst), and shared memory starts as NaN (where the driver owns it), so
+//     reading a stage too early reads NaN; Copies::kRandom lands each copy at issue or at the
+//     wait by a seeded coin, and lets other threads run at the copies it lands late, so that the
+//     warps drift apart and a missing barrier lets one overwrite what another still reads.
 //   - global reads outside the buffers the test registered (check_read), misaligned 16-byte copies
 //     and ldmatrix rows: reported, and the run fails.
 #pragma once
@@ -23,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -36,6 +39,10 @@
 #define __global__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+// A block's shared arrays declared in its code (flash_attn_block.cuh) are one per program, as the
+// blocks run one at a time.
+#define __shared__ static
 
 struct alignas(16) uint4 {
     uint32_t x, y, z, w;
@@ -51,18 +58,21 @@ inline thread_local Dim3 threadIdx, blockIdx;
 
 namespace ll::cuda::emu {
 
-constexpr int kBlockThreads = 128, kWarps = kBlockThreads / 32;
+constexpr int kMaxWarps = 32;
 
 enum class Copies { kAtIssue, kAtWait, kRandom };
 
-// What the block's threads share while it runs.
+// What the block's threads share while it runs (a whole number of warps).
 struct Block {
-    std::barrier<> all{kBlockThreads};
-    std::barrier<> warp[kWarps] = {std::barrier<>(32), std::barrier<>(32), std::barrier<>(32), std::barrier<>(32)};
+    explicit Block(int threads) : all(threads) {
+        for (int w = 0; w < threads / 32; ++w) warp.push_back(std::make_unique<std::barrier<>>(32));
+    }
+    std::barrier<> all;
+    std::vector<std::unique_ptr<std::barrier<>>> warp;
     Copies copies = Copies::kAtIssue;
-    const void* addr[kWarps][32];  // ldmatrix: each lane's row address
-    uint32_t a[kWarps][32][4], b[kWarps][32][2];
-    float f[kWarps][32];
+    const void* addr[kMaxWarps][32];  // ldmatrix: each lane's row address
+    uint32_t a[kMaxWarps][32][4], b[kMaxWarps][32][2];
+    float f[kMaxWarps][32];
 };
 inline Block* g_block = nullptr;
 
@@ -105,21 +115,23 @@ inline thread_local std::mt19937 t_coin;
 
 inline int lane() { return int(threadIdx.x & 31); }
 inline int warp() { return int(threadIdx.x >> 5); }
-inline void warp_sync() { g_block->warp[warp()].arrive_and_wait(); }
+inline void warp_sync() { g_block->warp[size_t(warp())]->arrive_and_wait(); }
 
 // The value of a 16-bit (bf16 or fp16) or E4M3 operand.
 inline double half_value(uint32_t bits, bool bf16) {
     return bf16 ? double(ll::bf16_to_float(uint16_t(bits))) : double(ll::fp16_to_float(uint16_t(bits)));
 }
 
-// Runs body on the 128 threads of block `index`, shared memory being whatever body's caller gave it.
-inline std::vector<std::string> run_block(Dim3 index, Copies copies, uint32_t seed, const std::function<void()>& body) {
-    Block block;
+// Runs body on the `threads` threads (a multiple of 32, at most 1024) of block `index`; the
+// errors the emulation saw, if any.
+inline std::vector<std::string> run_block(Dim3 index, Copies copies, uint32_t seed, const std::function<void()>& body,
+                                          int threads_per_block = 128) {
+    Block block(threads_per_block);
     block.copies = copies;
     g_block = &block;
     std::vector<std::thread> threads;
-    threads.reserve(kBlockThreads);
-    for (unsigned t = 0; t < unsigned(kBlockThreads); ++t)
+    threads.reserve(size_t(threads_per_block));
+    for (unsigned t = 0; t < unsigned(threads_per_block); ++t)
         threads.emplace_back([&, t] {
             threadIdx = Dim3{t, 0, 0};
             blockIdx = index;
@@ -204,8 +216,12 @@ inline void copy16(void* smem, const void* gmem, int bytes) {
         emu::fail("copy16 with a misaligned address");
     const emu::Copy c{smem, gmem, bytes};
     const emu::Copies mode = emu::g_block->copies;
-    if (mode == emu::Copies::kAtIssue || (mode == emu::Copies::kRandom && (emu::t_coin() & 1))) c.land();
-    else emu::t_open.push_back(c);
+    if (mode == emu::Copies::kAtIssue || (mode == emu::Copies::kRandom && (emu::t_coin() & 1))) {
+        c.land();
+    } else {
+        emu::t_open.push_back(c);
+        if (mode == emu::Copies::kRandom) std::this_thread::yield();
+    }
 }
 inline void copy_commit() {
     emu::t_committed.push_back(std::move(emu::t_open));

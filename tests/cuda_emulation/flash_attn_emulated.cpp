@@ -1,0 +1,86 @@
+// flash_attn.cu's block code (flash_attn_block.cuh) run on the host over the launch's whole grid,
+// block by block, as flash_attention_on_device runs it on a GPU: the same cache layout and split
+// count; prefill blocks for T > 1, else the decode blocks and then the merge blocks.
+// tests/cuda_emulated.py builds and runs it; the tests compare the output with numpy.
+//
+//   flash_attn_emulated DIR T P0 N_HEADS N_KV_HEADS HEAD_DIM BF16 SPLITS SMS COPIES SEED
+// reads DIR/q (uint16 [T, N_HEADS HEAD_DIM]), DIR/k and DIR/v (uint16 [P0 + T, N_KV_HEADS
+// HEAD_DIM]) and writes DIR/y (uint16 [T, N_HEADS HEAD_DIM]). SPLITS 0: fa_num_splits's choice
+// for SMS; COPIES: at-issue, at-wait or random (cuda_host_emulation.h). Cache rows past the
+// positions in use hold NaN: a kernel that reads them gives NaN.
+#include "driver_io.h"
+#include "flash_attn_block.cuh"
+
+using namespace ll::cuda;
+
+namespace {
+
+// Every block of a grid, one after another.
+template <class Body>
+std::vector<std::string> run_grid(unsigned gx, unsigned gy, int threads, emu::Copies copies, uint32_t& seed, Body body) {
+    for (unsigned y = 0; y < gy; ++y)
+        for (unsigned x = 0; x < gx; ++x) {
+            std::vector<std::string> errors = emu::run_block(Dim3{x, y, 0}, copies, seed++, body, threads);
+            if (!errors.empty()) return errors;
+        }
+    return {};
+}
+
+template <bool kBf16, int HD>
+std::vector<std::string> run(const FaParams& p, emu::Copies copies, uint32_t seed) {
+    if (p.T > 1)
+        return run_grid(unsigned((p.T + kFaQRows - 1) / kFaQRows), unsigned(p.n_heads), kFaThreads, copies, seed,
+                        [&] { prefill_block<kBf16, HD>(p); });
+    std::vector<std::string> errors = run_grid(unsigned(p.n_splits), unsigned(p.n_kv_heads), kFaThreads, copies, seed,
+                                               [&] { decode_block<kBf16, HD>(p); });
+    if (!errors.empty()) return errors;
+    return run_grid(unsigned(p.n_heads), 1, HD, copies, seed, [&] { decode_merge_block<kBf16, HD>(p); });
+}
+
+std::vector<std::string> emulate(char** argv) {
+    const std::string dir = argv[1];
+    const int T = std::stoi(argv[2]), p0 = std::stoi(argv[3]), H = std::stoi(argv[4]), KH = std::stoi(argv[5]);
+    const int hd = std::stoi(argv[6]), splits = std::stoi(argv[8]), sms = std::stoi(argv[9]);
+    const bool bf16 = std::string(argv[7]) == "1";
+    const emu::Copies copies = emu::copies_named(argv[10]);
+    const uint32_t seed = uint32_t(std::stoul(argv[11]));
+    if (hd != 64 && hd != 128) throw std::runtime_error("HEAD_DIM is 64 or 128");
+    if (T < 1 || p0 < 0 || KH < 1 || H % KH) throw std::runtime_error("bad shape");
+    const int n_pos = p0 + T;
+
+    const std::vector<uint16_t> q = emu::read_values<uint16_t>(dir + "/q", size_t(T) * H * hd);
+    const std::vector<uint16_t> k = emu::read_values<uint16_t>(dir + "/k", size_t(n_pos) * KH * hd);
+    const std::vector<uint16_t> v = emu::read_values<uint16_t>(dir + "/v", size_t(n_pos) * KH * hd);
+
+    // As flash_attention_on_device: the rows [position][kv head][hd] into the device cache's
+    // [kv head][n_ctx][hd], a cache longer than the positions in use (here NaN past them).
+    const int64_t n_ctx = n_pos + 5;
+    std::vector<uint16_t> kc(size_t(KH * n_ctx * hd), 0x7FFF), vc(kc.size(), 0x7FFF);
+    for (int h = 0; h < KH; ++h)
+        for (int pos = 0; pos < n_pos; ++pos)
+            for (int d = 0; d < hd; ++d) {
+                const size_t src = (size_t(pos) * KH + h) * hd + d, dst = (size_t(h) * n_ctx + pos) * hd + d;
+                kc[dst] = k[src];
+                vc[dst] = v[src];
+            }
+    const int used = T > 1 ? 1 : splits > 0 ? splits : fa_num_splits(n_pos, KH, sms);
+    std::vector<float> partial(T == 1 ? size_t(H) * used * (2 + hd) : 0, std::nanf(""));
+    std::vector<uint16_t> out(q.size(), 0xFFFF);
+    emu::readable(q);
+    emu::readable(kc);
+    emu::readable(vc);
+    const FaParams p{q.data(), int64_t(H) * hd, kc.data(), vc.data(), n_ctx, out.data(), int64_t(H) * hd, T, &p0,
+                     H, KH, used, 1.0f / std::sqrt(float(hd)), partial.data()};
+    std::vector<std::string> errors;
+    if (bf16) errors = hd == 64 ? run<true, 64>(p, copies, seed) : run<true, 128>(p, copies, seed);
+    else errors = hd == 64 ? run<false, 64>(p, copies, seed) : run<false, 128>(p, copies, seed);
+    if (errors.empty()) emu::write_values(dir + "/y", out);
+    return errors;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    return emu::driver_main("flash_attn_emulated", argc, argv, 11,
+                            "DIR T P0 N_HEADS N_KV_HEADS HEAD_DIM BF16 SPLITS SMS COPIES SEED", emulate);
+}
