@@ -1,5 +1,5 @@
 // The CUDA a kernel's block code needs, emulated on the host, so that the tests run the kernels'
-// own code (int4_gemm_block.cuh, fp8_gemm_block.cuh) on a machine without a GPU. ptx.cuh includes
+// own code (csrc/cuda/*_block.cuh) on a machine without a GPU. ptx.cuh includes
 // this instead of its PTX when LL_CUDA_HOST_EMULATION is defined; nothing of it is in the wheel.
 //
 // A block is a host thread per CUDA thread, and they meet at real barriers: __syncthreads for
@@ -117,7 +117,7 @@ inline int lane() { return int(threadIdx.x & 31); }
 inline int warp() { return int(threadIdx.x >> 5); }
 inline void warp_sync() { g_block->warp[size_t(warp())]->arrive_and_wait(); }
 
-// The value of a 16-bit (bf16 or fp16) or E4M3 operand.
+// The value of a 16-bit operand, bf16 or fp16.
 inline double half_value(uint32_t bits, bool bf16) {
     return bf16 ? double(ll::bf16_to_float(uint16_t(bits))) : double(ll::fp16_to_float(uint16_t(bits)));
 }
@@ -212,7 +212,8 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
 
 inline void copy16(void* smem, const void* gmem, int bytes) {
     if (bytes < 0 || bytes > 16) emu::fail("copy16 of " + std::to_string(bytes) + " bytes");
-    if (reinterpret_cast<uintptr_t>(smem) % 16 || (bytes == 16 && reinterpret_cast<uintptr_t>(gmem) % 16))
+    // (cp.async of 16 bytes wants both addresses 16-byte aligned, however many bytes it reads)
+    if (reinterpret_cast<uintptr_t>(smem) % 16 || reinterpret_cast<uintptr_t>(gmem) % 16)
         emu::fail("copy16 with a misaligned address");
     const emu::Copy c{smem, gmem, bytes};
     const emu::Copies mode = emu::g_block->copies;
