@@ -70,6 +70,11 @@ inline std::vector<float> splitk_sums(const std::vector<float>& partial, int spl
     return y;
 }
 
+// splitk_reduce's 16-bit output: each value rounded once to bf16 or fp16 bits.
+inline void round_to_half(const std::vector<float>& v, bool bf16, uint16_t* y) {
+    for (size_t i = 0; i < v.size(); ++i) y[i] = bf16 ? float_to_half_bits<true>(v[i]) : float_to_half_bits<false>(v[i]);
+}
+
 inline Copies copies_named(const std::string& s) {
     if (s == "at-issue") return Copies::kAtIssue;
     if (s == "at-wait") return Copies::kAtWait;

@@ -90,11 +90,9 @@ std::vector<std::string> emulate(char** argv) {
         return {"no kernel is built for this plan (m_frags " + std::to_string(plan.m_frags) + ")"};
     if (!errors.empty()) return errors;
 
-    if (plan.splits > 1) {  // splitk.cuh's splitk_reduce: times W8A8's row scale, rounded once
-        const std::vector<float> sums = emu::splitk_sums(partial, plan.splits, M, N, w8a8 ? a_scales.data() : nullptr);
-        for (size_t i = 0; i < sums.size(); ++i)
-            y[i] = bf16 ? float_to_half_bits<true>(sums[i]) : float_to_half_bits<false>(sums[i]);
-    }
+    if (plan.splits > 1)  // times W8A8's row scale
+        emu::round_to_half(emu::splitk_sums(partial, plan.splits, M, N, w8a8 ? a_scales.data() : nullptr), bf16,
+                           y.data());
     emu::write_values(dir + "/y", y);
     return {};
 }

@@ -64,11 +64,7 @@ std::vector<std::string> emulate(char** argv) {
     else errors = has_min ? run<false, true>(p, plan, copies, seed) : run<false, false>(p, plan, copies, seed);
     if (!errors.empty()) return errors;
 
-    if (plan.splits > 1) {  // splitk.cuh's splitk_reduce: rounded once
-        const std::vector<float> sums = emu::splitk_sums(partial, plan.splits, M, N);
-        for (size_t i = 0; i < sums.size(); ++i)
-            y[i] = bf16 ? float_to_half_bits<true>(sums[i]) : float_to_half_bits<false>(sums[i]);
-    }
+    if (plan.splits > 1) emu::round_to_half(emu::splitk_sums(partial, plan.splits, M, N), bf16, y.data());
     emu::write_values(dir + "/y", y);
     return {};
 }
