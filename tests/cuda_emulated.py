@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ EMU_DIR = ROOT / "tests" / "cuda_emulation"
 CXX = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
 FLAGS = ["-std=c++20", "-O2", "-pthread", "-DLL_CUDA_HOST_EMULATION", f"-I{CUDA_DIR}", f"-I{EMU_DIR}"]
 # Each driver and the host sources it links (the repack its binding runs before the kernel).
-DRIVERS = {"int4_gemm": ["int4_repack.cpp"], "flash_attn": [], "fp8_gemm": ["fp8_repack.cpp"], "bf16_gemm": []}
+DRIVERS = {"int4_gemm": ["int4_repack.cpp"], "flash_attn": [], "fp8_gemm": ["fp8_repack.cpp"], "bf16_gemm": [], "small_ops": []}
 COPIES = ("at-issue", "at-wait", "random")
 
 
@@ -156,3 +157,66 @@ def fp8_gemm(x, codes, scales, block=0, path="w8a8", dtype="bf16", splits=0, ub=
     args = [M, N, K, block, int(path == "w8a8"), int(dtype == "bf16"), int(int8), int(mins is not None), splits,
             repr(bound), sms, copies, seed]
     return _run("fp8_gemm", args, inputs, (M, N), cuda_dir)
+
+
+# small_ops.cu's kernels, each as its _core.cuda_kernels binding (the arguments it refuses, refused
+# the same way here), from small_ops_kernels.cuh run on the host. SmallOps(cuda_dir): all of them
+# from the kernel sources in cuda_dir.
+
+def _small_op(op: str, dtype: str, args: list, inputs: dict, out_shape, out_dtype, cuda_dir: Path) -> np.ndarray:
+    if dtype not in ("bf16", "fp16"):
+        raise ValueError(f"dtype is bf16 or fp16, not {dtype}")
+    return _run("small_ops", [op, int(dtype == "bf16"), *args], inputs, out_shape, cuda_dir, out_dtype)
+
+
+def rmsnorm(x, w, eps, dtype="bf16", cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    x, w = np.asarray(x, np.float32), np.asarray(w, np.float32)
+    args = [*x.shape, repr(float(np.float32(eps)))]
+    return _small_op("rmsnorm", dtype, args, {"x": x, "w": w}, x.shape, np.uint16, cuda_dir)
+
+
+def rope(x, n_heads, cos, sin, p0, dtype="bf16", key_heads=0, cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    """key_heads: how many of the n_heads heads (the last ones) the kernel takes as key heads, as
+    the forward's rope_qk does (the binding passes none)."""
+    x = np.asarray(x).view(np.uint16)
+    cos, sin = np.asarray(cos, np.float32), np.asarray(sin, np.float32)
+    hd = x.shape[1] // n_heads
+    args = [x.shape[0], n_heads - key_heads, key_heads, hd, cos.shape[0], p0]
+    return _small_op("rope", dtype, args, {"x": x, "cos": cos, "sin": sin}, x.shape, np.uint16, cuda_dir)
+
+
+def swiglu(gu, dtype="bf16", cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    gu = np.asarray(gu).view(np.uint16)
+    T, F = gu.shape[0], gu.shape[1] // 2
+    return _small_op("swiglu", dtype, [T, F], {"x": gu}, (T, F), np.uint16, cuda_dir)
+
+
+def residual_add(x, y, dtype="bf16", cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    x, y = np.asarray(x, np.float32), np.asarray(y).view(np.uint16)
+    return _small_op("residual_add", dtype, list(x.shape), {"x": x, "w": y}, x.shape, np.float32, cuda_dir)
+
+
+def embed(table, tokens, dtype="bf16", cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    table, tokens = np.asarray(table).view(np.uint16), np.asarray(tokens, np.int32)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= table.shape[0]):
+        raise ValueError("embed: token id outside the vocabulary")
+    V, D = table.shape
+    inputs = {"x": table, "w": tokens}
+    return _small_op("embed", dtype, [V, tokens.size, D], inputs, (tokens.size, D), np.float32, cuda_dir)
+
+
+def kv_append(k, v, n_kv_heads, n_ctx, p0, cuda_dir: Path = CUDA_DIR) -> np.ndarray:
+    k, v = np.asarray(k).view(np.uint16), np.asarray(v).view(np.uint16)
+    T, hd = k.shape[0], k.shape[1] // n_kv_heads
+    if p0 < 0 or p0 + T > n_ctx:
+        raise ValueError("kv_append: need k, v [T, KH * hd] and p0 + T <= n_ctx")
+    return _small_op("kv_append", "fp16", [T, n_kv_heads, hd, n_ctx, p0], {"x": k, "w": v},
+                     (2, n_kv_heads, n_ctx, hd), np.uint16, cuda_dir)
+
+
+class SmallOps:
+    """The small ops above from the kernel sources in cuda_dir (a copy with a bug planted)."""
+
+    def __init__(self, cuda_dir: Path):
+        for name in ("rmsnorm", "rope", "swiglu", "residual_add", "embed", "kv_append"):
+            setattr(self, name, partial(globals()[name], cuda_dir=cuda_dir))

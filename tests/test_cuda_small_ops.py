@@ -75,10 +75,16 @@ def needs_bf16(dtype):
 @pytest.mark.parametrize("T,D", [(1, 64), (3, 2048), (5, 4099)])
 def test_rmsnorm_on_gpu(T, D, dtype):
     needs_bf16(dtype)
+    check_rmsnorm(T, D, dtype, _core.cuda_kernels)
+
+
+# Each check takes `ops`: the kernels' runners (the GPU bindings, or tests/cuda_emulated.py).
+
+def check_rmsnorm(T, D, dtype, ops):
     rng = np.random.default_rng(T * D)
     x = rng.standard_normal((T, D), dtype=np.float32) * 2
     w = rng.standard_normal(D, dtype=np.float32)
-    within_one_rounding(_core.cuda_kernels.rmsnorm(x, w, 1e-5, dtype=dtype), DM.rmsnorm(x, w, 1e-5), dtype)
+    within_one_rounding(ops.rmsnorm(x, w, 1e-5, dtype=dtype), DM.rmsnorm(x, w, 1e-5), dtype)
 
 
 @needs_gpu
@@ -87,12 +93,16 @@ def test_rmsnorm_on_gpu(T, D, dtype):
 @pytest.mark.parametrize("hd,p0", [(64, 0), (128, 37)])
 def test_rope_on_gpu(hd, p0, dtype):
     needs_bf16(dtype)
+    check_rope(hd, p0, dtype, _core.cuda_kernels)
+
+
+def check_rope(hd, p0, dtype, ops, **key_heads):
     rng = np.random.default_rng(hd + p0)
     T, H, n_pos = 9, 5, p0 + 20
     x = rng.standard_normal((T, H * hd)).astype(HALF[dtype])
     ang = rng.uniform(-50, 50, (n_pos, hd // 2)).astype(np.float32)
     cos, sin = np.cos(ang), np.sin(ang)
-    got = _core.cuda_kernels.rope(x.view(np.uint16), H, cos, sin, p0, dtype=dtype)
+    got = ops.rope(x.view(np.uint16), H, cos, sin, p0, dtype=dtype, **key_heads)
     xs = x.astype(np.float32).reshape(T, H, hd)
     want = K.rope(xs, cos[p0:p0 + T], sin[p0:p0 + T], isa="scalar").reshape(T, H * hd)
     within_one_rounding(got, want, dtype)
@@ -103,35 +113,43 @@ def test_rope_on_gpu(hd, p0, dtype):
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_swiglu_residual_and_embed_on_gpu(dtype):
     needs_bf16(dtype)
+    check_swiglu_residual_and_embed(dtype, _core.cuda_kernels)
+
+
+def check_swiglu_residual_and_embed(dtype, ops):
     rng = np.random.default_rng(3)
     half = HALF[dtype]
     gu = (rng.standard_normal((4, 2 * 1001)) * 3).astype(half)
     g, u = gu[:, :1001].astype(np.float32), gu[:, 1001:].astype(np.float32)
-    within_one_rounding(_core.cuda_kernels.swiglu(gu.view(np.uint16), dtype=dtype),
+    within_one_rounding(ops.swiglu(gu.view(np.uint16), dtype=dtype),
                         DM.silu_mul(g.ravel(), u.ravel()).reshape(4, 1001), dtype)
     x = rng.standard_normal((4, 777), dtype=np.float32)
     y = rng.standard_normal((4, 777)).astype(half)
-    got = _core.cuda_kernels.residual_add(x, y.view(np.uint16), dtype=dtype)
+    got = ops.residual_add(x, y.view(np.uint16), dtype=dtype)
     np.testing.assert_array_equal(got, x + y.astype(np.float32))  # exact: one fp32 add of an exact widening
     table = rng.standard_normal((50, 96)).astype(half)
     tokens = np.array([3, 0, 49, 3], np.int32)
-    np.testing.assert_array_equal(_core.cuda_kernels.embed(table.view(np.uint16), tokens, dtype=dtype),
+    np.testing.assert_array_equal(ops.embed(table.view(np.uint16), tokens, dtype=dtype),
                                   table[tokens].astype(np.float32))
     with pytest.raises(ValueError):
-        _core.cuda_kernels.embed(table.view(np.uint16), np.array([50], np.int32), dtype=dtype)
+        ops.embed(table.view(np.uint16), np.array([50], np.int32), dtype=dtype)
 
 
 @needs_gpu
 @pytest.mark.cuda
 def test_kv_append_on_gpu():
+    check_kv_append(_core.cuda_kernels)
+
+
+def check_kv_append(ops):
     rng = np.random.default_rng(4)
     T, KH, hd, n_ctx, p0 = 3, 2, 64, 10, 6
     k = rng.integers(0, 1 << 16, (T, KH * hd), dtype=np.uint16)
     v = rng.integers(0, 1 << 16, (T, KH * hd), dtype=np.uint16)
-    got = _core.cuda_kernels.kv_append(k, v, KH, n_ctx, p0)
+    got = ops.kv_append(k, v, KH, n_ctx, p0)
     want = np.zeros((2, KH, n_ctx, hd), np.uint16)
     want[0, :, p0:p0 + T] = k.reshape(T, KH, hd).transpose(1, 0, 2)
     want[1, :, p0:p0 + T] = v.reshape(T, KH, hd).transpose(1, 0, 2)
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError):
-        _core.cuda_kernels.kv_append(k, v, KH, n_ctx, n_ctx - 1)
+        ops.kv_append(k, v, KH, n_ctx, n_ctx - 1)
