@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ EMU_DIR = ROOT / "tests" / "cuda_emulation"
 CXX = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
 FLAGS = ["-std=c++20", "-O2", "-pthread", "-DLL_CUDA_HOST_EMULATION", f"-I{CUDA_DIR}", f"-I{EMU_DIR}"]
 # Each driver and the host sources it links (the repack its binding runs before the kernel).
-DRIVERS = {"int4_gemm": ["int4_repack.cpp"], "flash_attn": [], "fp8_gemm": ["fp8_repack.cpp"], "bf16_gemm": [], "small_ops": []}
+DRIVERS = {"int4_gemm": ["int4_repack.cpp"], "fp8_gemm": ["fp8_repack.cpp"], "bf16_gemm": [], "flash_attn": [],
+           "small_ops": []}
 COPIES = ("at-issue", "at-wait", "random")
 
 
@@ -33,16 +34,20 @@ class EmulationError(RuntimeError):
     copies in flight at the end (or the driver refused its arguments)."""
 
 
-def cache_dir() -> Path:
-    # Not LLAMA_LOCAL_CACHE: the suite points that at a fresh directory each run (conftest.py).
-    d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama_local" / "cuda_emulation"
+def compile_cache(kind: str) -> Path:
+    """Where the tests keep what they compiled from the CUDA sources (this emulation's drivers,
+    test_cuda_static.py's nvcc results) across runs: ~/.cache/llama_local/KIND ($XDG_CACHE_HOME).
+    Not LLAMA_LOCAL_CACHE: the suite points that at a fresh directory each run (conftest.py)."""
+    d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama_local" / kind
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
+@cache
 def driver(name: str, cuda_dir: Path = CUDA_DIR) -> Path:
-    """The compiled driver of kernel family `name`, built if its sources changed; cuda_dir: where
-    the kernel sources are (a changed copy, for the tests that show a broken kernel fails)."""
+    """The compiled driver of kernel family `name`, built if its sources changed (looked up once a
+    run); cuda_dir: where the kernel sources are (a changed copy, for the tests that show a broken
+    kernel fails)."""
     sources = [EMU_DIR / f"{name}_emulated.cpp"] + [cuda_dir / s for s in DRIVERS[name]]
     inputs = sorted(cuda_dir.glob("*.h")) + sorted(cuda_dir.glob("*.cuh")) + sorted((ROOT / "csrc" / "core").glob("*.h"))
     inputs += sorted(EMU_DIR.glob("*.h")) + sources
@@ -51,7 +56,7 @@ def driver(name: str, cuda_dir: Path = CUDA_DIR) -> Path:
     h = hashlib.sha256(version.encode() + " ".join(flags).encode())
     for p in inputs:
         h.update(p.name.encode() + p.read_bytes())
-    exe = cache_dir() / f"{name}-{h.hexdigest()[:24]}"
+    exe = compile_cache("cuda_emulation") / f"{name}-{h.hexdigest()[:24]}"
     if not exe.is_file():
         tmp = exe.with_suffix(f".{os.getpid()}.tmp")
         out = subprocess.run([CXX, *flags, *map(str, sources), "-o", str(tmp)], capture_output=True, text=True)
@@ -72,6 +77,12 @@ def broken_copy(tmp: Path, file: str, old: str, new: str) -> Path:
         raise ValueError(f"{old!r} is not in {file} once")
     path.write_text(text.replace(old, new))
     return tmp / "csrc" / "cuda"
+
+
+def nth(runner, i: int, **kw):
+    """runner (one of the kernels below) with the i-th way of landing copies and seed i, so that
+    the cases of a test, numbered, meet each way in turn: each case one, all of them all."""
+    return partial(runner, copies=COPIES[i % len(COPIES)], seed=i, **kw)
 
 
 def copies_failing(run_check) -> int:

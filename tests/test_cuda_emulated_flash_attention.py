@@ -9,8 +9,6 @@ ISA's layouts. The hardware's timing, exp and accumulation order are the GPU sui
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 
 import cuda_emulated as E
@@ -36,16 +34,11 @@ CASES = [
 ]
 
 
-def emulated(i: int, **kw):
-    """The emulated kernels with the i-th way of landing copies: each case meets one, all meet all."""
-    return partial(E.flash_attention, copies=E.COPIES[i % len(E.COPIES)], seed=i, **kw)
-
-
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[f"T{c[0]}-p{c[1]}-{c[2]}x{c[3]}-hd{c[4]}-{c[5]}-s{c[6]}"
                                                       for c in CASES])
 def test_flash_attention_block_code_matches_numpy(i):
     T, p0, H, KH, hd, dtype, splits = CASES[i]
-    check(T, p0, H, KH, hd, dtype, splits=splits, attention=emulated(i))
+    check(T, p0, H, KH, hd, dtype, splits=splits, attention=E.nth(E.flash_attention, i))
 
 
 BUGS = {
@@ -59,5 +52,6 @@ BUGS = {
 @pytest.mark.parametrize("bug", BUGS)
 def test_the_emulation_catches_a_broken_kernel(tmp_path, bug):
     cuda = E.broken_copy(tmp_path, *BUGS[bug])
-    noticed = E.copies_failing(lambda i: check(17, 100, 8, 2, 64, "bf16", attention=emulated(i, cuda_dir=cuda)))
+    noticed = E.copies_failing(
+        lambda i: check(17, 100, 8, 2, 64, "bf16", attention=E.nth(E.flash_attention, i, cuda_dir=cuda)))
     assert noticed > 0, f"the emulation did not notice: {bug}"

@@ -13,8 +13,6 @@ checks and the GPU suite cover those)."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pytest
 
@@ -42,16 +40,11 @@ W8A16 = [(shape, block, "w8a16", dtype, codes) for dtype in ("bf16", "fp16") for
 CASES = W8A8 + W8A16
 
 
-def fp8_gemm(i: int, **kw):
-    """The emulated FP8 GEMM with the i-th way of landing copies: each case meets one, all meet all."""
-    return partial(E.fp8_gemm, copies=E.COPIES[i % len(E.COPIES)], seed=i, **kw)
-
-
 @pytest.mark.parametrize("i", range(len(CASES)),
                          ids=[f"{m}x{n}x{k}-b{b}-{p}-{d}-{c}" for (m, n, k), b, p, d, c in CASES])
 def test_fp8_gemm_block_code_matches_numpy(i):
     (M, N, K), block, path, dtype, codes = CASES[i]
-    fp8_check(M, N, K, block, path, dtype, int8=codes != "e4m3", mins=codes == "mins", gemm=fp8_gemm(i))
+    fp8_check(M, N, K, block, path, dtype, int8=codes != "e4m3", mins=codes == "mins", gemm=E.nth(E.fp8_gemm, i))
 
 
 SPLITS = [("w8a8", "bf16", 0, 3), ("w8a8", "bf16", 128, 7), ("w8a16", "bf16", 32, 20), ("w8a16", "fp16", 128, 7)]
@@ -60,14 +53,16 @@ SPLITS = [("w8a8", "bf16", 0, 3), ("w8a8", "bf16", 128, 7), ("w8a16", "bf16", 32
 @pytest.mark.parametrize("path,dtype,block,splits", SPLITS, ids=[f"{p}-{d}-b{b}-s{s}" for p, d, b, s in SPLITS])
 def test_fp8_gemm_split_k(path, dtype, block, splits):
     # K = 640 is 20 tiles: 20 splits hold one each, 7 cut the blocks of 128 (4 tiles) anywhere
-    fp8_check(2, 200, 640, block, path, dtype, splits=splits, gemm=fp8_gemm(splits))
+    fp8_check(2, 200, 640, block, path, dtype, splits=splits, gemm=E.nth(E.fp8_gemm, splits))
     if path == "w8a16":  # and the integer kernels that fold at blocks, or add mins there
-        fp8_check(2, 200, 640, block, path, dtype, splits=splits, int8=True, mins=True, gemm=fp8_gemm(splits + 1))
+        fp8_check(2, 200, 640, block, path, dtype, splits=splits, int8=True, mins=True,
+                  gemm=E.nth(E.fp8_gemm, splits + 1))
 
 
 def test_w8a8_with_an_activation_bound():
-    fp8_check(5, 130, 300, 0, "w8a8", "bf16", ub=0.5, gemm=fp8_gemm(0))  # saturating codes
-    check_exact("w8a8", "bf16", 32, 2, ub=2.0, gemm=fp8_gemm(1))  # the check above passes with ub ignored too
+    fp8_check(5, 130, 300, 0, "w8a8", "bf16", ub=0.5, gemm=E.nth(E.fp8_gemm, 0))  # saturating codes
+    # bit for bit: the check above passes with ub ignored too
+    check_exact("w8a8", "bf16", 32, 2, ub=2.0, gemm=E.nth(E.fp8_gemm, 1))
 
 
 EXACT = [("w8a8", "bf16", 0, 0), ("w8a8", "bf16", 32, 2), ("w8a16", "bf16", 32, 0), ("w8a16", "fp16", 0, 2)]
@@ -76,7 +71,7 @@ EXACT = [("w8a8", "bf16", 0, 0), ("w8a8", "bf16", 32, 2), ("w8a16", "bf16", 32, 
 @pytest.mark.parametrize("path,dtype,block,splits", EXACT, ids=[f"{p}-{d}-b{b}-s{s}" for p, d, b, s in EXACT])
 def test_small_integer_products_are_exact(path, dtype, block, splits):
     # bit for bit: W8A8's codes, row scales and folds are the host's, exactly
-    check_exact(path, dtype, block, splits, gemm=fp8_gemm(block + splits))
+    check_exact(path, dtype, block, splits, gemm=E.nth(E.fp8_gemm, block + splits))
 
 
 def test_bad_input_is_refused_as_the_binding_refuses_it():
@@ -107,5 +102,5 @@ BUGS = {
 def test_the_emulation_catches_a_broken_kernel(tmp_path, bug):
     cuda = E.broken_copy(tmp_path, *BUGS[bug])
     noticed = E.copies_failing(lambda i: fp8_check(17, 130, 100, 32, "w8a16", "bf16", int8=True, mins=True,
-                                                   gemm=fp8_gemm(i, cuda_dir=cuda)))
+                                                   gemm=E.nth(E.fp8_gemm, i, cuda_dir=cuda)))
     assert noticed > 0, f"the emulation did not notice: {bug}"

@@ -11,8 +11,6 @@ checks and the GPU suite cover those)."""
 from __future__ import annotations
 
 import re
-from functools import partial
-
 import pytest
 
 import cuda_emulated as E
@@ -27,23 +25,18 @@ INT4_CASES = [(shape, group, kind, ("bf16", "fp16")[(i + (kind == "min")) % 2]) 
               for group in (32, 128, "channel") for kind in ("zero8", "min")]
 
 
-def int4_gemm(i: int, **kw):
-    """The emulated int4 GEMM with the i-th way of landing copies: each case meets one, all meet all."""
-    return partial(E.int4_gemm, copies=E.COPIES[i % len(E.COPIES)], seed=i, **kw)
-
-
 @pytest.mark.parametrize("i", range(len(INT4_CASES)),
                          ids=[f"{m}x{n}x{k}-{g}-{kind}-{d}" for (m, n, k), g, kind, d in INT4_CASES])
 def test_int4_gemm_block_code_matches_numpy(i):
     (M, N, K), group, kind, dtype = INT4_CASES[i]
-    int4_check(M, N, K, K if group == "channel" else group, kind, dtype, gemm=int4_gemm(i))
+    int4_check(M, N, K, K if group == "channel" else group, kind, dtype, gemm=E.nth(E.int4_gemm, i))
 
 
 @pytest.mark.parametrize("splits", [2, 3, 64])
 def test_int4_gemm_split_k(splits):
     # 64 is more splits than the 32 stages of K = 2048: one stage each, as the plan clamps
     for dtype in ("bf16", "fp16"):
-        int4_check(2, 384, 2048, 64, "zero8", dtype, splits=splits, gemm=int4_gemm(splits))
+        int4_check(2, 384, 2048, 64, "zero8", dtype, splits=splits, gemm=E.nth(E.int4_gemm, splits))
 
 
 @pytest.mark.parametrize("bug", ["wait one stage short", "no barrier before the refill", "ldmatrix rows swapped"])
@@ -61,5 +54,5 @@ def test_the_emulation_catches_a_broken_kernel(tmp_path, bug):
         broken = a_row.group(0).replace(a_row.group(1), f"{rows}, {cols} ^ 8")
         cuda = E.broken_copy(tmp_path, "mma_frag.h", a_row.group(0), broken)
     noticed = E.copies_failing(lambda i: int4_check(17, 130, 250, 32, "zero8", "bf16",
-                                                    gemm=int4_gemm(i, cuda_dir=cuda)))
+                                                    gemm=E.nth(E.int4_gemm, i, cuda_dir=cuda)))
     assert noticed > 0, f"the emulation did not notice: {bug}"

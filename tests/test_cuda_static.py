@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from cuda_emulated import compile_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
@@ -74,13 +75,6 @@ __global__ void probe_int4(const uint4* q, const uint4* s, const uint4* m, Int4G
 """
 
 
-def cache_dir() -> Path:
-    # Not LLAMA_LOCAL_CACHE: the suite points that at a fresh directory each run (conftest.py).
-    d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama_local" / "cuda_static"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def nvcc_version() -> str:
     return subprocess.run([NVCC, "--version"], capture_output=True, text=True, check=True).stdout
 
@@ -91,10 +85,10 @@ def compile_once(name: str, source: str, args: list[str]) -> dict:
     headers = "".join(p.read_text() for p in sorted(CUDA_DIR.glob("*.h")) + sorted(CUDA_DIR.glob("*.cuh"))
                       + sorted(CORE_DIR.glob("*.h")))
     key = hashlib.sha256(json.dumps([headers, source, args, nvcc_version()]).encode()).hexdigest()[:24]
-    hit = cache_dir() / f"{name}-{key}.json"
+    hit = compile_cache("cuda_static") / f"{name}-{key}.json"
     if hit.is_file():
         return json.loads(hit.read_text())
-    work = cache_dir() / f"work-{key}"
+    work = hit.parent / f"work-{key}"
     work.mkdir(exist_ok=True)
     src = work / "src.cu"
     src.write_text(source)

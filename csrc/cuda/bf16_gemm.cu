@@ -27,9 +27,9 @@ __global__ void __launch_bounds__(kB16Threads, gemm_min_blocks(kMFrags)) bf16_ge
 template <bool kBf16, bool kOutF32>
 cudaError_t launch(const B16Params& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
-    if (plan.m_frags == 1) bf16_gemm_kernel<kBf16, kOutF32, 1><<<grid, kB16Threads, 0, stream>>>(p);
-    else if (plan.m_frags == 2) bf16_gemm_kernel<kBf16, kOutF32, 2><<<grid, kB16Threads, 0, stream>>>(p);
-    else bf16_gemm_kernel<kBf16, kOutF32, 3><<<grid, kB16Threads, 0, stream>>>(p);
+    with_m_frags(plan.m_frags, [&](auto frags) {
+        bf16_gemm_kernel<kBf16, kOutF32, decltype(frags)::value><<<grid, kB16Threads, 0, stream>>>(p);
+    });
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
     if constexpr (kOutF32)

@@ -15,20 +15,6 @@ namespace ll::cuda {
 namespace {
 // A device is only reported usable once a kernel has run on it and written back.
 __global__ void probe_kernel(int* out) { *out = 0x11a7a; }
-
-// The current device's answer to a question whose answer does not change while the process runs:
-// read(dev, &v) asks the driver (v must come out nonzero), then v is kept in kept[dev] (0: not
-// asked yet) and given from there; ordinals from kKeptDevices on are asked each time.
-constexpr int kKeptDevices = 64;
-template <class Read>
-cudaError_t kept_per_device(std::atomic<uint32_t> (&kept)[kKeptDevices], uint32_t* v, Read read) {
-    int dev = 0;
-    if (const cudaError_t err = cudaGetDevice(&dev)) return err;
-    if (dev < kKeptDevices && (*v = kept[dev].load(std::memory_order_relaxed)) != 0) return cudaSuccess;
-    if (const cudaError_t err = read(dev, v)) return err;
-    if (dev < kKeptDevices) kept[dev].store(*v, std::memory_order_relaxed);
-    return cudaSuccess;
-}
 }  // namespace
 
 int device_count(std::string* why_none) {
@@ -61,19 +47,22 @@ bool probe_device(int device, std::string* error) {
 }
 
 cudaError_t current_device(DeviceFacts* facts) {
-    static std::atomic<uint32_t> kept[kKeptDevices];  // cc << 24 | code_cc << 16 | sms
-    uint32_t v = 0;
-    const cudaError_t err = kept_per_device(kept, &v, [](int dev, uint32_t* v) {
+    constexpr int kKept = 64;                  // devices whose facts are kept; any more are read each time
+    static std::atomic<uint32_t> kept[kKept];  // cc << 24 | code_cc << 16 | sms, 0 until read
+    int dev = 0;
+    if (const cudaError_t err = cudaGetDevice(&dev)) return err;
+    uint32_t v = dev < kKept ? kept[dev].load(std::memory_order_relaxed) : 0;
+    if (!v) {
         int major = 0, minor = 0, sms = 0;
         cudaFuncAttributes code{};  // ptxVersion: the virtual arch of the code the driver picked
         cudaError_t err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
         if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
         if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
         if (err == cudaSuccess) err = cudaFuncGetAttributes(&code, probe_kernel);
-        *v = uint32_t(10 * major + minor) << 24 | uint32_t(code.ptxVersion & 0xFF) << 16 | uint32_t(sms & 0xFFFF);
-        return err;
-    });
-    if (err != cudaSuccess) return err;
+        if (err != cudaSuccess) return err;
+        v = uint32_t(10 * major + minor) << 24 | uint32_t(code.ptxVersion & 0xFF) << 16 | uint32_t(sms & 0xFFFF);
+        if (dev < kKept) kept[dev].store(v, std::memory_order_relaxed);
+    }
     *facts = DeviceFacts{int(v >> 24), int(v & 0xFFFFu), int(v >> 16 & 0xFFu)};
     return cudaSuccess;
 }
@@ -81,15 +70,13 @@ cudaError_t current_device(DeviceFacts* facts) {
 cudaError_t require_cc(int min_cc, const char* feature, const char* instead, const char* who, std::string* error) {
     DeviceFacts d;
     if (const cudaError_t err = current_device(&d)) return err;
-    const std::string sm = "sm_" + std::to_string(min_cc);
-    std::string why;
-    if (d.cc < min_cc) why = std::string(feature) + " needs " + sm + " or newer; " + instead;
-    else if (d.code_cc < min_cc)
-        why = std::string(feature) + " needs code built for " + sm + " or newer, and this build has only compute_" +
-              std::to_string(d.code_cc) + " code for this sm_" + std::to_string(d.cc) +
-              " GPU: rebuild with its arch in LLAMA_LOCAL_CUDA_ARCHS";
-    if (why.empty()) return cudaSuccess;
-    if (error) *error = std::string(who) + ": " + why;
+    if (d.runs(min_cc)) return cudaSuccess;
+    const std::string needs = std::string(who) + ": " + feature + " needs ", sm = "sm_" + std::to_string(min_cc);
+    if (error)
+        *error = d.cc < min_cc ? needs + sm + " or newer; " + instead
+                               : needs + "code built for " + sm + " or newer, and this build has only compute_" +
+                                     std::to_string(d.code_cc) + " code for this sm_" + std::to_string(d.cc) +
+                                     " GPU: rebuild with its arch in LLAMA_LOCAL_CUDA_ARCHS";
     return cudaErrorInvalidValue;
 }
 

@@ -2,7 +2,6 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <cstdint>
 #include <string>
 
 namespace ll::cuda {
@@ -16,6 +15,9 @@ namespace ll::cuda {
 // ask the driver each time.
 struct DeviceFacts {
     int cc = 0, sms = 0, code_cc = 0;
+    // Whether kernels that need compute capability min_cc run here: the GPU has it and so does the
+    // code the driver picked for it.
+    bool runs(int min_cc) const { return cc >= min_cc && code_cc >= min_cc; }
 };
 cudaError_t current_device(DeviceFacts* facts);
 

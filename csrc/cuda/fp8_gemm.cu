@@ -94,7 +94,7 @@ std::string check_gemm(int64_t M, const Fp8DeviceWeight& w, int64_t ldy, const G
 
 bool fp8_w8a8_supported() {
     DeviceFacts d;
-    return current_device(&d) == cudaSuccess && d.cc >= 89 && d.code_cc >= 89;
+    return current_device(&d) == cudaSuccess && d.runs(89);
 }
 
 size_t fp8_gemm_workspace_bytes(const GemmPlan& plan, int64_t M, int64_t N) {

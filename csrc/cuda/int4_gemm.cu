@@ -34,9 +34,9 @@ __global__ void __launch_bounds__(kGemmThreads, gemm_min_blocks(kMFrags)) int4_g
 template <bool kBf16, bool kHasMin>
 cudaError_t launch(const GemmParams& p, const GemmPlan& plan, cudaStream_t stream) {
     const dim3 grid(unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits));
-    if (plan.m_frags == 1) int4_gemm_kernel<kBf16, kHasMin, 1><<<grid, kGemmThreads, 0, stream>>>(p);
-    else if (plan.m_frags == 2) int4_gemm_kernel<kBf16, kHasMin, 2><<<grid, kGemmThreads, 0, stream>>>(p);
-    else int4_gemm_kernel<kBf16, kHasMin, 3><<<grid, kGemmThreads, 0, stream>>>(p);
+    with_m_frags(plan.m_frags, [&](auto frags) {
+        int4_gemm_kernel<kBf16, kHasMin, decltype(frags)::value><<<grid, kGemmThreads, 0, stream>>>(p);
+    });
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || plan.splits == 1) return err;
     return launch_splitk_reduce<kBf16>(p.partial, plan.splits, p.m, p.g.n, nullptr, p.y, p.ldy, stream);

@@ -7,6 +7,7 @@
 // is streamed in stages of kGemmStageTiles tiles (32 k) through a kGemmStages-deep pipeline.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "int4_layout.h"
 
@@ -57,6 +58,15 @@ LL_HOST_DEVICE int gemm_splits(int64_t blocks, int64_t k_stages, int sms) {
 
 // m_frags by M: one 16-row fragment up to 16 rows, two up to 32, three beyond.
 LL_HOST_DEVICE int gemm_m_frags(int64_t M) { return M <= 16 ? 1 : M <= 32 ? 2 : 3; }
+
+// f(std::integral_constant<int, m_frags>()) for a plan's m_frags (1, 2 or 3): how a launch picks
+// the kernel instance built for its A fragments (host code: the launchers, the tests' emulation).
+template <class F>
+auto with_m_frags(int m_frags, F f) {
+    if (m_frags == 1) return f(std::integral_constant<int, 1>());
+    if (m_frags == 2) return f(std::integral_constant<int, 2>());
+    return f(std::integral_constant<int, 3>());
+}
 
 // The launch of a GEMM over 64-column slabs (n_tiles of them, kGemmWarps per block) and k_stages
 // stages of 32 k; max_m_frags: the largest kernel built.

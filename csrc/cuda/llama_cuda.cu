@@ -235,7 +235,7 @@ LlamaCuda::LlamaCuda(const LlamaConfig& cfg, const TensorSource& src, int64_t n_
     m.name = prop.name;
     // bf16 tensor cores from Ampere (and code built for it); Turing, or a build without code for this
     // GPU's arch that falls back to sm_75's PTX, computes in fp16
-    m.bf16 = facts.cc >= 80 && facts.code_cc >= 80;
+    m.bf16 = facts.runs(80);
     m.fp8_mma = fp8_w8a8_supported();
     cuda_check(cudaStreamCreate(&m.stream), "creating a stream");
 

@@ -16,7 +16,7 @@ cudaError_t check_bf16(bool bf16) {
     if (!bf16) return cudaSuccess;
     DeviceFacts d;
     if (const cudaError_t err = current_device(&d)) return err;
-    return d.cc < 80 || d.code_cc < 80 ? cudaErrorNotSupported : cudaSuccess;
+    return d.runs(80) ? cudaSuccess : cudaErrorNotSupported;
 }
 
 }  // namespace

@@ -6,8 +6,6 @@
 // reads DIR/x (uint16 [M, K]) and DIR/w (uint16 [N, K]) and writes DIR/y (float32 [M, N]: the
 // 16-bit results widened exactly, or the fp32 ones with Y_F32). SPLITS 0: the plan's; COPIES:
 // at-issue, at-wait or random (cuda_host_emulation.h).
-#include <type_traits>
-
 #include "bf16_gemm_block.cuh"
 #include "driver_io.h"
 
@@ -17,20 +15,12 @@ namespace {
 
 template <bool kBf16, bool kOutF32>
 std::vector<std::string> run(const B16Params& p, const GemmPlan& plan, emu::Copies copies, uint32_t seed) {
-    auto grid = [&](auto frags) {
+    return with_m_frags(plan.m_frags, [&](auto frags) {
         constexpr int kMFrags = decltype(frags)::value;
-        return emu::run_gemm_grid<B16Smem<kMFrags>>(
-            plan, copies, seed, [&](B16Smem<kMFrags>& sm) { b16_block<kBf16, kOutF32, kMFrags>(p, sm); });
-    };
-    if (plan.m_frags == 1) return grid(std::integral_constant<int, 1>());
-    if (plan.m_frags == 2) return grid(std::integral_constant<int, 2>());
-    return grid(std::integral_constant<int, 3>());
-}
-
-std::vector<uint16_t> pad_rows(const std::vector<uint16_t>& a, int64_t rows, int64_t K, int64_t ld) {
-    std::vector<uint16_t> out(size_t(rows * ld), 0);
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(&out[size_t(r * ld)], &a[size_t(r * K)], size_t(K) * 2);
-    return out;
+        return emu::run_gemm_grid<B16Smem<kMFrags>>(plan, kB16Threads, copies, seed, [&](B16Smem<kMFrags>& sm) {
+            b16_block<kBf16, kOutF32, kMFrags>(p, sm);
+        });
+    });
 }
 
 std::vector<std::string> emulate(char** argv) {
@@ -43,8 +33,8 @@ std::vector<std::string> emulate(char** argv) {
 
     // As bf16_gemm_on_device: rows padded to a multiple of 8 halves, the plan for this product.
     const int64_t ld = (K + 7) / 8 * 8;
-    const std::vector<uint16_t> x = pad_rows(emu::read_values<uint16_t>(dir + "/x", size_t(M * K)), M, K, ld);
-    const std::vector<uint16_t> w = pad_rows(emu::read_values<uint16_t>(dir + "/w", size_t(N * K)), N, K, ld);
+    const std::vector<uint16_t> x = emu::pad_rows(emu::read_values<uint16_t>(dir + "/x", size_t(M * K)), M, K, ld);
+    const std::vector<uint16_t> w = emu::pad_rows(emu::read_values<uint16_t>(dir + "/w", size_t(N * K)), N, K, ld);
     GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
 

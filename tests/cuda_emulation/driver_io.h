@@ -35,26 +35,49 @@ void write_values(const std::string& path, const std::vector<T>& v) {
     if (!f) throw std::runtime_error("cannot write " + path);
 }
 
+// rows x cols 16-bit values laid out with row stride ld, the padding columns holding `fill` (as
+// device_buffers.h's pad_rows, which fills with zeros).
+inline std::vector<uint16_t> pad_rows(const std::vector<uint16_t>& a, int64_t rows, int64_t cols, int64_t ld,
+                                      uint16_t fill = 0) {
+    std::vector<uint16_t> out(size_t(rows * ld), fill);
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(&out[size_t(r * ld)], &a[size_t(r * cols)], size_t(cols) * 2);
+    return out;
+}
+
 // The kernel may read all of v (check_read).
 template <class T>
 void readable(const std::vector<T>& v) {
     g_readable.push_back({reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T)});
 }
 
-// Every block of a GEMM plan's grid (grid_n x grid_m x splits), one after another, each given
-// fresh shared memory of type Smem full of 0xFF bytes (NaN in fp32, bf16, fp16 and E4M3 alike):
-// block(sm) is the kernel's body. The errors of the first block that had any.
-template <class Smem, class Block>
-std::vector<std::string> run_gemm_grid(const GemmPlan& plan, Copies copies, uint32_t seed, Block block) {
-    for (unsigned z = 0; z < unsigned(plan.splits); ++z)
-        for (unsigned y = 0; y < unsigned(plan.grid_m); ++y)
-            for (unsigned x = 0; x < unsigned(plan.grid_n); ++x) {
-                auto sm = std::make_unique<Smem>();
-                std::memset(static_cast<void*>(sm.get()), 0xFF, sizeof(Smem));
-                std::vector<std::string> errors = run_block(Dim3{x, y, z}, copies, seed++, [&] { block(*sm); });
+// Every block of `grid` (x fastest), one after another, `threads` threads each running body(),
+// after before_block() has run for the block: the errors of the first block that had any.
+template <class Body, class Before>
+std::vector<std::string> run_grid(Dim3 grid, int threads, Copies copies, uint32_t seed, Body body,
+                                  Before before_block) {
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                before_block();
+                std::vector<std::string> errors = run_block(Dim3{x, y, z}, copies, seed++, body, threads);
                 if (!errors.empty()) return errors;
             }
     return {};
+}
+template <class Body>
+std::vector<std::string> run_grid(Dim3 grid, int threads, Copies copies, uint32_t seed, Body body) {
+    return run_grid(grid, threads, copies, seed, body, [] {});
+}
+
+// A GEMM plan's grid (grid_n x grid_m x splits) of `threads` threads, each block given fresh
+// shared memory of type Smem full of 0xFF bytes (NaN in fp32, bf16, fp16 and E4M3 alike):
+// block(sm) is the kernel's body.
+template <class Smem, class Block>
+std::vector<std::string> run_gemm_grid(const GemmPlan& plan, int threads, Copies copies, uint32_t seed, Block block) {
+    auto sm = std::make_unique<Smem>();
+    const Dim3 grid{unsigned(plan.grid_n), unsigned(plan.grid_m), unsigned(plan.splits)};
+    return run_grid(grid, threads, copies, seed, [&] { block(*sm); },
+                    [&] { std::memset(static_cast<void*>(sm.get()), 0xFF, sizeof(Smem)); });
 }
 
 // splitk.cuh's splitk_reduce before its rounding: partial [splits][m][n] added in split order,

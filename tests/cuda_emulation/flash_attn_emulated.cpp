@@ -15,26 +15,15 @@ using namespace ll::cuda;
 
 namespace {
 
-// Every block of a grid, one after another.
-template <class Body>
-std::vector<std::string> run_grid(unsigned gx, unsigned gy, int threads, emu::Copies copies, uint32_t& seed, Body body) {
-    for (unsigned y = 0; y < gy; ++y)
-        for (unsigned x = 0; x < gx; ++x) {
-            std::vector<std::string> errors = emu::run_block(Dim3{x, y, 0}, copies, seed++, body, threads);
-            if (!errors.empty()) return errors;
-        }
-    return {};
-}
-
 template <bool kBf16, int HD>
 std::vector<std::string> run(const FaParams& p, emu::Copies copies, uint32_t seed) {
     if (p.T > 1)
-        return run_grid(unsigned((p.T + kFaQRows - 1) / kFaQRows), unsigned(p.n_heads), kFaThreads, copies, seed,
-                        [&] { prefill_block<kBf16, HD>(p); });
-    std::vector<std::string> errors = run_grid(unsigned(p.n_splits), unsigned(p.n_kv_heads), kFaThreads, copies, seed,
-                                               [&] { decode_block<kBf16, HD>(p); });
+        return emu::run_grid(Dim3{unsigned((p.T + kFaQRows - 1) / kFaQRows), unsigned(p.n_heads), 1}, kFaThreads,
+                             copies, seed, [&] { prefill_block<kBf16, HD>(p); });
+    std::vector<std::string> errors = emu::run_grid(Dim3{unsigned(p.n_splits), unsigned(p.n_kv_heads), 1}, kFaThreads,
+                                                    copies, seed, [&] { decode_block<kBf16, HD>(p); });
     if (!errors.empty()) return errors;
-    return run_grid(unsigned(p.n_heads), 1, HD, copies, seed, [&] { decode_merge_block<kBf16, HD>(p); });
+    return emu::run_grid(Dim3{unsigned(p.n_heads), 1, 1}, HD, copies, seed, [&] { decode_merge_block<kBf16, HD>(p); });
 }
 
 std::vector<std::string> emulate(char** argv) {

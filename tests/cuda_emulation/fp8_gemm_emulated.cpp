@@ -30,7 +30,7 @@ struct RunGrid {
     template <Fp8Act kAct, bool kInt8, int kFold, int kMFrags>
     void operator()() const {
         using Smem = Fp8Smem<kAct, kFold, kMFrags>;
-        errors = emu::run_gemm_grid<Smem>(plan, copies, seed,
+        errors = emu::run_gemm_grid<Smem>(plan, kGemmThreads, copies, seed,
                                           [&](Smem& sm) { fp8_block<kAct, kInt8, kFold, kMFrags>(p, sm); });
     }
 };
@@ -58,8 +58,7 @@ std::vector<std::string> emulate(char** argv) {
     // As fp8_gemm_on_device: X rows padded to a multiple of 8 halves (with NaN, not zeros: X's
     // columns from K on are never read, fp8_gemm.h says), W8A8's codes to whole tiles, the plan.
     const int64_t ldx = (K + 7) / 8 * 8, ldq = g.k_tiles * kFp8TileK;
-    std::vector<uint16_t> xp(size_t(M * ldx), 0xFFFF);
-    for (int64_t m = 0; m < M; ++m) std::memcpy(&xp[size_t(m * ldx)], &x[size_t(m * K)], size_t(K) * 2);
+    const std::vector<uint16_t> xp = emu::pad_rows(x, M, K, ldx, 0xFFFF);
     GemmPlan plan = fp8_gemm_plan(M, g, sms, w8a8);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
 

@@ -6,8 +6,6 @@
 // reads DIR/x (uint16 [M, K]), DIR/codes (uint8 [N, K]), DIR/scales (and DIR/mins with HAS_MIN:
 // float32 [N, groups]) and writes DIR/y (uint16 [M, N]). SPLITS 0: the plan's; COPIES: at-issue,
 // at-wait or random (cuda_host_emulation.h).
-#include <type_traits>
-
 #include "driver_io.h"
 #include "int4_gemm_block.cuh"
 #include "int4_repack.h"
@@ -18,14 +16,12 @@ namespace {
 
 template <bool kBf16, bool kHasMin>
 std::vector<std::string> run(const GemmParams& p, const GemmPlan& plan, emu::Copies copies, uint32_t seed) {
-    auto grid = [&](auto frags) {
+    return with_m_frags(plan.m_frags, [&](auto frags) {
         constexpr int kMFrags = decltype(frags)::value;
-        return emu::run_gemm_grid<GemmSmem<kMFrags>>(
-            plan, copies, seed, [&](GemmSmem<kMFrags>& sm) { gemm_block<kBf16, kHasMin, kMFrags>(p, sm); });
-    };
-    if (plan.m_frags == 1) return grid(std::integral_constant<int, 1>());
-    if (plan.m_frags == 2) return grid(std::integral_constant<int, 2>());
-    return grid(std::integral_constant<int, 3>());
+        return emu::run_gemm_grid<GemmSmem<kMFrags>>(plan, kGemmThreads, copies, seed, [&](GemmSmem<kMFrags>& sm) {
+            gemm_block<kBf16, kHasMin, kMFrags>(p, sm);
+        });
+    });
 }
 
 std::vector<std::string> emulate(char** argv) {
@@ -46,8 +42,7 @@ std::vector<std::string> emulate(char** argv) {
 
     // As int4_gemm_on_device: X rows padded to a multiple of 8 halves, the plan for this M.
     const int64_t ldx = (K + 7) / 8 * 8;
-    std::vector<uint16_t> xp(size_t(M * ldx), 0);
-    for (int64_t m = 0; m < M; ++m) std::memcpy(&xp[size_t(m * ldx)], &x[size_t(m * K)], size_t(K) * 2);
+    const std::vector<uint16_t> xp = emu::pad_rows(x, M, K, ldx);
     GemmPlan plan = int4_gemm_plan(M, w.g, sms);
     if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
 
