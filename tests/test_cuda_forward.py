@@ -465,32 +465,61 @@ def test_w8a8_fp8_model_runs_on_fp8_tensor_cores_as_transformers_would(tiny, tmp
 @pytest.mark.parametrize("qtype,group", [(gguf.GGMLQuantizationType.Q8_0, 32), (gguf.GGMLQuantizationType.Q6_K, 16),
                                          (gguf.GGMLQuantizationType.Q5_K, 32), (gguf.GGMLQuantizationType.Q5_1, 32),
                                          (gguf.GGMLQuantizationType.IQ4_XS, 32)])
-def test_an_8_bit_gguf_keeps_its_codes_on_the_gpu_and_follows_the_cpu(tmp_path, qtype, group):
+def test_an_8_bit_gguf_keeps_its_codes_on_the_gpu_as_transformers_would(tmp_path, qtype, group):
     # llama.cpp's Q8_0 / Q6_K / Q5_K / Q5_1 / IQ4_XS file: every projection stays integer codes with
-    # block scales (and mins) on the GPU (the 8-bit GEMM's integer path, bf16 activations), which the
-    # CPU multiplies with int8 ones.
+    # block scales (and mins) on the GPU (the 8-bit GEMM's integer path, bf16 activations).
     types = {f"model.layers.{i}.{p}.weight": qtype for i in range(2) for p in PROJECTIONS}
-    gguf_on_the_gpu_follows_the_cpu(tmp_path, types, [f"int8 g{group} (from {qtype.name})"])
+    gguf_on_the_gpu_as_transformers_would(tmp_path, types, [f"int8 g{group} (from {qtype.name})"])
 
 
 PROJECTIONS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 
 
-def gguf_on_the_gpu_follows_the_cpu(tmp_path, types: dict, formats: list[str]) -> None:
+def gguf_reference_model(tiny, torch):
+    """transformers' LlamaForCausalLM in fp32 holding what the tiny GGUF file holds: each tensor
+    read back from the file, dequantized by gguf-py, and q/k rows put back in Hugging Face order."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tiny_models import gguf_tensor_name
+    c = {k: v for k, v in tiny.config.items() if not (k == "rope_scaling" and v is None)}
+    stored = {t.name: t for t in gguf.GGUFReader(str(tiny.path)).tensors}
+    state = {}
+    for name, original in tiny.weights.items():
+        t = stored[gguf_tensor_name(name, c["num_hidden_layers"])]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(original.shape)
+        heads = {"q_proj": c["num_attention_heads"], "k_proj": c["num_key_value_heads"]}.get(name.split(".")[-2])
+        if heads:  # llamacpp_permute undone: [heads, 2, rows/2] <- [heads, rows/2, 2]
+            w = w.reshape(heads, w.shape[0] // heads // 2, 2, -1).swapaxes(1, 2).reshape(original.shape)
+        state[name] = torch.from_numpy(np.ascontiguousarray(w))
+    model = LlamaForCausalLM(LlamaConfig(**c)).eval()
+    model.load_state_dict(state, strict=not c["tie_word_embeddings"])
+    return model
+
+
+def gguf_on_the_gpu_as_transformers_would(tmp_path, types: dict, formats: list[str]) -> None:
     """A tiny GGUF of these projection types: on the GPU its weights take `formats` (and no GGUF
-    type falls back to 16-bit rows), and greedy generation follows the CPU's."""
+    type falls back to 16-bit rows), and its logits are as close to transformers in fp32 on the
+    file's dequantized weights as transformers in bf16 is, twice over (a greedy comparison with
+    the CPU's int8 activations flips on near ties, and a flip changes every later token)."""
+    torch = pytest.importorskip("torch")
     from llama_local import LLM
     from tiny_models import make_tiny_gguf
-    path = make_tiny_gguf(tmp_path / "m.gguf", types=types, intermediate_size=256).path  # K-quants: rows of 256
-    llm = LLM(path, device="cuda", n_ctx=64)
+    tiny = make_tiny_gguf(tmp_path / "m.gguf", types=types, intermediate_size=256)  # K-quants: rows of 256
+    llm = LLM(tiny.path, device="cuda", n_ctx=128)
     got = dict(llm.model.weight_formats)
     assert set(formats) <= set(got) and not any(f.startswith(("bf16 (from Q", "bf16 (from IQ")) for f in got), got
-    prompt = [1, 2, 3, 4, 5]
-    cpu = list(LLM(path, n_ctx=64).generate(prompt, max_tokens=8, temperature=0))
-    gpu_tokens = list(llm.generate(prompt, max_tokens=8, temperature=0))
-    assert len(gpu_tokens) == len(cpu) == 8
-    assert sum(a == b for a, b in zip(cpu, gpu_tokens)) >= 6  # bf16 against int8 activations may flip a near tie
+    model = gguf_reference_model(tiny, torch)
+    ids = list(np.random.default_rng(7).integers(0, tiny.config["vocab_size"], 100))
+    ref = transformers_logits(model, ids, torch, torch.float32)
+    framework = np.abs(transformers_logits(model, ids, torch, torch.bfloat16) - ref).max()
+    logits = llm.logits(ids)
+    assert np.abs(logits - ref).max() <= 2 * framework, (np.abs(logits - ref).max(), framework)
+    # decode steps (graph replays) read the same codes
+    llm.reset()
+    llm.model.forward(np.asarray(ids[:60], np.int32))
+    step = llm.model.forward(np.asarray([ids[60]], np.int32))
+    assert np.abs(step - ref[60]).max() <= 2 * framework
 
 
 @pytest.mark.cuda
@@ -502,4 +531,4 @@ def test_a_q4_k_m_gguf_runs_each_projection_in_its_own_form(tmp_path):
     Q = gguf.GGMLQuantizationType
     types = {f"model.layers.{i}.{p}.weight": Q.Q4_K for i in range(2) for p in PROJECTIONS}
     types |= {"model.layers.1.self_attn.v_proj.weight": Q.Q6_K, "model.layers.1.mlp.down_proj.weight": Q.Q6_K}
-    gguf_on_the_gpu_follows_the_cpu(tmp_path, types, ["int4 g32 (from Q4_K)", "int8 g16 (from Q6_K)"])
+    gguf_on_the_gpu_as_transformers_would(tmp_path, types, ["int4 g32 (from Q4_K)", "int8 g16 (from Q6_K)"])
