@@ -52,15 +52,17 @@ cudaError_t kv_append(const uint16_t* k, const uint16_t* v, int64_t ld, int T, i
 cudaError_t swiglu(const uint16_t* gu, int T, int F, uint16_t* out, bool bf16, cudaStream_t stream) {
     if (const cudaError_t e = check_bf16(bf16)) return e;
     if (T <= 0) return cudaSuccess;
-    if (bf16) swiglu_kernel<true><<<T, kRowThreads, 0, stream>>>(gu, F, out);
-    else swiglu_kernel<false><<<T, kRowThreads, 0, stream>>>(gu, F, out);
+    const dim3 grid(unsigned(T), column_blocks(F));
+    if (bf16) swiglu_kernel<true><<<grid, kRowThreads, 0, stream>>>(gu, F, out);
+    else swiglu_kernel<false><<<grid, kRowThreads, 0, stream>>>(gu, F, out);
     return cudaGetLastError();
 }
 
 cudaError_t residual_add(float* x, const uint16_t* y, int T, int D, bool bf16, cudaStream_t stream) {
     if (T <= 0) return cudaSuccess;
-    if (bf16) residual_add_kernel<true><<<T, kRowThreads, 0, stream>>>(x, y, D);
-    else residual_add_kernel<false><<<T, kRowThreads, 0, stream>>>(x, y, D);
+    const dim3 grid(unsigned(T), column_blocks(D));
+    if (bf16) residual_add_kernel<true><<<grid, kRowThreads, 0, stream>>>(x, y, D);
+    else residual_add_kernel<false><<<grid, kRowThreads, 0, stream>>>(x, y, D);
     return cudaGetLastError();
 }
 

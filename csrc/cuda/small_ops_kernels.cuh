@@ -13,6 +13,10 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
+// The elementwise ops (SwiGLU, the residual add) spread a row over blocks of kRowThreads columns
+// (blockIdx.y), a column a thread: at decode (one row) a block per row would run on one SM alone.
+inline unsigned column_blocks(int n) { return unsigned((n + kRowThreads - 1) / kRowThreads); }
+
 template <bool kBf16>
 __device__ __forceinline__ float widen(uint16_t h) {
     return kBf16 ? bf16_to_float(h) : fp16_to_float(h);
@@ -96,15 +100,18 @@ __global__ void __launch_bounds__(kRowThreads) kv_append_kernel(const uint16_t* 
 template <bool kBf16>
 __global__ void __launch_bounds__(kRowThreads) swiglu_kernel(const uint16_t* gu, int F, uint16_t* out) {
     if (unsupported<kBf16>()) return;
+    const int i = int(blockIdx.y) * kRowThreads + int(threadIdx.x);
+    if (i >= F) return;
     const uint16_t* row = gu + int64_t(blockIdx.x) * 2 * F;
-    for (int i = threadIdx.x; i < F; i += kRowThreads)
-        out[int64_t(blockIdx.x) * F + i] = narrow<kBf16>(silu_mul(widen<kBf16>(row[i]), widen<kBf16>(row[F + i])));
+    out[int64_t(blockIdx.x) * F + i] = narrow<kBf16>(silu_mul(widen<kBf16>(row[i]), widen<kBf16>(row[F + i])));
 }
 
 template <bool kBf16>
 __global__ void __launch_bounds__(kRowThreads) residual_add_kernel(float* x, const uint16_t* y, int D) {
-    const int64_t r = int64_t(blockIdx.x) * D;
-    for (int i = threadIdx.x; i < D; i += kRowThreads) x[r + i] += widen<kBf16>(y[r + i]);
+    const int i = int(blockIdx.y) * kRowThreads + int(threadIdx.x);
+    if (i >= D) return;
+    const int64_t at = int64_t(blockIdx.x) * D + i;
+    x[at] += widen<kBf16>(y[at]);
 }
 
 template <bool kBf16>

@@ -1,5 +1,6 @@
-// small_ops.cu's kernels (small_ops_kernels.cuh) run on the host, a block of 256 threads per row,
-// as the *_on_device helpers of small_ops.cu launch them. tests/cuda_emulated.py builds and runs
+// small_ops.cu's kernels (small_ops_kernels.cuh) run on the host, blocks of 256 threads per row
+// (the elementwise ops: several, column_blocks), as the *_on_device helpers of small_ops.cu
+// launch them. tests/cuda_emulated.py builds and runs
 // it; the tests compare the results with numpy.
 //
 //   small_ops_emulated DIR OP BF16 ARGS...
@@ -18,10 +19,10 @@ using namespace ll::cuda;
 
 namespace {
 
-// Blocks 0..T-1 of kRowThreads threads each (no copies to land).
+// Blocks (0..T-1, 0..column_blocks - 1) of kRowThreads threads each (no copies to land).
 template <class Body>
-std::vector<std::string> rows(int T, Body body) {
-    return emu::run_grid(Dim3{unsigned(T), 1, 1}, kRowThreads, emu::Copies::kAtIssue, 0, body);
+std::vector<std::string> rows(int T, Body body, unsigned column_blocks = 1) {
+    return emu::run_grid(Dim3{unsigned(T), column_blocks, 1}, kRowThreads, emu::Copies::kAtIssue, 0, body);
 }
 
 template <bool kBf16>
@@ -54,7 +55,7 @@ std::vector<std::string> emulate_op(const std::string& dir, const std::string& o
         const int T = i(0), F = i(1);
         const auto gu = emu::read_values<uint16_t>(dir + "/x", size_t(T) * 2 * F);
         std::vector<uint16_t> y(size_t(T) * F, 0xFFFF);
-        auto errors = rows(T, [&] { swiglu_kernel<kBf16>(gu.data(), F, y.data()); });
+        auto errors = rows(T, [&] { swiglu_kernel<kBf16>(gu.data(), F, y.data()); }, column_blocks(F));
         if (errors.empty()) emu::write_values(dir + "/y", y);
         return errors;
     }
@@ -62,7 +63,7 @@ std::vector<std::string> emulate_op(const std::string& dir, const std::string& o
         const int T = i(0), D = i(1);
         auto x = emu::read_values<float>(dir + "/x", size_t(T) * D);
         const auto y = emu::read_values<uint16_t>(dir + "/w", size_t(T) * D);
-        auto errors = rows(T, [&] { residual_add_kernel<kBf16>(x.data(), y.data(), D); });
+        auto errors = rows(T, [&] { residual_add_kernel<kBf16>(x.data(), y.data(), D); }, column_blocks(D));
         if (errors.empty()) emu::write_values(dir + "/y", x);
         return errors;
     }
