@@ -1322,10 +1322,10 @@ PYBIND11_MODULE(_core, m) {
         return d;
     }, "the current GPU: name, SMs, compute capability, clock, datasheet and measured copy bandwidth");
     ck.def("time_bf16_gemm", &cuda::time_bf16_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("bf16") = true,
-           py::arg("y_f32") = false, py::arg("iters") = 20, py::arg("repeats") = 5,
+           py::arg("y_f32") = false, py::arg("iters") = 20, py::arg("repeats") = 5, py::arg("splits") = 0,
            "seconds per 16-bit-weight product X [m, k] . W [n, k]^T (best of repeats x iters launches)");
     ck.def("time_int4_gemm", &cuda::time_int4_gemm, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("group"),
-           py::arg("bf16") = true, py::arg("iters") = 20, py::arg("repeats") = 5,
+           py::arg("bf16") = true, py::arg("iters") = 20, py::arg("repeats") = 5, py::arg("splits") = 0,
            "seconds per W4A16 product X [m, k] . W [n, k]^T (best of repeats x iters launches)");
     ck.def("time_flash_attention", &cuda::time_flash_attention, py::arg("t"), py::arg("p0"), py::arg("n_heads"),
            py::arg("n_kv_heads"), py::arg("head_dim"), py::arg("bf16") = true, py::arg("iters") = 20,

@@ -81,9 +81,10 @@ DeviceSpec device_spec() {
     return s;
 }
 
-double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats) {
+double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats, int splits) {
     const int sms = device_sms();
-    const GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
+    GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
+    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
     const int64_t ld = (K + 7) / 8 * 8;
     DeviceBuffers b;
     const uint16_t* x = b.upload(random_half(size_t(M * ld), bf16, 6));
@@ -98,7 +99,8 @@ double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, in
     }, iters, repeats);
 }
 
-double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16, int iters, int repeats) {
+double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16, int iters, int repeats,
+                      int splits) {
     std::mt19937 rng(1);
     std::vector<uint8_t> codes(size_t(N * K));
     for (auto& c : codes) c = uint8_t(rng() & 15);
@@ -106,7 +108,8 @@ double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16,
     std::vector<float> scales(size_t(N * groups), 0.01f);
     const Int4GpuWeight w = int4_repack("bench", codes.data(), N, K, scales.data(), nullptr, group, 8, bf16);
     const int sms = device_sms();
-    const GemmPlan plan = int4_gemm_plan(M, w.g, sms);
+    GemmPlan plan = int4_gemm_plan(M, w.g, sms);
+    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
     DeviceBuffers b;
     const int64_t ldx = (K + 7) / 8 * 8;
     const Int4DeviceWeight dw{w.g, bf16, false, 8, b.upload(w.q), b.upload(w.scales), nullptr};

@@ -19,8 +19,10 @@ struct DeviceSpec {
 DeviceSpec device_spec();
 
 // Seconds per call, best of `repeats` rounds of `iters` launches each.
-double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats);
-double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16, int iters, int repeats);
+// splits > 0: that split-K factor (at most the product's k stages) instead of the plan's.
+double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats, int splits);
+double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16, int iters, int repeats,
+                      int splits);
 double time_flash_attention(int T, int p0, int n_heads, int n_kv_heads, int head_dim, bool bf16, int iters,
                             int repeats);
 

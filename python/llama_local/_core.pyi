@@ -436,12 +436,14 @@ class _CudaKernels(ModuleType):
         and copy_gbps (a measured 1 GiB device-to-device copy, bytes read + written)."""
     @staticmethod
     def time_bf16_gemm(m: int, n: int, k: int, bf16: bool = True, y_f32: bool = False, iters: int = 20,
-                       repeats: int = 5) -> float:
-        """Seconds per 16-bit-weight product X [m, k] . W [n, k]^T, inputs made on the device once."""
+                       repeats: int = 5, splits: int = 0) -> float:
+        """Seconds per 16-bit-weight product X [m, k] . W [n, k]^T, inputs made on the device once;
+        splits 0: bf16_gemm_plan's choice."""
     @staticmethod
     def time_int4_gemm(m: int, n: int, k: int, group: int, bf16: bool = True, iters: int = 20,
-                       repeats: int = 5) -> float:
-        """Seconds per W4A16 product X [m, k] . W [n, k]^T, inputs made on the device once."""
+                       repeats: int = 5, splits: int = 0) -> float:
+        """Seconds per W4A16 product X [m, k] . W [n, k]^T, inputs made on the device once;
+        splits 0: int4_gemm_plan's choice."""
     @staticmethod
     def time_flash_attention(t: int, p0: int, n_heads: int, n_kv_heads: int, head_dim: int, bf16: bool = True,
                              iters: int = 20, repeats: int = 5) -> float:

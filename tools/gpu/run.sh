@@ -13,9 +13,12 @@
 #             $LLAMA_LOCAL_CUDA_ARCHS) into /tmp/llama_local_pkg, with the carried wheels in
 #             /tmp/llama_local_site; prints build_info() and system_info().
 #   test      tests/test_core_stub.py and tests/test_cuda_*.py: the GPU tests and the host-side
-#             ones, on this build (not the static checks, which need no GPU); also junit.xml.
+#             ones, on this build (not the static checks nor the host emulation, which need no
+#             GPU); also junit.xml.
 #   bench     bench/bench_gpu.py: the kernel tables, then the forward pass of the 1B model with
 #             $LLAMA_LOCAL_GPU_WEIGHTS (default bf16,int4,fp8,q8_0,q4_k_m).
+#   profile   tools/gpu/profile_step.py: each kernel's device time in a prefill and a decode step
+#             of the 1B shape ($LLAMA_LOCAL_GPU_WEIGHTS, default bf16,int4,q4_k_m; 4 layers).
 #   sanitize  the GPU kernel tests under compute-sanitizer's memcheck (out-of-bounds and
 #             misaligned accesses), where the machine's runtime allows it.
 # STAGE.log holds each stage's output, env.txt the machine, and summary.txt one line per stage:
@@ -81,14 +84,22 @@ sys.exit(not (c.__file__.startswith('$PKG') and c.build_info()['cuda_compiled'])
 
 stage_test() {
     built || stage_build || return
-    "$PY" -m pytest -p no:cacheprovider -q -rs --junitxml="$OUT/junit.xml" \
-        tests/test_core_stub.py tests/test_cuda_*.py --deselect tests/test_cuda_static.py
+    # Not the static checks (no GPU needed) nor the host emulation of the kernels (run here already).
+    local tests
+    tests=$(ls tests/test_cuda_*.py | grep -v -e '^tests/test_cuda_static.py$' -e '^tests/test_cuda_emulated_')
+    # shellcheck disable=SC2086  # one file per word
+    "$PY" -m pytest -p no:cacheprovider -q -rs --junitxml="$OUT/junit.xml" tests/test_core_stub.py $tests
 }
 
 stage_bench() {
     built || stage_build || return
     "$PY" bench/bench_gpu.py --model llama-1b --workdir /tmp/llama_local_bench \
         --weights "${LLAMA_LOCAL_GPU_WEIGHTS:-bf16,int4,fp8,q8_0,q4_k_m}"
+}
+
+stage_profile() {
+    built || stage_build || return
+    "$PY" tools/gpu/profile_step.py --weights "${LLAMA_LOCAL_GPU_WEIGHTS:-bf16,int4,q4_k_m}"
 }
 
 stage_sanitize() {
@@ -104,10 +115,10 @@ stage_sanitize() {
         tests/test_cuda_flash_attention.py
 }
 
-declare -A DEFAULT_S=([build]=240 [test]=300 [bench]=540 [sanitize]=540)
+declare -A DEFAULT_S=([build]=240 [test]=300 [bench]=540 [profile]=300 [sanitize]=540)
 for stage in "$@"; do  # all checked before any runs
     if [ -z "${DEFAULT_S[$stage]:-}" ]; then
-        echo "unknown stage '$stage': one of build test bench sanitize" >&2
+        echo "unknown stage '$stage': one of build test bench profile sanitize" >&2
         exit 2
     fi
 done
@@ -117,7 +128,7 @@ status=0
 for stage in "$@"; do
     start=$SECONDS
     # The stage runs in a subshell under timeout's clock; its output goes to the terminal and its log.
-    export -f gpu_arch install_wheels built stage_build stage_test stage_bench stage_sanitize
+    export -f gpu_arch install_wheels built stage_build stage_test stage_bench stage_profile stage_sanitize
     export PY PKG SITE OUT
     timeout --kill-after=10 "$(limit "$stage" "${DEFAULT_S[$stage]}")" bash -c "stage_$stage" 2>&1 | tee "$OUT/$stage.log"
     rc=${PIPESTATUS[0]}
