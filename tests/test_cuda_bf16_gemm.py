@@ -40,11 +40,13 @@ def test_plan_covers_the_product(m, n, k, sms):
     ranges = p["stage_ranges"]
     assert ranges[0][0] == 0 and ranges[-1][1] == p["k_stages"] and all(e > b for b, e in ranges)
     blocks = p["grid_n"] * p["grid_m"]
-    if p["splits"] > 1:  # the INT4 GEMM's rule (gemm_splits): fill two blocks per SM, 8 stages a split
-        assert (p["splits"] - 1) * blocks < 2 * sms and min(e - b for b, e in ranges) >= 8
-    # the same launch rule as the INT4 GEMM for the same blocks and depth
-    q = DM.int4_gemm_plan(m, 64 * 4 * p["grid_n"], STAGE_K * p["k_stages"], STAGE_K * p["k_stages"], sms)
-    assert q["splits"] == p["splits"] and q["m_frags"] == p["m_frags"]
+    if p["splits"] > 1:  # gemm_splits' fill_splits: fill two blocks per SM, 8 stages a split, at most 16
+        assert (p["splits"] - 1) * blocks < 2 * sms and min(e - b for b, e in ranges) >= 8 and p["splits"] <= 16
+    elif blocks < 2 * sms:
+        assert p["k_stages"] < 16, "an under-filled GPU with K to split was not split"
+    if m > 16:  # the same launch rule as the INT4 GEMM's beyond 16 rows, for the same blocks and depth
+        q = DM.int4_gemm_plan(m, 64 * 4 * p["grid_n"], STAGE_K * p["k_stages"], STAGE_K * p["k_stages"], sms)
+        assert q["splits"] == p["splits"] and q["m_frags"] == p["m_frags"]
 
 
 # ---- GPU

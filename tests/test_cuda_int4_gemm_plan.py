@@ -39,20 +39,26 @@ def test_plan_covers_the_product(m, n, k, group, sms):
     assert len(ranges) == p["splits"] and ranges[0][0] == 0 and ranges[-1][1] == p["k_stages"]
     assert all(e > b for b, e in ranges), "an empty split"
     blocks = p["grid_n"] * p["grid_m"]
+    # up to 16 rows (decode): split while blocks are short of four per SM, down to 2 stages (64 k) a
+    # split, at most 64 splits; beyond: two per SM, 8 stages (256 k) a split, at most 16
+    per_sm, min_stages, most = (4, 2, 64) if m <= 16 else (2, 8, 16)
     if p["splits"] > 1:
-        # split only while blocks are short of two per SM, and never below 8 stages (256 k) a split
-        assert (p["splits"] - 1) * blocks < 2 * sms
-        assert min(e - b for b, e in ranges) >= 8
-    elif blocks < 2 * sms:
-        assert p["k_stages"] < 16, "an under-filled GPU with K to split was not split"
+        assert (p["splits"] - 1) * blocks < per_sm * sms and p["splits"] <= most
+        assert min(e - b for b, e in ranges) >= min_stages
+    elif blocks < per_sm * sms:
+        assert p["k_stages"] < 2 * min_stages, "an under-filled GPU with K to split was not split"
     # m_frags follows M; the register budget is 65536 / (128 threads x min_blocks) per thread
     assert p["m_frags"] == (1 if m <= 16 else 2 if m <= 32 else 3)
     assert p["min_blocks"] == (4 if p["m_frags"] <= 2 else 3)
 
 
 def test_decode_is_split_to_fill_the_gpu():
-    # Llama 3 8B's q projection at batch 1: 16 blocks alone would leave most of 132 SMs idle; 16
-    # splits (the cap, and 8 stages each) make 256 blocks, about two per SM.
+    # Llama 3 8B's q projection at batch 1: 16 blocks alone would leave most of 132 SMs idle; 33
+    # splits of 3 or 4 stages make 528 blocks, four per SM. At 17 rows the same product takes 16
+    # splits of 8 stages (two blocks per SM would want 17).
     p = DM.int4_gemm_plan(1, 4096, 4096, 128, 132)
-    assert p["grid_n"] == 16 and p["splits"] == 16
+    assert p["grid_n"] == 16 and p["splits"] == 33 and p["k_stages"] == 128
+    assert np.diff([b for b, _ in p["stage_ranges"]] + [128]).tolist() == [4] * 29 + [3] * 4
+    p = DM.int4_gemm_plan(17, 4096, 4096, 128, 132)
+    assert p["splits"] == 16
     assert np.diff([b for b, _ in p["stage_ranges"]]).tolist() == [8] * 15

@@ -38,7 +38,7 @@ LL_HOST_DEVICE GemmPlan bf16_gemm_plan(int64_t M, int64_t N, int64_t K, int sms)
     p.grid_n = (N + kB16BlockN - 1) / kB16BlockN;
     p.grid_m = (M + 16 * p.m_frags - 1) / (16 * p.m_frags);
     p.k_stages = (K + kB16StageK - 1) / kB16StageK;
-    p.splits = gemm_splits(p.grid_n * p.grid_m, p.k_stages, sms);
+    p.splits = gemm_splits(p.grid_n * p.grid_m, p.k_stages, sms, fill_splits());
     return p;
 }
 

@@ -30,7 +30,7 @@ constexpr int kFp8PromoteTiles = 4;
 // W8A16 on block-scaled weights) keep two sets of accumulators, so their largest kernel takes 2 A
 // fragments, not 3.
 LL_HOST_DEVICE GemmPlan fp8_gemm_plan(int64_t M, const Fp8TileGeometry& g, int sms, bool w8a8) {
-    return gemm_plan(M, g.n_tiles, g.k_tiles, w8a8 || g.blocks > 1 ? 2 : 3, sms);
+    return gemm_plan(M, g.n_tiles, g.k_tiles, w8a8 || g.blocks > 1 ? 2 : 3, sms, fill_splits());
 }
 
 // Blocks per SM each kernel is built for (__launch_bounds__), from a lane's fp32 accumulators,
