@@ -322,6 +322,19 @@ def transformers_logits(model, ids, torch, dtype):
         return m(torch.tensor([ids])).logits[0].float().numpy()
 
 
+def as_close_as_transformers(llm, ref_model, ids, torch, step_at=60) -> None:
+    """llm's logits over ids, and a decode step (a graph replay on the GPU) at position step_at,
+    within twice transformers-bf16's error against transformers in fp32, both on ref_model."""
+    ref = transformers_logits(ref_model, ids, torch, torch.float32)
+    framework = np.abs(transformers_logits(ref_model, ids, torch, torch.bfloat16) - ref).max()
+    got = llm.logits(ids)
+    assert np.abs(got - ref).max() <= 2 * framework, (np.abs(got - ref).max(), framework)
+    llm.reset()
+    llm.model.forward(np.asarray(ids[:step_at], np.int32))
+    step = llm.model.forward(np.asarray([ids[step_at]], np.int32))
+    assert np.abs(step - ref[step_at]).max() <= 2 * framework, (np.abs(step - ref[step_at]).max(), framework)
+
+
 @pytest.mark.cuda
 @gpu
 def test_bf16_model_matches_transformers(tiny):
@@ -448,16 +461,7 @@ def test_w8a8_fp8_model_runs_on_fp8_tensor_cores_as_transformers_would(tiny, tmp
     ref_model.load_state_dict(state, strict=False)
     if w8a8:
         fake_fp8_activations(ref_model, torch)
-    ids = list(np.random.default_rng(9).integers(0, 512, 100))
-    ref = transformers_logits(ref_model, ids, torch, torch.float32)
-    framework = np.abs(transformers_logits(ref_model, ids, torch, torch.bfloat16) - ref).max()
-    got = llm.logits(ids)
-    assert np.abs(got - ref).max() <= 2 * framework, (np.abs(got - ref).max(), framework)
-    # decode steps (graph replays) take the same path
-    llm.reset()
-    llm.model.forward(np.asarray(ids[:60], np.int32))
-    step = llm.model.forward(np.asarray([ids[60]], np.int32))
-    assert np.abs(step - ref[60]).max() <= 2 * framework
+    as_close_as_transformers(llm, ref_model, list(np.random.default_rng(9).integers(0, 512, 100)), torch)
 
 
 @pytest.mark.cuda
@@ -509,17 +513,8 @@ def gguf_on_the_gpu_as_transformers_would(tmp_path, types: dict, formats: list[s
     llm = LLM(tiny.path, device="cuda", n_ctx=128)
     got = dict(llm.model.weight_formats)
     assert set(formats) <= set(got) and not any(f.startswith(("bf16 (from Q", "bf16 (from IQ")) for f in got), got
-    model = gguf_reference_model(tiny, torch)
     ids = list(np.random.default_rng(7).integers(0, tiny.config["vocab_size"], 100))
-    ref = transformers_logits(model, ids, torch, torch.float32)
-    framework = np.abs(transformers_logits(model, ids, torch, torch.bfloat16) - ref).max()
-    logits = llm.logits(ids)
-    assert np.abs(logits - ref).max() <= 2 * framework, (np.abs(logits - ref).max(), framework)
-    # decode steps (graph replays) read the same codes
-    llm.reset()
-    llm.model.forward(np.asarray(ids[:60], np.int32))
-    step = llm.model.forward(np.asarray([ids[60]], np.int32))
-    assert np.abs(step - ref[60]).max() <= 2 * framework
+    as_close_as_transformers(llm, gguf_reference_model(tiny, torch), ids, torch)
 
 
 @pytest.mark.cuda
