@@ -28,6 +28,6 @@ def test_bf16_gemm_block_code_matches_numpy(i):
 
 
 def test_the_emulation_catches_a_stage_read_before_it_lands(tmp_path):
-    cuda = E.broken_copy(tmp_path, "bf16_gemm_block.cuh", "copy_wait<kB16Stages - 2>();", "copy_wait<kB16Stages - 1>();")
+    cuda = E.broken_copy(tmp_path, "copy_pipeline.cuh", "copy_wait<kStages - 2>();", "copy_wait<kStages - 1>();")
     with pytest.raises((AssertionError, E.EmulationError)):  # NaN read, or the last stage never waited for
         check(17, 64, 250, 0, False, "fp16", partial(E.bf16_gemm, copies="at-wait", cuda_dir=cuda))

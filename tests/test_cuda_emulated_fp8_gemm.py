@@ -88,7 +88,7 @@ def test_bad_input_is_refused_as_the_binding_refuses_it():
 
 # Bugs a kernel could plausibly ship with; the checks above must fail on each.
 BUGS = {
-    "wait one group short": ("fp8_gemm_block.cuh", "copy_wait<kFp8Stages - 2>();", "copy_wait<kFp8Stages - 1>();"),
+    "wait one group short": ("copy_pipeline.cuh", "copy_wait<kStages - 2>();", "copy_wait<kStages - 1>();"),
     "mins fold keeps the row sums": (
         "fp8_gemm_block.cuh", "for (int f = 0; f < kMFrags; ++f) xsum[f][0] = xsum[f][1] = xsum[f][2] = xsum[f][3] = 0.0f;",
         "{}"),

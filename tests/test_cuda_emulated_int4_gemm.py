@@ -42,11 +42,11 @@ def test_int4_gemm_split_k(splits):
 @pytest.mark.parametrize("bug", ["wait one stage short", "no barrier before the refill", "ldmatrix rows swapped"])
 def test_the_emulation_catches_a_broken_kernel(tmp_path, bug):
     # Each bug is one a kernel could plausibly ship with; the checks above must fail on it.
-    block = "int4_gemm_block.cuh"
+    # (the first two in the cp.async pipeline the GEMMs share)
     if bug == "wait one stage short":
-        cuda = E.broken_copy(tmp_path, block, "copy_wait<kGemmStages - 2>();", "copy_wait<kGemmStages - 1>();")
+        cuda = E.broken_copy(tmp_path, "copy_pipeline.cuh", "copy_wait<kStages - 2>();", "copy_wait<kStages - 1>();")
     elif bug == "no barrier before the refill":
-        cuda = E.broken_copy(tmp_path, block, "        __syncthreads();  // the stage", "        // the stage")
+        cuda = E.broken_copy(tmp_path, "copy_pipeline.cuh", "        __syncthreads();  // the stage", "        // the stage")
     else:  # A's k halves swapped
         a_row = re.search(r"FragCoord a_row\(int lane\) \{ return FragCoord\{([^}]*)\}",
                           (E.CUDA_DIR / "mma_frag.h").read_text())

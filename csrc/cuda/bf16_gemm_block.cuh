@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "bf16_gemm_tiling.h"
+#include "copy_pipeline.cuh"
 #include "half2_math.h"
 #include "mma_frag.h"
 #include "ptx.cuh"
@@ -64,19 +65,7 @@ __device__ __forceinline__ void b16_block(const B16Params& p, B16Smem<kMFrags>& 
             for (int i = 0; i < 4; ++i) acc[f][s][i] = 0.0f;
     const FragCoord lda = ldm::a_row(lane), ldb = ldm::b_nk_row(lane);
 
-    // Every iteration commits one group (empty past the end), so "all but kB16Stages - 2 groups
-    // done" always means "this iteration's stage has landed".
-    for (int s = 0; s < kB16Stages - 1; ++s) {
-        if (s < n_stages) load_stage(range.begin + s, s);
-        copy_commit();
-    }
-    for (int64_t it = 0; it < n_stages; ++it) {
-        copy_wait<kB16Stages - 2>();
-        __syncthreads();  // the stage is visible to all, and the buffer refilled below is free
-        const int64_t next = it + kB16Stages - 1;
-        if (next < n_stages) load_stage(range.begin + next, int(next % kB16Stages));
-        copy_commit();
-        const int buf = int(it % kB16Stages);
+    copy_pipeline<kB16Stages>(range.begin, n_stages, load_stage, [&](int64_t, int buf) {
 #pragma unroll
         for (int kk = 0; kk < kB16StageK / 16; ++kk) {
             uint32_t a[kMFrags][4];
@@ -93,7 +82,7 @@ __device__ __forceinline__ void b16_block(const B16Params& p, B16Smem<kMFrags>& 
                 }
             }
         }
-    }
+    });
 
 #pragma unroll
     for (int f = 0; f < kMFrags; ++f)

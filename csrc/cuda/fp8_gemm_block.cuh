@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "fp8_gemm_tiling.h"
+#include "copy_pipeline.cuh"
 #include "ptx.cuh"
 
 namespace ll::cuda {
@@ -111,21 +112,8 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
             for (int f = 0; f < kMFrags; ++f) xsum[f][0] = xsum[f][1] = xsum[f][2] = xsum[f][3] = 0.0f;
     };
 
-    // Every iteration commits one group (empty past the end), so "all but kFp8Stages - 2 groups
-    // done" always means "this iteration's tile has landed".
-    for (int s = 0; s < kFp8Stages - 1; ++s) {
-        if (s < n_tiles) load_tile(range.begin + s, s);
-        copy_commit();
-    }
-    for (int64_t it = 0; it < n_tiles; ++it) {
-        copy_wait<kFp8Stages - 2>();
-        __syncthreads();  // the tile is visible to all, and the buffer refilled below is free
-        const int64_t next = it + kFp8Stages - 1;
-        if (next < n_tiles) load_tile(range.begin + next, int(next % kFp8Stages));
-        copy_commit();
-
-        const int buf = int(it % kFp8Stages);
-        if (!has_slab) continue;
+    copy_pipeline<kFp8Stages>(range.begin, n_tiles, load_tile, [&](int64_t it, int buf) {  // a stage: one tile
+        if (!has_slab) return;
         if constexpr (kE4m3) {
             uint32_t a[kMFrags][4];
 #pragma unroll
@@ -175,7 +163,7 @@ __device__ __forceinline__ void fp8_block(const Fp8Params& p, Fp8Smem<kAct, kFol
         if constexpr (kTileFold) {
             if (fp8_fold_after(p.g, range.begin + it, range.end, kE4m3)) fold(&sm.s[buf][warp][fp8_lane_scales(lane)]);
         }
-    }
+    });
 
     if (!has_slab) return;
     float sw[16] = {};  // per-column scales: the lane's 16 (fp8_lane_scales), applied once here

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "int4_gemm_tiling.h"
+#include "copy_pipeline.cuh"
 #include "ptx.cuh"
 
 namespace ll::cuda {
@@ -74,21 +75,8 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, GemmSmem<kMFrags
     const Int4Bias bias = int4_bias<kBf16>(p.zero);
     const FragCoord lda = ldm::a_row(lane);
 
-    // Every iteration commits one group (empty past the end), so "all but kGemmStages - 2 groups
-    // done" always means "this iteration's stage has landed".
-    for (int s = 0; s < kGemmStages - 1; ++s) {
-        if (s < n_stages) load_stage(range.begin + s, s);
-        copy_commit();
-    }
-    for (int64_t it = 0; it < n_stages; ++it) {
-        copy_wait<kGemmStages - 2>();
-        __syncthreads();  // the stage is visible to all, and the buffer refilled below is free
-        const int64_t next = it + kGemmStages - 1;
-        if (next < n_stages) load_stage(range.begin + next, int(next % kGemmStages));
-        copy_commit();
-
-        const int buf = int(it % kGemmStages);
-        if (!has_slab) continue;
+    copy_pipeline<kGemmStages>(range.begin, n_stages, load_stage, [&](int64_t it, int buf) {
+        if (!has_slab) return;
 #pragma unroll 1
         for (int t = 0; t < kGemmStageTiles; ++t) {
             if ((range.begin + it) * kGemmStageTiles + t >= p.g.k_tiles) break;
@@ -110,7 +98,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, GemmSmem<kMFrags
                     for (int f = 0; f < kMFrags; ++f) mma_16816<kBf16>(acc[f][int4_subtile(w, 2 * j)], a[f], frag[j]);
             }
         }
-    }
+    });
 
     if (!has_slab) return;
 #pragma unroll
