@@ -71,8 +71,7 @@ cudaError_t bf16_gemm(const Bf16GemmArgs& a, cudaStream_t stream, std::string* e
 std::vector<float> bf16_gemm_on_device(const uint16_t* x, const uint16_t* w, int64_t M, int64_t N, int64_t K,
                                        bool bf16, bool y_f32, int splits) {
     const int64_t ld = (K + 7) / 8 * 8;
-    GemmPlan plan = bf16_gemm_plan(M, N, K, device_sms());
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(bf16_gemm_plan(M, N, K, device_sms()), splits);
     DeviceBuffers b;
     const uint16_t* dx = b.upload(pad_rows(x, M, K, ld));
     const uint16_t* dw = b.upload(pad_rows(w, N, K, ld));

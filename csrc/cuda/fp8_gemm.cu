@@ -155,8 +155,7 @@ std::vector<uint16_t> fp8_gemm_on_device(const Fp8GpuWeight& w, const uint16_t* 
     const Fp8TileGeometry& g = w.g;
     const int64_t ldx = (g.k + 7) / 8 * 8, ldq = g.k_tiles * kFp8TileK;
     const std::vector<uint16_t> xp = pad_rows(x, M, g.k, ldx);
-    GemmPlan plan = fp8_gemm_plan(M, g, device_sms(), w8a8);
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(fp8_gemm_plan(M, g, device_sms(), w8a8), splits);
     DeviceBuffers b;
     const Fp8DeviceWeight dw{g, b.upload(w.q), b.upload(w.scales), w.int8, w.mins.empty() ? nullptr : b.upload(w.mins)};
     const uint16_t* dx = b.upload(xp);

@@ -76,8 +76,7 @@ std::vector<uint16_t> int4_gemm_on_device(const Int4GpuWeight& w, const uint16_t
     const Int4Geometry& g = w.g;
     const int64_t ldx = (g.k + 7) / 8 * 8;
     const std::vector<uint16_t> xp = pad_rows(x, M, g.k, ldx);
-    GemmPlan plan = int4_gemm_plan(M, g, device_sms());
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(int4_gemm_plan(M, g, device_sms()), splits);
     DeviceBuffers b;
     const Int4DeviceWeight dw{g, w.bf16, w.has_min, w.zero, b.upload(w.q), b.upload(w.scales),
                               w.has_min ? b.upload(w.mins) : nullptr};

@@ -97,6 +97,13 @@ LL_HOST_DEVICE GemmPlan gemm_plan(int64_t M, int64_t n_tiles, int64_t k_stages, 
     return p;
 }
 
+// `plan` with split-K factor `splits` where splits > 0 (at most its k stages: one each), else as
+// planned: how the tests and benches run a chosen split (host code).
+inline GemmPlan with_splits(GemmPlan plan, int splits) {
+    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    return plan;
+}
+
 LL_HOST_DEVICE GemmPlan int4_gemm_plan(int64_t M, const Int4Geometry& g, int sms) {
     return gemm_plan(M, g.n_tiles, (g.k_tiles + kGemmStageTiles - 1) / kGemmStageTiles, 3, sms,
                      M <= 16 ? int4_decode_splits() : fill_splits());

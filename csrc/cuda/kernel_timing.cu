@@ -83,8 +83,7 @@ DeviceSpec device_spec() {
 
 double time_bf16_gemm(int64_t M, int64_t N, int64_t K, bool bf16, bool y_f32, int iters, int repeats, int splits) {
     const int sms = device_sms();
-    GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(bf16_gemm_plan(M, N, K, sms), splits);
     const int64_t ld = (K + 7) / 8 * 8;
     DeviceBuffers b;
     const uint16_t* x = b.upload(random_half(size_t(M * ld), bf16, 6));
@@ -108,8 +107,7 @@ double time_int4_gemm(int64_t M, int64_t N, int64_t K, int64_t group, bool bf16,
     std::vector<float> scales(size_t(N * groups), 0.01f);
     const Int4GpuWeight w = int4_repack("bench", codes.data(), N, K, scales.data(), nullptr, group, 8, bf16);
     const int sms = device_sms();
-    GemmPlan plan = int4_gemm_plan(M, w.g, sms);
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(int4_gemm_plan(M, w.g, sms), splits);
     DeviceBuffers b;
     const int64_t ldx = (K + 7) / 8 * 8;
     const Int4DeviceWeight dw{w.g, bf16, false, 8, b.upload(w.q), b.upload(w.scales), nullptr};

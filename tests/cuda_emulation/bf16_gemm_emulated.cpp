@@ -35,8 +35,7 @@ std::vector<std::string> emulate(char** argv) {
     const int64_t ld = (K + 7) / 8 * 8;
     const std::vector<uint16_t> x = emu::pad_rows(emu::read_values<uint16_t>(dir + "/x", size_t(M * K)), M, K, ld);
     const std::vector<uint16_t> w = emu::pad_rows(emu::read_values<uint16_t>(dir + "/w", size_t(N * K)), N, K, ld);
-    GemmPlan plan = bf16_gemm_plan(M, N, K, sms);
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(bf16_gemm_plan(M, N, K, sms), splits);
 
     std::vector<uint16_t> y16(y_f32 ? 0 : size_t(M * N), 0xFFFF);
     std::vector<float> y32(y_f32 ? size_t(M * N) : 0, std::nanf(""));

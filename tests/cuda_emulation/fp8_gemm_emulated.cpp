@@ -59,8 +59,7 @@ std::vector<std::string> emulate(char** argv) {
     // columns from K on are never read, fp8_gemm.h says), W8A8's codes to whole tiles, the plan.
     const int64_t ldx = (K + 7) / 8 * 8, ldq = g.k_tiles * kFp8TileK;
     const std::vector<uint16_t> xp = emu::pad_rows(x, M, K, ldx, 0xFFFF);
-    GemmPlan plan = fp8_gemm_plan(M, g, sms, w8a8);
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(fp8_gemm_plan(M, g, sms, w8a8), splits);
 
     std::vector<uint16_t> y(size_t(M * N), 0xFFFF);
     std::vector<float> partial(plan.splits > 1 ? size_t(plan.splits * M * N) : 0, std::nanf(""));

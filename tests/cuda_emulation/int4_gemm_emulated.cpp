@@ -43,8 +43,7 @@ std::vector<std::string> emulate(char** argv) {
     // As int4_gemm_on_device: X rows padded to a multiple of 8 halves, the plan for this M.
     const int64_t ldx = (K + 7) / 8 * 8;
     const std::vector<uint16_t> xp = emu::pad_rows(x, M, K, ldx);
-    GemmPlan plan = int4_gemm_plan(M, w.g, sms);
-    if (splits > 0) plan.splits = int(splits < plan.k_stages ? splits : plan.k_stages);
+    const GemmPlan plan = with_splits(int4_gemm_plan(M, w.g, sms), splits);
 
     std::vector<uint16_t> y(size_t(M * N), 0xFFFF);
     std::vector<float> partial(plan.splits > 1 ? size_t(plan.splits * M * N) : 0, std::nanf(""));

@@ -49,9 +49,9 @@ def kernel_table(prof, steps: int) -> list[tuple[str, int, float]]:
     return sorted(rows, key=lambda r: -r[2])
 
 
-def show(title: str, rows, wall_us: float) -> None:
+def show(title: str, rows, wall_us: float | None = None) -> None:
     total = sum(r[2] for r in rows)
-    print(f"\n{title}: {total:.1f} us of kernels, {wall_us:.1f} us wall")
+    print(f"\n{title}: {total:.1f} us of kernels" + (f", {wall_us:.1f} us wall" if wall_us is not None else ""))
     print(f"{'kernel':90s} {'per step':>8s} {'us':>9s} {'%':>6s}")
     for name, calls, us in rows:
         print(f"{name:90s} {calls:8.1f} {us:9.1f} {100 * us / total:5.1f}%")
@@ -108,7 +108,7 @@ def main() -> int:
         for name, n, k in bench_gpu.LAYER_GEMMS[:1] + bench_gpu.LAYER_GEMMS[3:]:
             ck.time_int4_gemm(1, n, k, 128, bf16=True, repeats=5)
             ck.time_bf16_gemm(1, n, k, bf16=True, repeats=5)
-    show("the GEMM benches at M = 1 (qkv and down shapes, INT4 g128 and bf16; all repeats)", kernel_table(prof, 1), 0)
+    show("the GEMM benches at M = 1 (qkv and down shapes, INT4 g128 and bf16; all repeats)", kernel_table(prof, 1))
     if args.sweep:
         splits_sweep(ck, 1)
         splits_sweep(ck, 16)
