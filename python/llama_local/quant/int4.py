@@ -94,6 +94,7 @@ def _quantize_rows(g, imp, symmetric, r0, r1, q_out, scale_out, zero_out) -> Non
         flip = np.where(biggest > 0, np.float32(-1), np.float32(1))
         # ... and compressed-tensors' own max/7.5, so that no group does worse than it would there.
         candidates = [amax / np.float32(8) * np.float32(f) * flip for f in SCALE_SEARCH] + [amax / np.float32(7.5)]
+        lo = None
     else:
         lo = np.minimum(g.min(axis=2), 0)
         candidates = [(np.maximum(g.max(axis=2), 0) - lo) / np.float32(15)]
@@ -102,20 +103,24 @@ def _quantize_rows(g, imp, symmetric, r0, r1, q_out, scale_out, zero_out) -> Non
     for cand in candidates:
         cand = np.where(cand == 0, np.float32(ZERO_SCALE), cand).astype(ml_dtypes.bfloat16)
         s = cand.astype(np.float32)[:, :, None]
-        zero = 0 if symmetric else np.round(np.clip(-8 - lo[:, :, None] / s, -8, 7))
-        q = np.clip(np.round(g / s) + zero, -8, 7)
+        q, zero = _codes(g, s, lo)
         d2 = ((q - zero) * s - g) ** 2
         err = (d2 if imp is None else d2 * imp).sum(axis=2)
         better = err < best_err  # the first of equally good scales is kept
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, cand, best_scale)
     # The codes once more, for the chosen scales only.
-    s = best_scale.astype(np.float32)[:, :, None]
-    zero = 0 if symmetric else np.round(np.clip(-8 - lo[:, :, None] / s, -8, 7))
-    q_out[r0:r1] = np.clip(np.round(g / s) + zero, -8, 7)
+    q_out[r0:r1], zero = _codes(g, best_scale.astype(np.float32)[:, :, None], lo)
     scale_out[r0:r1] = best_scale
     if zero_out is not None:
         zero_out[r0:r1] = zero[:, :, 0]
+
+
+def _codes(g, s, lo):
+    """The codes of groups g at scales s ([rows, groups, 1]) and their zero points: 0 when symmetric
+    (lo None), else those that put each group's min(lo, 0) at code -8."""
+    zero = 0 if lo is None else np.round(np.clip(-8 - lo[:, :, None] / s, -8, 7))
+    return np.clip(np.round(g / s) + zero, -8, 7), zero
 
 
 def weight_config(group: int, symmetric: bool, actorder: str | None = None) -> dict:
