@@ -98,6 +98,13 @@ def copies_failing(run_check) -> int:
     return failures
 
 
+def _bf16(dtype: str) -> int:
+    """The drivers' BF16 argument: 1 for bf16, 0 for fp16; anything else refused, as the bindings do."""
+    if dtype not in ("bf16", "fp16"):
+        raise ValueError(f"dtype is bf16 or fp16, not {dtype}")
+    return int(dtype == "bf16")
+
+
 def _run(name: str, args: list, inputs: dict[str, np.ndarray], out_shape: tuple[int, ...],
          cuda_dir: Path = CUDA_DIR, out_dtype=np.uint16) -> np.ndarray:
     with tempfile.TemporaryDirectory() as d:
@@ -118,7 +125,7 @@ def int4_gemm(x, codes, scales, group, mins=None, zero=0, dtype="bf16", splits=0
     inputs = {"x": x, "codes": codes, "scales": np.asarray(scales, np.float32)}
     if mins is not None:
         inputs["mins"] = np.asarray(mins, np.float32)
-    args = [M, N, K, group, zero, int(mins is not None), int(dtype == "bf16"), splits, sms, copies, seed]
+    args = [M, N, K, group, zero, int(mins is not None), _bf16(dtype), splits, sms, copies, seed]
     return _run("int4_gemm", args, inputs, (M, N), cuda_dir)
 
 
@@ -128,7 +135,7 @@ def bf16_gemm(x, w, dtype="bf16", y_f32=False, splits=0, sms=132, copies="at-wai
     bf16_gemm_block.cuh run on the host."""
     x, w = np.asarray(x).view(np.uint16), np.asarray(w).view(np.uint16)
     (M, K), N = x.shape, w.shape[0]
-    args = [M, N, K, int(dtype == "bf16"), int(y_f32), splits, sms, copies, seed]
+    args = [M, N, K, _bf16(dtype), int(y_f32), splits, sms, copies, seed]
     return _run("bf16_gemm", args, {"x": x, "w": w}, (M, N), cuda_dir, np.float32)
 
 
@@ -138,7 +145,7 @@ def flash_attention(q, k, v, p0, n_heads, n_kv_heads, dtype="bf16", splits=0, sm
     flash_attn_block.cuh run on the host."""
     q, k, v = (np.asarray(a).view(np.uint16) for a in (q, k, v))
     T, hd = q.shape[0], q.shape[1] // n_heads
-    args = [T, p0, n_heads, n_kv_heads, hd, int(dtype == "bf16"), splits, sms, copies, seed]
+    args = [T, p0, n_heads, n_kv_heads, hd, _bf16(dtype), splits, sms, copies, seed]
     return _run("flash_attn", args, {"q": q, "k": k, "v": v}, q.shape, cuda_dir)
 
 
@@ -153,9 +160,7 @@ def fp8_gemm(x, codes, scales, block=0, path="w8a8", dtype="bf16", splits=0, ub=
         raise ValueError("fp8_gemm: x [M, K] and codes [N, K] must agree on K")
     if path not in ("w8a8", "w8a16"):
         raise ValueError("fp8_gemm: path is w8a8 or w8a16")
-    if dtype not in ("bf16", "fp16"):
-        raise ValueError(f"dtype is bf16 or fp16, not {dtype}")
-    if path == "w8a8" and dtype != "bf16":
+    if _bf16(dtype) == 0 and path == "w8a8":
         raise ValueError("fp8_gemm: W8A8 takes bf16 activations")
     (M, K), N = x.shape, codes.shape[0]
     inputs = {"x": x, "codes": codes, "scales": np.asarray(scales, np.float32)}
@@ -165,7 +170,7 @@ def fp8_gemm(x, codes, scales, block=0, path="w8a8", dtype="bf16", splits=0, ub=
         if key in ("scales", "mins") and (a.ndim > 2 or (a.ndim == 2 and a.shape[0] != N)):
             raise ValueError(f"fp8_gemm: {key} must be float32 [N] or [N, blocks]")
     bound = np.inf if ub is None else float(np.float32(ub))  # the binding's float
-    args = [M, N, K, block, int(path == "w8a8"), int(dtype == "bf16"), int(int8), int(mins is not None), splits,
+    args = [M, N, K, block, int(path == "w8a8"), _bf16(dtype), int(int8), int(mins is not None), splits,
             repr(bound), sms, copies, seed]
     return _run("fp8_gemm", args, inputs, (M, N), cuda_dir)
 
@@ -175,9 +180,7 @@ def fp8_gemm(x, codes, scales, block=0, path="w8a8", dtype="bf16", splits=0, ub=
 # from the kernel sources in cuda_dir.
 
 def _small_op(op: str, dtype: str, args: list, inputs: dict, out_shape, out_dtype, cuda_dir: Path) -> np.ndarray:
-    if dtype not in ("bf16", "fp16"):
-        raise ValueError(f"dtype is bf16 or fp16, not {dtype}")
-    return _run("small_ops", [op, int(dtype == "bf16"), *args], inputs, out_shape, cuda_dir, out_dtype)
+    return _run("small_ops", [op, _bf16(dtype), *args], inputs, out_shape, cuda_dir, out_dtype)
 
 
 def rmsnorm(x, w, eps, dtype="bf16", cuda_dir: Path = CUDA_DIR) -> np.ndarray:
