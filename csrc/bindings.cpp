@@ -768,7 +768,7 @@ py::dict gpu_linear_dict(const cuda::GpuLinearHost& g) {
 }
 
 std::vector<TensorSpec> gpu_weight_parts(const py::list& parts, const std::string& dtype) {
-    if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("gpu_weight: dtype is bf16 or fp16");
+    half_type_arg(dtype);  // refused before any part is read
     std::vector<TensorSpec> specs;
     for (size_t i = 0; i < parts.size(); ++i) specs.push_back(spec_of(parts[i], "part" + std::to_string(i)));
     return specs;
@@ -1238,54 +1238,50 @@ PYBIND11_MODULE(_core, m) {
        "order, scales [M]), as device_math.fp8_quantize_rows");
     ck.def("flash_attention", [](const U16Array& q, const U16Array& k, const U16Array& v, int p0, int n_heads,
                                  int n_kv_heads, const std::string& dtype, int splits) {
-        if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("flash_attention: dtype is bf16 or fp16");
+        const bool bf16 = half_type_arg(dtype);
         const cuda::FaHostShape s = attention_shape(q, k, v, p0, n_heads, n_kv_heads);
         const std::vector<uint16_t> out = cuda::flash_attention_on_device(
-            q.data(), k.data(), v.data(), s.T, p0, n_heads, n_kv_heads, s.head_dim, dtype == "bf16", splits);
+            q.data(), k.data(), v.data(), s.T, p0, n_heads, n_kv_heads, s.head_dim, bf16, splits);
         return copy_out(out, {q.shape(0), q.shape(1)});
     }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("p0"), py::arg("n_heads"), py::arg("n_kv_heads"),
        py::arg("dtype") = "bf16", py::arg("splits") = 0,
        "causal GQA attention on the GPU: q [T, H*hd], k, v [p0+T, KH*hd] (bf16/fp16 bits) -> [T, H*hd] bits");
-    auto half_type = [](const std::string& dtype) {
-        if (dtype != "bf16" && dtype != "fp16") throw std::invalid_argument("dtype is bf16 or fp16, not " + dtype);
-        return dtype == "bf16";
-    };
-    ck.def("rmsnorm", [half_type](const FloatArray& x, const FloatArray& w, float eps, const std::string& dtype) {
+    ck.def("rmsnorm", [](const FloatArray& x, const FloatArray& w, float eps, const std::string& dtype) {
         if (x.ndim() != 2 || w.ndim() != 1 || w.shape(0) != x.shape(1))
             throw std::invalid_argument("rmsnorm: need x [T, D] and w [D]");
-        const bool bf16 = half_type(dtype);
+        const bool bf16 = half_type_arg(dtype);
         return copy_out(cuda::rmsnorm_on_device(x.data(), w.data(), int(x.shape(0)), int(x.shape(1)), eps, bf16),
                         {x.shape(0), x.shape(1)});
     }, py::arg("x"), py::arg("w"), py::arg("eps"), py::arg("dtype") = "bf16",
        "RMSNorm on the GPU: x [T, D] fp32, w [D] -> [T, D] 16-bit bits");
-    ck.def("rope", [half_type](const U16Array& x, int n_heads, const FloatArray& cos, const FloatArray& sin, int p0,
+    ck.def("rope", [](const U16Array& x, int n_heads, const FloatArray& cos, const FloatArray& sin, int p0,
                                const std::string& dtype) {
         if (x.ndim() != 2 || n_heads < 1 || x.shape(1) % n_heads || cos.ndim() != 2 || sin.ndim() != 2 ||
             2 * cos.shape(1) * n_heads != x.shape(1) || sin.shape(0) != cos.shape(0) || sin.shape(1) != cos.shape(1))
             throw std::invalid_argument("rope: need x [T, H * hd], cos and sin [positions, hd / 2]");
-        const bool bf16 = half_type(dtype);
+        const bool bf16 = half_type_arg(dtype);
         return copy_out(cuda::rope_on_device(x.data(), int(x.shape(0)), n_heads, int(x.shape(1) / n_heads), cos.data(),
                                              sin.data(), int(cos.shape(0)), p0, bf16),
                         {x.shape(0), x.shape(1)});
     }, py::arg("x"), py::arg("n_heads"), py::arg("cos"), py::arg("sin"), py::arg("p0"), py::arg("dtype") = "bf16",
        "RoPE on the GPU, rows at positions p0 + t: x [T, H * hd] 16-bit bits -> the same");
-    ck.def("swiglu", [half_type](const U16Array& gu, const std::string& dtype) {
+    ck.def("swiglu", [](const U16Array& gu, const std::string& dtype) {
         if (gu.ndim() != 2 || gu.shape(1) % 2) throw std::invalid_argument("swiglu: need gu [T, 2F]");
-        const bool bf16 = half_type(dtype);
+        const bool bf16 = half_type_arg(dtype);
         return copy_out(cuda::swiglu_on_device(gu.data(), int(gu.shape(0)), int(gu.shape(1) / 2), bf16),
                         {gu.shape(0), gu.shape(1) / 2});
     }, py::arg("gu"), py::arg("dtype") = "bf16", "silu(gate) * up on the GPU: gu [T, 2F] bits -> [T, F] bits");
-    ck.def("residual_add", [half_type](const FloatArray& x, const U16Array& y, const std::string& dtype) {
+    ck.def("residual_add", [](const FloatArray& x, const U16Array& y, const std::string& dtype) {
         if (x.ndim() != 2 || y.ndim() != 2 || x.shape(0) != y.shape(0) || x.shape(1) != y.shape(1))
             throw std::invalid_argument("residual_add: x and y must both be [T, D]");
-        const bool bf16 = half_type(dtype);
+        const bool bf16 = half_type_arg(dtype);
         return copy_out(cuda::residual_add_on_device(x.data(), y.data(), int(x.shape(0)), int(x.shape(1)), bf16),
                         {x.shape(0), x.shape(1)});
     }, py::arg("x"), py::arg("y"), py::arg("dtype") = "bf16", "x [T, D] fp32 + y [T, D] 16-bit bits on the GPU");
-    ck.def("embed", [half_type](const U16Array& table, const TokenArray& tokens,
+    ck.def("embed", [](const U16Array& table, const TokenArray& tokens,
                                 const std::string& dtype) {
         if (table.ndim() != 2 || tokens.ndim() != 1) throw std::invalid_argument("embed: need table [V, D], tokens [T]");
-        const bool bf16 = half_type(dtype);
+        const bool bf16 = half_type_arg(dtype);
         return copy_out(cuda::embed_on_device(table.data(), table.shape(0), tokens.data(), int(tokens.shape(0)),
                                               int(table.shape(1)), bf16),
                         {tokens.shape(0), table.shape(1)});
@@ -1300,11 +1296,11 @@ PYBIND11_MODULE(_core, m) {
         return copy_out(kv, {2, py::ssize_t(n_kv_heads), py::ssize_t(n_ctx), py::ssize_t(hd)});
     }, py::arg("k"), py::arg("v"), py::arg("n_kv_heads"), py::arg("n_ctx"), py::arg("p0"),
        "k, v rows appended at p0 to a zero device cache -> [2 (K, V), KH, n_ctx, hd] bits");
-    ck.def("bf16_gemm", [half_type](const U16Array& x, const U16Array& w, const std::string& dtype, bool y_f32,
+    ck.def("bf16_gemm", [](const U16Array& x, const U16Array& w, const std::string& dtype, bool y_f32,
                                     int splits) {
         if (x.ndim() != 2 || w.ndim() != 2 || x.shape(1) != w.shape(1))
             throw std::invalid_argument("bf16_gemm: x [M, K] and w [N, K] must agree on K");
-        const bool bf16 = half_type(dtype);
+        const bool bf16 = half_type_arg(dtype);
         return copy_out(cuda::bf16_gemm_on_device(x.data(), w.data(), x.shape(0), w.shape(0), x.shape(1), bf16, y_f32,
                                                   splits),
                         {x.shape(0), w.shape(0)});
