@@ -6,6 +6,9 @@
 // Positions: the T new query rows are positions [p0, p0 + T); the device KV cache already holds
 // K and V of positions [0, p0 + T). Query row t sees positions [0, p0 + t].
 #pragma once
+#include <cstdint>
+#include <vector>
+
 #include "device_math.h"
 
 namespace ll::cuda {
@@ -76,6 +79,26 @@ LL_HOST_DEVICE int fa_num_splits(int n_pos, int n_kv_heads, int n_sms) {
     s = fa_min(s, tiles / 4);
     s = fa_min(s, kFaMaxSplits);
     return s < 1 ? 1 : s;
+}
+
+// The splits a call of T query rows over n_pos positions takes: 1 for prefill (T > 1); for decode,
+// `splits` ranges per KV head where splits > 0, else fa_num_splits's.
+LL_HOST_DEVICE int fa_call_splits(int T, int n_pos, int n_kv_heads, int splits, int n_sms) {
+    return T > 1 ? 1 : splits > 0 ? splits : fa_num_splits(n_pos, n_kv_heads, n_sms);
+}
+
+// The device KV cache's layout [kv head][n_ctx][hd] from rows [position][kv head][hd] of n_pos
+// positions (the CPU's, and the kernel bindings' arguments); positions n_pos.. hold `fill`. Host
+// code: how the tests' binding and the emulation build a cache, as the engine keeps one.
+inline std::vector<uint16_t> fa_device_cache(const uint16_t* rows, int n_pos, int n_kv_heads, int hd, int64_t n_ctx,
+                                             uint16_t fill) {
+    std::vector<uint16_t> cache(size_t(n_kv_heads) * size_t(n_ctx) * size_t(hd), fill);
+    for (int h = 0; h < n_kv_heads; ++h)
+        for (int pos = 0; pos < n_pos; ++pos)
+            for (int d = 0; d < hd; ++d)
+                cache[(size_t(h) * size_t(n_ctx) + size_t(pos)) * size_t(hd) + size_t(d)] =
+                    rows[(size_t(pos) * size_t(n_kv_heads) + size_t(h)) * size_t(hd) + size_t(d)];
+    return cache;
 }
 
 // ---- shared memory: a K or V tile is kFaKvTile rows of head_dim 16-bit values. ldmatrix reads 8

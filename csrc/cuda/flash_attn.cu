@@ -86,7 +86,7 @@ cudaError_t flash_attention(const FlashAttentionArgs& a, cudaStream_t stream, st
             return err;
     DeviceFacts d;
     if (const cudaError_t err = current_device(&d)) return err;
-    const int splits = a.T > 1 ? 1 : a.splits > 0 ? a.splits : fa_num_splits(a.p0.host + 1, a.n_kv_heads, d.sms);
+    const int splits = fa_call_splits(a.T, a.p0.host + a.T, a.n_kv_heads, a.splits, d.sms);
     if (a.workspace_bytes < flash_attention_workspace_bytes(a.T, a.n_heads, a.head_dim, splits))
         return refuse("the decode workspace is too small");
     const FaParams p{a.q, a.ldq, a.k, a.v, a.n_ctx, a.out, a.ldo, a.T, a.p0.device, a.n_heads, a.n_kv_heads, splits,
@@ -99,17 +99,10 @@ std::vector<uint16_t> flash_attention_on_device(const uint16_t* q, const uint16_
                                                 int n_heads, int n_kv_heads, int head_dim, bool bf16, int splits) {
     const int n_pos = p0 + T, hd = head_dim;
     const int64_t n_ctx = n_pos + 5;  // a cache longer than the positions in use, as in the engine
-    // The CPU rows [position][kv head][hd] rearranged into the device cache's [kv head][n_ctx][hd].
-    std::vector<uint16_t> kc(size_t(n_kv_heads * n_ctx * hd), 0), vc(kc.size(), 0);
-    for (int h = 0; h < n_kv_heads; ++h)
-        for (int pos = 0; pos < n_pos; ++pos)
-            for (int d = 0; d < hd; ++d) {
-                const size_t src = (size_t(pos) * n_kv_heads + h) * hd + d, dst = (size_t(h) * n_ctx + pos) * hd + d;
-                kc[dst] = k[src];
-                vc[dst] = v[src];
-            }
+    const std::vector<uint16_t> kc = fa_device_cache(k, n_pos, n_kv_heads, hd, n_ctx, 0);
+    const std::vector<uint16_t> vc = fa_device_cache(v, n_pos, n_kv_heads, hd, n_ctx, 0);
     const size_t q_count = size_t(T) * n_heads * hd;
-    const int used = T > 1 ? 1 : splits > 0 ? splits : fa_num_splits(n_pos, n_kv_heads, device_sms());
+    const int used = fa_call_splits(T, n_pos, n_kv_heads, splits, device_sms());
     const size_t ws = flash_attention_workspace_bytes(T, n_heads, hd, used);
     DeviceBuffers b;
     const uint16_t* dq = b.upload(q, q_count);

@@ -130,7 +130,7 @@ double time_flash_attention(int T, int p0, int n_heads, int n_kv_heads, int head
     const uint16_t* v = b.upload(random_half(size_t(n_kv_heads * n_ctx * hd), bf16, 5));
     uint16_t* out = b.alloc<uint16_t>(size_t(T * n_heads * hd));
     const int sms = device_sms();
-    const int splits = T > 1 ? 1 : fa_num_splits(p0 + 1, n_kv_heads, sms);
+    const int splits = fa_call_splits(T, p0 + T, n_kv_heads, 0, sms);
     const size_t ws = flash_attention_workspace_bytes(T, n_heads, head_dim, splits);
     float* work = b.alloc<float>(ws / sizeof(float));
     const FirstPos pos{p0, b.upload(&p0, 1)};

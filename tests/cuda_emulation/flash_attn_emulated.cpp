@@ -41,18 +41,12 @@ std::vector<std::string> emulate(char** argv) {
     const std::vector<uint16_t> k = emu::read_values<uint16_t>(dir + "/k", size_t(n_pos) * KH * hd);
     const std::vector<uint16_t> v = emu::read_values<uint16_t>(dir + "/v", size_t(n_pos) * KH * hd);
 
-    // As flash_attention_on_device: the rows [position][kv head][hd] into the device cache's
-    // [kv head][n_ctx][hd], a cache longer than the positions in use (here NaN past them).
+    // As flash_attention_on_device: the device cache's layout, longer than the positions in use
+    // (here NaN past them).
     const int64_t n_ctx = n_pos + 5;
-    std::vector<uint16_t> kc(size_t(KH * n_ctx * hd), 0x7FFF), vc(kc.size(), 0x7FFF);
-    for (int h = 0; h < KH; ++h)
-        for (int pos = 0; pos < n_pos; ++pos)
-            for (int d = 0; d < hd; ++d) {
-                const size_t src = (size_t(pos) * KH + h) * hd + d, dst = (size_t(h) * n_ctx + pos) * hd + d;
-                kc[dst] = k[src];
-                vc[dst] = v[src];
-            }
-    const int used = T > 1 ? 1 : splits > 0 ? splits : fa_num_splits(n_pos, KH, sms);
+    const std::vector<uint16_t> kc = fa_device_cache(k.data(), n_pos, KH, hd, n_ctx, 0x7FFF);
+    const std::vector<uint16_t> vc = fa_device_cache(v.data(), n_pos, KH, hd, n_ctx, 0x7FFF);
+    const int used = fa_call_splits(T, n_pos, KH, splits, sms);
     std::vector<float> partial(T == 1 ? size_t(H) * used * (2 + hd) : 0, std::nanf(""));
     std::vector<uint16_t> out(q.size(), 0xFFFF);
     emu::readable(q);
